@@ -1,0 +1,46 @@
+# Thin front end over CMake.  The two README commands:
+#   make run     set up, build, and run the main job (pfor compare)
+#   make check   set up, then build and run every test in three builds:
+#                plain, AddressSanitizer+UBSan, ThreadSanitizer
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all setup build run check test test-asan test-tsan valgrind format clean
+
+all: build
+
+setup:
+	@sh tools/setup.sh
+
+# $(call configure,dir,sanitizer)
+define configure
+	@cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPF_SANITIZE=$(2) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(1) -j$(JOBS)
+endef
+
+build: setup
+	$(call configure,build,)
+
+run: build
+	./build/pfor compare
+
+test: build
+	cd build && ./pfor-tests
+
+test-asan: setup
+	$(call configure,build-asan,address)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PF_TEST_TIMEOUT_SCALE=3 ./pfor-tests
+
+test-tsan: setup
+	$(call configure,build-tsan,thread)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  PF_TEST_TIMEOUT_SCALE=5 ./pfor-tests
+
+check: test test-asan test-tsan
+
+format:
+	git ls-files '*.c' '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,53 @@
+/*
+ * `pfor`: the command-line front end.
+ *
+ *   pfor compare [options]   the article's experiment (the main job)
+ *   pfor serve [options]     the built-in mock API
+ *   pfor version | help
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "pfor/pfor.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"compare", pf_cli_compare, "time a loop of requests (or a CPU kernel) on every executor"},
+    {"serve", pf_cli_serve, "run the mock API (POST /api/users -> 201)"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: pfor <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-9s %s\n", "version", "print the version");
+    fprintf(out, "\n`pfor <command> --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return PF_CLI_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("pfor %s\n", PF_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    pf_cli_usage_error("unknown command '%s' (try 'pfor help')", cmd);
+}

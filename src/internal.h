@@ -1,0 +1,48 @@
+/*
+ * Library-internal helpers shared by every subsystem.
+ *
+ * Naming: pf_ is public API, pf__ is internal but shared between files,
+ * static functions carry no prefix.  Nothing here is exported.
+ */
+#ifndef PF_INTERNAL_H
+#define PF_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "pfor/pfor.h"
+
+#define PF__ARRAY_SIZE(a)                   (sizeof(a) / sizeof((a)[0]))
+#define PF__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define PF__MIN(a, b)                       ((a) < (b) ? (a) : (b))
+#define PF__MAX(a, b)                       ((a) > (b) ? (a) : (b))
+#define PF__CACHELINE                       64
+
+/* An invariant is broken: memory is corrupt, or a primitive failed in a way
+ * that cannot happen.  Print where and abort.  Never used for bad input. */
+#define PF__CHECK(cond)                           \
+    do {                                          \
+        if (__builtin_expect(!(cond), 0))         \
+            pf__panic(__FILE__, __LINE__, #cond); \
+    } while (0)
+
+__attribute__((noreturn, cold)) void pf__panic(const char *file, int line, const char *what);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t pf__now_ns(void);
+/* A timeout in seconds (negative: forever) turned into an absolute monotonic
+ * deadline in ns; UINT64_MAX means forever. */
+uint64_t pf__deadline_ns(double timeout_s);
+
+/* Number of online CPUs (at least 1). */
+int pf__ncpus(void);
+
+/* Number of threads of this process, from /proc/self/status (0 if unknown). */
+int pf__thread_count(void);
+
+/* snprintf that never fails and always terminates. */
+void pf__strlcpy(char *dst, const char *src, size_t size);
+
+#endif /* PF_INTERNAL_H */

@@ -1,0 +1,101 @@
+/*
+ * pthread and futex wrappers (see sync.h).
+ */
+#include "platform/sync.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void pf__mutex_init(pf__mutex *m)
+{
+    pthread_mutexattr_t a;
+    PF__CHECK(pthread_mutexattr_init(&a) == 0);
+#ifndef NDEBUG
+    PF__CHECK(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK) == 0);
+#endif
+    PF__CHECK(pthread_mutex_init(m, &a) == 0);
+    pthread_mutexattr_destroy(&a);
+}
+
+void pf__mutex_destroy(pf__mutex *m)
+{
+    PF__CHECK(pthread_mutex_destroy(m) == 0);
+}
+
+void pf__mutex_lock(pf__mutex *m)
+{
+    PF__CHECK(pthread_mutex_lock(m) == 0);
+}
+
+void pf__mutex_unlock(pf__mutex *m)
+{
+    PF__CHECK(pthread_mutex_unlock(m) == 0);
+}
+
+void pf__cond_init(pf__cond *c)
+{
+    pthread_condattr_t a;
+    PF__CHECK(pthread_condattr_init(&a) == 0);
+    PF__CHECK(pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0);
+    PF__CHECK(pthread_cond_init(c, &a) == 0);
+    pthread_condattr_destroy(&a);
+}
+
+void pf__cond_destroy(pf__cond *c)
+{
+    PF__CHECK(pthread_cond_destroy(c) == 0);
+}
+
+void pf__cond_wait(pf__cond *c, pf__mutex *m)
+{
+    PF__CHECK(pthread_cond_wait(c, m) == 0);
+}
+
+bool pf__cond_wait_until(pf__cond *c, pf__mutex *m, uint64_t deadline_ns)
+{
+    if (deadline_ns == UINT64_MAX) {
+        pf__cond_wait(c, m);
+        return true;
+    }
+    struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+                          .tv_nsec = (long)(deadline_ns % 1000000000u)};
+    int rc = pthread_cond_timedwait(c, m, &ts);
+    PF__CHECK(rc == 0 || rc == ETIMEDOUT);
+    return rc == 0;
+}
+
+void pf__cond_signal(pf__cond *c)
+{
+    PF__CHECK(pthread_cond_signal(c) == 0);
+}
+
+void pf__cond_broadcast(pf__cond *c)
+{
+    PF__CHECK(pthread_cond_broadcast(c) == 0);
+}
+
+void pf__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns, bool shared)
+{
+    int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns != UINT64_MAX) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000u);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000u);
+        tsp = &ts; /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time */
+    }
+    long rc = syscall(SYS_futex, word, op, expected, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+    PF__CHECK(rc == 0 || errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT);
+}
+
+void pf__futex_wake(_Atomic uint32_t *word, int n, bool shared)
+{
+    int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    long rc = syscall(SYS_futex, word, op, n, NULL, NULL, 0);
+    PF__CHECK(rc >= 0);
+}

@@ -1,0 +1,54 @@
+/*
+ * Thin wrappers over the synchronisation primitives.
+ *
+ * Mutex and condition variable calls abort when pthreads reports an error:
+ * that only happens when memory is corrupt (libuv does the same).  Debug
+ * builds use error-checking mutexes so that a relock or a foreign unlock is
+ * caught at once.  Futexes are used where a waiter sleeps on a 32-bit word
+ * that lives in shared memory or in a hot object (a future's state).
+ */
+#ifndef PF_PLATFORM_SYNC_H
+#define PF_PLATFORM_SYNC_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef pthread_mutex_t pf__mutex;
+typedef pthread_cond_t pf__cond;
+
+void pf__mutex_init(pf__mutex *m);
+void pf__mutex_destroy(pf__mutex *m);
+void pf__mutex_lock(pf__mutex *m);
+void pf__mutex_unlock(pf__mutex *m);
+
+/* Condition variables use the monotonic clock. */
+void pf__cond_init(pf__cond *c);
+void pf__cond_destroy(pf__cond *c);
+void pf__cond_wait(pf__cond *c, pf__mutex *m);
+/* Wait until the absolute monotonic deadline (ns; UINT64_MAX = forever).
+ * Returns false on timeout. */
+bool pf__cond_wait_until(pf__cond *c, pf__mutex *m, uint64_t deadline_ns);
+void pf__cond_signal(pf__cond *c);
+void pf__cond_broadcast(pf__cond *c);
+
+/* Sleep while *word == expected, until woken or the absolute monotonic
+ * deadline (UINT64_MAX = forever).  May return spuriously: callers re-check.
+ * `shared` selects a futex usable across processes (the word lives in shared
+ * memory); otherwise the cheaper process-private futex is used. */
+void pf__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns, bool shared);
+/* Wake up to n sleepers on word (n = INT32_MAX: all). */
+void pf__futex_wake(_Atomic uint32_t *word, int n, bool shared);
+
+/* A CPU hint for spin-wait loops. */
+static inline void pf__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#endif /* PF_PLATFORM_SYNC_H */
