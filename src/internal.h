@@ -30,6 +30,13 @@
 
 __attribute__((noreturn, cold)) void pf__panic(const char *file, int line, const char *what);
 
+/* 1 in ThreadSanitizer builds (gcc defines __SANITIZE_THREAD__). */
+#if defined(__SANITIZE_THREAD__)
+#define PF__TSAN 1
+#else
+#define PF__TSAN 0
+#endif
+
 /* Monotonic clock in nanoseconds. */
 uint64_t pf__now_ns(void);
 /* A timeout in seconds (negative: forever) turned into an absolute monotonic

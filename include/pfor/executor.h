@@ -49,8 +49,9 @@ typedef enum pf_kind {
 } pf_kind;
 
 /* Runs once in each worker before its first task.  `*state` is what tasks get
- * from pf_task_worker_state().  Return 0, or an error code: the executor then
- * fails every task with PF_EINITFAILED and the message of pf_init_fail(). */
+ * from pf_task_worker_state().  Return 0, or any non-zero code: the executor
+ * is then broken, and every pending and later task fails with
+ * PF_EINITFAILED (pf_error_info.task_code holds the code). */
 typedef int (*pf_worker_init_fn)(void **state, const void *arg, size_t arg_len, int worker_index);
 /* Runs once in each worker after its last task (also when a process worker is
  * recycled), with the state its initializer made.  Not run in a worker that
@@ -150,6 +151,7 @@ PF_EXTERN int pf_submit_named(pf_executor *ex, const char *name, const void *arg
 /* Why a future failed. */
 typedef struct pf_error_info {
     int code;          /* PF_OK, or the future's error code */
+    int task_code;     /* PF_ETASK: the code the task gave pf_task_fail() or returned */
     int worker_index;  /* the worker that ran (or was running) the task, or -1 */
     int pid;           /* that worker's pid for process pools, else 0 */
     int signal;        /* PF_EWORKERDIED/PF_ETASKTIMEOUT: the signal that ended it, or 0 */
@@ -161,7 +163,9 @@ typedef struct pf_error_info {
  * bytes belong to the future and stay valid until it is released; data may
  * be NULL with len 0), or the future's error (PF_ETASK, PF_EWORKERDIED,
  * PF_ETASKTIMEOUT, PF_ECANCELLED, ...), or PF_ETIMEDOUT if it is not done in
- * time.  May be called any number of times.  data/len may be NULL. */
+ * time.  A task that failed gives PF_ETASK (pf_future_error() has its own
+ * code and message).  May be called any number of times.  data/len may be
+ * NULL. */
 PF_EXTERN int pf_future_result(pf_future *f, double timeout, const void **data, size_t *len);
 
 /* Like pf_future_result(), but hands the bytes over: *data is malloc()ed and

@@ -38,9 +38,10 @@ extern "C" {
 /* The context of one running task.  Valid only during the task function. */
 typedef struct pf_task pf_task;
 
-/* A task function.  Return 0 for success (with or without a result set) or a
- * negative pf error code; a non-zero return with no pf_task_fail() call gives
- * the future PF_ETASK with the message "task returned <code>". */
+/* A task function.  Return 0 for success (with or without a result set).
+ * Any other return fails the task: its future gives PF_ETASK, and
+ * pf_error_info.task_code is the returned value (message "task returned N")
+ * unless pf_task_fail() set a code and message first. */
 typedef int (*pf_task_fn)(pf_task *t, const void *arg, size_t arg_len);
 
 /* Set the task's result to a copy of `len` bytes at `data` (data may be NULL
@@ -55,10 +56,11 @@ PF_EXTERN int pf_task_set_result(pf_task *t, const void *data, size_t len);
  * valid until the task function returns or the next result call. */
 PF_EXTERN void *pf_task_result_buffer(pf_task *t, size_t len);
 
-/* Fail the task with `code` (a negative pf code; anything else becomes
- * PF_ETASK) and a printf-style message (truncated to 255 bytes).  Returns the
- * code, so `return pf_task_fail(t, ...)` reads naturally.  Any result set
- * earlier is discarded. */
+/* Fail the task with a code of the task's own choosing (an errno, an HTTP
+ * status, a pf code: pf_error_info.task_code gives it back) and a
+ * printf-style message (truncated to 255 bytes).  Returns PF_ETASK, so
+ * `return pf_task_fail(t, ...)` reads naturally.  Any result set earlier is
+ * discarded. */
 PF_EXTERN int pf_task_fail(pf_task *t, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))

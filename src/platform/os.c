@@ -1,6 +1,7 @@
 /*
  * Small OS helpers: clocks, CPU and thread counts, panics.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -39,18 +40,30 @@ int pf__ncpus(void)
 
 int pf__thread_count(void)
 {
-    FILE *f = fopen("/proc/self/status", "re");
-    if (!f)
+    /* Count the threads that still run.  A thread that was just joined may
+     * linger in /proc as a zombie for a moment; it holds no locks. */
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
         return 0;
-    char line[256];
     int n = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "Threads:", 8) == 0) {
-            n = atoi(line + 8);
-            break;
-        }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue; /* gone meanwhile */
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        const char *p = strrchr(buf, ')');
+        if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
+            continue;
+        n++;
     }
-    fclose(f);
+    closedir(d);
     return n;
 }
 

@@ -1,0 +1,280 @@
+/*
+ * Internals shared by the executor front end, the futures and the executor
+ * kinds (sequential, threads, processes, MPI).
+ *
+ * Object model
+ *   struct pf_executor  the front end: kind, options, counters, and a table
+ *                       of kind operations (struct pf__executor_ops).  It is
+ *                       reference counted: the user's handle holds one
+ *                       reference and every unfinished future holds one, so
+ *                       the struct outlives any call that may still reach it
+ *                       through a future (cancel).  pf_executor_destroy()
+ *                       stops the workers at once; the memory goes with the
+ *                       last reference.
+ *   struct pf_future    one task and its outcome.  Reference counted: the
+ *                       caller's handle, the executor while the task is in
+ *                       flight, and every as_completed set holding it.
+ *
+ * Future states (f->state, a futex word):
+ *   PENDING -> RUNNING -> FINISHED, or PENDING -> FINISHED (cancelled).
+ *   RUNNING is set by the executor when a worker takes the task; FINISHED
+ *   only by pf__future_finish(), exactly once, under f->lock.  After FINISHED
+ *   the outcome fields are immutable (except `taken`, under f->lock).
+ *
+ * Lock order (outer first); user code never runs under any of them:
+ *   executor kind lock (pool queue) -> future lock -> completion-set lock.
+ */
+#ifndef PF_CORE_H
+#define PF_CORE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "platform/sync.h"
+
+#define PF__FUTURE_MAGIC   0x46757475u /* "Futu" */
+#define PF__EXECUTOR_MAGIC 0x45786563u /* "Exec" */
+
+enum pf__future_state {
+    PF__PENDING = 0,
+    PF__RUNNING = 1,
+    PF__FINISHED = 2,
+};
+
+/* Failure details, allocated only when a future fails. */
+struct pf__failure {
+    pf_error_info info;
+};
+
+struct pf__callback {
+    struct pf__callback *next;
+    pf_done_fn fn;
+    void *user;
+};
+
+/* A registration of a future in a completion set (as_completed, wait). */
+struct pf__watch {
+    struct pf__watch *next_in_future; /* guarded by the future's lock */
+    struct pf__watch *next_done;      /* guarded by the set's lock */
+    struct pf__completion_set *set;   /* immutable */
+    pf_future *future;                /* immutable */
+    bool linked;                      /* in future's watcher list; future's lock */
+    bool delivered;                   /* returned by next(); set's lock */
+};
+
+struct pf_future {
+    uint32_t magic;                    /* PF__FUTURE_MAGIC while alive */
+    _Atomic uint32_t refs;             /* see the object model above */
+    _Atomic uint32_t state;            /* enum pf__future_state; futex word */
+    _Atomic uint32_t waiters;          /* threads sleeping on `state` */
+    _Atomic uint32_t cancel_requested; /* pf_task_cancelled() reads it */
+    pf__mutex lock;                    /* guards callbacks, watchers, taken, finishing */
+
+    /* The task.  Immutable after submit (arg freed at finish). */
+    struct pf_executor *ex; /* holds a reference until FINISHED */
+    pf_task_fn fn;
+    void *arg; /* points at arg_inline or a malloc()ed copy */
+    size_t arg_len;
+    uint64_t timeout_ns; /* 0: no limit */
+    int retries_left;
+    unsigned char arg_inline[32];
+
+    /* The outcome, written once by pf__future_finish before FINISHED. */
+    int code;
+    void *data;
+    size_t len;
+    struct pf__failure *failure; /* NULL on success */
+    bool taken;                  /* pf_future_take() handed data over; lock */
+
+    struct pf__callback *callbacks, **callbacks_tail; /* lock */
+    struct pf__watch *watchers;                       /* lock */
+
+    /* Executor-kind private fields. */
+    struct pf_future *next, *prev; /* queue links, guarded by the kind's lock */
+    bool in_queue;                 /* guarded by the kind's lock */
+    uint32_t slot;                 /* process pool: shared-memory slot */
+    int worker_index;              /* the worker that took it, -1 before */
+};
+
+struct pf__executor_ops {
+    /* Queue f (the front end has filled it in and counted it).  Return 0 or
+     * an error; on error the front end fails the future. */
+    int (*submit)(struct pf_executor *ex, pf_future *f);
+    /* Try to cancel f (not FINISHED when called).  Return 0 if the kind
+     * finished it as cancelled, PF_EBUSY if it cannot. */
+    int (*cancel)(struct pf_executor *ex, pf_future *f);
+    /* Stop taking tasks; cancel pending ones if asked; if wait, return once
+     * every task has finished and every worker is gone. */
+    int (*shutdown)(struct pf_executor *ex, bool wait, bool cancel_futures);
+    /* Stop and join the kind's workers for good (after shutdown with wait).
+     * cancel() may still be called afterwards and must answer PF_EBUSY. */
+    void (*destroy)(struct pf_executor *ex);
+    /* Free what is left (locks, memory) when the last reference goes. */
+    void (*free)(struct pf_executor *ex);
+    /* Optional, for kinds whose workers do not tell the parent when a task
+     * starts (processes): is f running now, and how many tasks run. */
+    bool (*is_running)(struct pf_executor *ex, const pf_future *f);
+    uint64_t (*count_running)(struct pf_executor *ex);
+};
+
+struct pf_executor {
+    uint32_t magic;
+    _Atomic uint32_t refs;
+    pf_kind kind;                       /* immutable */
+    const struct pf__executor_ops *ops; /* immutable */
+    pf_executor_opts opts;              /* immutable; init_arg points at init_arg_copy */
+    void *init_arg_copy;
+    _Atomic bool shut_down; /* no more submits */
+    _Atomic bool broken;    /* a worker initializer failed */
+    _Atomic bool destroyed;
+
+    /* Progress counters (relaxed atomics: they are statistics). */
+    _Atomic uint64_t n_submitted, n_running, n_done, n_failed, n_cancelled;
+
+    /* Set when a worker initializer failed; every later task fails with it. */
+    pf__mutex init_lock;
+    int init_failed;        /* init_lock; 0 or the code */
+    char init_message[256]; /* init_lock */
+};
+
+/* --- a FIFO of futures (intrusive, doubly linked), guarded by its owner --- */
+
+struct pf__fqueue {
+    pf_future *head, *tail;
+    size_t count;
+};
+
+static inline void pf__fqueue_push(struct pf__fqueue *q, pf_future *f)
+{
+    f->next = NULL;
+    f->prev = q->tail;
+    if (q->tail)
+        q->tail->next = f;
+    else
+        q->head = f;
+    q->tail = f;
+    f->in_queue = true;
+    q->count++;
+}
+
+static inline void pf__fqueue_push_front(struct pf__fqueue *q, pf_future *f)
+{
+    f->prev = NULL;
+    f->next = q->head;
+    if (q->head)
+        q->head->prev = f;
+    else
+        q->tail = f;
+    q->head = f;
+    f->in_queue = true;
+    q->count++;
+}
+
+static inline void pf__fqueue_remove(struct pf__fqueue *q, pf_future *f)
+{
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        q->head = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    else
+        q->tail = f->prev;
+    f->next = f->prev = NULL;
+    f->in_queue = false;
+    q->count--;
+}
+
+static inline pf_future *pf__fqueue_pop(struct pf__fqueue *q)
+{
+    pf_future *f = q->head;
+    if (f)
+        pf__fqueue_remove(q, f);
+    return f;
+}
+
+/* --- futures ------------------------------------------------------------- */
+
+/* A new future for fn(arg) on ex, with one reference for the caller and one
+ * for the executor.  Copies the argument. */
+int pf__future_new(struct pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
+                   pf_future **out);
+
+/* Mark f RUNNING on worker `worker_index` (no-op if it is FINISHED). */
+void pf__future_set_running(pf_future *f, int worker_index);
+
+/* Finish f with an outcome.  On success (code 0) `data` (malloc()ed or NULL)
+ * is handed to the future.  On failure `info` (may be NULL) gives details;
+ * `data` must be NULL.  Returns false if f was finished already (its data is
+ * then freed here).  Runs the done callbacks in the calling thread, updates
+ * the executor's counters and drops the executor's reference on f. */
+bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_error_info *info);
+
+/* Helper: finish with a code and a formatted message. */
+bool pf__future_fail(pf_future *f, int code, int worker_index, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Free a future that was never handed to anyone (its submit failed). */
+void pf__future_discard(pf_future *f);
+
+/* Called under f->lock when f finishes: queue the watch on its set. */
+void pf__watch_fire_locked(struct pf__watch *w);
+
+/* --- executors ------------------------------------------------------------ */
+
+void pf__executor_retain(struct pf_executor *ex);
+void pf__executor_release(struct pf_executor *ex);
+
+/* Record that a worker initializer failed (first failure wins). */
+void pf__executor_init_failed(struct pf_executor *ex, int code, const char *message);
+/* 0, or the init failure code with its message copied into info. */
+int pf__executor_check_init(struct pf_executor *ex, pf_error_info *info);
+
+/* The counters. */
+void pf__executor_note_running(struct pf_executor *ex);
+
+/* Kind constructors call this first, on their embedded struct pf_executor. */
+void pf__executor_init_base(struct pf_executor *ex, const struct pf_executor *base);
+
+/* Kind constructors: allocate the kind's struct (which starts with struct
+ * pf_executor), set ex->ops and start workers.  `base` is filled in by the
+ * front end and copied. */
+int pf__seq_create(const struct pf_executor *base, struct pf_executor **out);
+int pf__threads_create(const struct pf_executor *base, struct pf_executor **out);
+int pf__procs_create(const struct pf_executor *base, struct pf_executor **out);
+
+/* --- tasks ---------------------------------------------------------------- */
+
+/* The context a task function gets.  `alloc_result` is the kind's result
+ * storage: heap memory for threads, shared memory for processes. */
+struct pf_task {
+    void *(*alloc_result)(struct pf_task *t, size_t len); /* NULL on failure */
+    void (*drop_result)(struct pf_task *t);               /* forget the result */
+    void *worker_state;
+    int worker_index;
+    const _Atomic uint32_t *cancel_flag; /* may be NULL */
+    int fail_code;                       /* 0 unless pf_task_fail() */
+    int alloc_error;                     /* why alloc_result last failed */
+    char message[256];
+    void *result; /* the current result, or NULL */
+    size_t result_len;
+    size_t result_cap; /* heap storage: allocated bytes */
+    void *impl;        /* the kind's private pointer */
+};
+
+/* Run fn in context t and work out the outcome: returns 0 or the code to
+ * fail with (t->message holds the message). */
+int pf__task_run(struct pf_task *t, pf_task_fn fn, const void *arg, size_t arg_len);
+
+/* Heap result storage for threads and the sequential executor. */
+void *pf__task_heap_alloc(struct pf_task *t, size_t len);
+void pf__task_heap_drop(struct pf_task *t);
+
+/* Run the initializer for one worker; on failure record it on ex. */
+int pf__worker_init(struct pf_executor *ex, int worker_index, void **state);
+void pf__worker_fini(struct pf_executor *ex, int worker_index, void *state);
+
+#endif /* PF_CORE_H */

@@ -1,0 +1,117 @@
+/*
+ * The sequential executor: each task runs in the submitting thread, inside
+ * pf_submit(), so its future is finished when pf_submit returns.  It is the
+ * baseline of every comparison and the executor to debug a task with.
+ *
+ * There is one "worker", index 0: the initializer runs at create and the
+ * finalizer at destroy, in the calling thread.  No task time limit applies
+ * (the task runs on the caller's stack and cannot be interrupted safely).
+ */
+#include <string.h>
+
+#include "core/core.h"
+
+struct seq_executor {
+    struct pf_executor base;
+    /* Recursive: serialises tasks submitted from several threads, while a
+     * task may itself submit to this executor (it then runs nested, like a
+     * plain function call). */
+    pthread_mutex_t lock;
+    void *worker_state; /* lock */
+    bool initialized;   /* lock */
+    bool finalized;     /* lock */
+};
+
+static int seq_submit(struct pf_executor *ex, pf_future *f)
+{
+    struct seq_executor *s = (struct seq_executor *)ex;
+    PF__CHECK(pthread_mutex_lock(&s->lock) == 0);
+    if (s->finalized) {
+        PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
+        return PF_ESHUTDOWN;
+    }
+    pf__future_set_running(f, 0);
+    struct pf_task t = {
+        .alloc_result = pf__task_heap_alloc,
+        .drop_result = pf__task_heap_drop,
+        .worker_state = s->worker_state,
+        .worker_index = 0,
+        .cancel_flag = &f->cancel_requested,
+    };
+    /* The task runs under s->lock, the one place where user code runs under
+     * a pfor lock: that is what makes this executor run one task at a time.
+     * The lock is recursive, so a task may submit to its own executor. */
+    int rc = pf__task_run(&t, f->fn, f->arg, f->arg_len);
+    PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
+    if (rc == PF_OK) {
+        pf__future_finish(f, PF_OK, t.result, t.result_len, NULL);
+    } else {
+        pf_error_info info = {.code = rc, .task_code = t.fail_code, .exit_status = -1};
+        pf__strlcpy(info.message, t.message, sizeof info.message);
+        pf__task_heap_drop(&t);
+        pf__future_finish(f, rc, NULL, 0, &info);
+    }
+    return PF_OK;
+}
+
+static int seq_cancel(struct pf_executor *ex, pf_future *f)
+{
+    (void)ex;
+    (void)f;
+    return PF_EBUSY; /* never pending: it ran inside pf_submit */
+}
+
+static int seq_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
+{
+    (void)wait;
+    (void)cancel_futures;
+    struct seq_executor *s = (struct seq_executor *)ex;
+    PF__CHECK(pthread_mutex_lock(&s->lock) == 0);
+    if (!s->finalized) {
+        s->finalized = true;
+        if (s->initialized)
+            pf__worker_fini(ex, 0, s->worker_state);
+    }
+    PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
+    return PF_OK;
+}
+
+static void seq_destroy(struct pf_executor *ex)
+{
+    (void)ex;
+}
+
+static void seq_free(struct pf_executor *ex)
+{
+    struct seq_executor *s = (struct seq_executor *)ex;
+    PF__CHECK(pthread_mutex_destroy(&s->lock) == 0);
+    free(s);
+}
+
+static const struct pf__executor_ops seq_ops = {
+    .submit = seq_submit,
+    .cancel = seq_cancel,
+    .shutdown = seq_shutdown,
+    .destroy = seq_destroy,
+    .free = seq_free,
+};
+
+int pf__seq_create(const struct pf_executor *base, struct pf_executor **out)
+{
+    struct seq_executor *s = calloc(1, sizeof *s);
+    if (!s)
+        return PF_ENOMEM;
+    pf__executor_init_base(&s->base, base);
+    s->base.ops = &seq_ops;
+    pthread_mutexattr_t attr;
+    PF__CHECK(pthread_mutexattr_init(&attr) == 0);
+    PF__CHECK(pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE) == 0);
+    PF__CHECK(pthread_mutex_init(&s->lock, &attr) == 0);
+    pthread_mutexattr_destroy(&attr);
+    if (pf__worker_init(&s->base, 0, &s->worker_state) == PF_OK)
+        s->initialized = true;
+    /* An initializer failure is recorded on the executor: submits report
+     * PF_EINITFAILED, as on the pools. */
+    *out = &s->base;
+    return PF_OK;
+}

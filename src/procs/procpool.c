@@ -1,0 +1,964 @@
+/*
+ * The process pool, parent side.
+ *
+ * DESIGN
+ *   Submit: a submitting thread takes `lock`, copies the task into a free
+ *   slot of the shared memory (procs.h), marks it READY and publishes it on
+ *   the submission ring, waking one sleeping worker if any.  With no free
+ *   slot (or no ring room) the future waits in `pending`.
+ *
+ *   The collector thread does everything else: it drains the workers'
+ *   completion rings (copying results out and finishing futures), refills
+ *   slots from `pending`, enforces time limits, and handles messages from the
+ *   fork server (worker started / worker ended).  It sleeps in poll() on an
+ *   eventfd that workers write only when it announced it was going to sleep.
+ *
+ *   Death of a worker (signal, exit, kill for a time limit or a cancel): the
+ *   fork server reports its wait status.  The collector first drains the
+ *   dead worker's completion ring, then scans the slots it still owned:
+ *   DONE ones are collected normally, RUNNING ones are the task it died
+ *   running.  That task's future fails with PF_EWORKERDIED (pid and signal
+ *   or exit status in the details), or is queued again while it has retries
+ *   left; a task that merely shared a worker we killed for another task's
+ *   sake is queued again for free.  Then a replacement worker is started
+ *   with the same index.  Only that task is affected; the pool goes on.
+ *
+ *   Shutdown: `stopping` refuses new tasks; once `pending` is empty the
+ *   collector sets hdr->shutdown and workers leave when the ring is empty.
+ *   When every slot is free and every worker has been reported ended, the
+ *   collector closes the channel and waits for the fork server to close its
+ *   end, which it does only after reaping every worker of this pool: so
+ *   after shutdown(wait) no process of the pool exists.
+ *
+ * Locking: `lock` guards the fields marked so; it is never held while a
+ * future is finished (callbacks run user code).  The shared-memory slot of a
+ * task is written by the parent only while the slot is FREE and under `lock`.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "procs/procs.h"
+
+/* Workers in a row that may die before taking a task before the pool gives
+ * up (the executor then fails its tasks with PF_EINITFAILED). */
+#define PF__MAX_STARTUP_FAILURES 5
+
+struct pworker {
+    pid_t pid;          /* lock: 0 while none */
+    bool alive;         /* lock: started and not yet reported ended */
+    bool spawn_pending; /* lock: asked the server for it, no answer yet */
+    bool killed;        /* lock: we asked the server to kill it */
+    uint32_t kill_slot; /* lock: the slot it was killed for, or PF__SLOT_NONE */
+};
+
+struct ppool {
+    struct pf_executor base;
+    int memfd, evfd, chan;      /* immutable after create */
+    struct pf__shm_header *hdr; /* immutable after create */
+    size_t ctl_size;
+    int n_workers; /* immutable */
+
+    pf__mutex lock;
+    pf__cond stopped;          /* broadcast when the collector ends */
+    pf_future **slot_future;   /* lock: [n_slots] */
+    uint32_t *free_slots;      /* lock: stack of FREE slots */
+    uint32_t n_free;           /* lock */
+    struct pf__fqueue pending; /* lock */
+    struct pworker *workers;   /* lock: [n_workers] */
+    bool stopping;             /* lock */
+    bool collector_done;       /* lock */
+    bool fs_gone;              /* lock: the fork server vanished */
+    int startup_failures;      /* lock: workers in a row that died starting */
+
+    pthread_t collector; /* immutable after create */
+    pf__mutex join_lock;
+    bool joined; /* join_lock */
+};
+
+/* A future to finish once `lock` is released. */
+struct deferred {
+    pf_future *f;
+    int code;
+    void *data;
+    size_t len;
+    pf_error_info info;
+};
+
+struct deferred_list {
+    struct deferred *v;
+    size_t n, cap;
+};
+
+static void defer(struct deferred_list *l, pf_future *f, int code, void *data, size_t len,
+                  const pf_error_info *info)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct deferred *v = realloc(l->v, cap * sizeof *v);
+        PF__CHECK(v != NULL); /* a handful of entries; out of memory here is fatal */
+        l->v = v;
+        l->cap = cap;
+    }
+    struct deferred *d = &l->v[l->n++];
+    d->f = f;
+    d->code = code;
+    d->data = data;
+    d->len = len;
+    if (info)
+        d->info = *info;
+    else
+        d->info = (pf_error_info){.code = code, .worker_index = -1, .exit_status = -1};
+}
+
+static void run_deferred(struct deferred_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        struct deferred *d = &l->v[i];
+        pf__future_finish(d->f, d->code, d->data, d->len, d->code ? &d->info : NULL);
+    }
+    l->n = 0;
+}
+
+static void send_fs(struct ppool *p, int type, int index, int pid)
+{
+    struct pf__fs_msg m = {.type = type, .index = index, .pid = pid};
+    while (send(p->chan, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    }
+}
+
+static void wake_collector(struct ppool *p)
+{
+    uint64_t one = 1;
+    while (write(p->evfd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+}
+
+static void wake_workers(struct ppool *p, int n)
+{
+    atomic_fetch_add(&p->hdr->sq_seq, 1);
+    if (atomic_load(&p->hdr->sq_sleepers) > 0)
+        pf__futex_wake(&p->hdr->sq_seq, n, true);
+}
+
+/* ------------------------------------------------------------ placement -- */
+
+/* Step sq_head over entries no longer READY; returns free ring room. */
+static uint64_t ring_room_locked(struct ppool *p)
+{
+    struct pf__shm_header *h = p->hdr;
+    _Atomic uint32_t *ring = pf__shm_ring(h);
+    uint64_t tail = atomic_load(&h->sq_tail);
+    uint64_t head = atomic_load(&h->sq_head);
+    while (head != tail) {
+        uint32_t s = atomic_load(&ring[head & (h->ring_size - 1)]);
+        if (s < h->n_slots &&
+            PF__SLOT_KIND(atomic_load(&pf__shm_slot(h, s)->state)) == PF__SLOT_READY)
+            break;
+        if (atomic_compare_exchange_strong(&h->sq_head, &head, head + 1))
+            head++;
+    }
+    return h->ring_size - (tail - head);
+}
+
+static void punch(struct ppool *p, uint64_t off, uint64_t len)
+{
+    fallocate(p->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+}
+
+/* Put f in a free slot and publish it.  PF_EBUSY: no slot or no ring room
+ * (f stays with the caller); PF_ENOSPC/PF_ESYS: its argument cannot be
+ * placed in shared memory. */
+static int place_locked(struct ppool *p, pf_future *f)
+{
+    struct pf__shm_header *h = p->hdr;
+    if (p->n_free == 0 || ring_room_locked(p) == 0)
+        return PF_EBUSY;
+    uint32_t s = p->free_slots[p->n_free - 1];
+    struct pf__slot *slot = pf__shm_slot(h, s);
+    slot->fn = (uint64_t)(uintptr_t)f->fn;
+    slot->arg_len = f->arg_len;
+    slot->timeout_ns = f->timeout_ns;
+    atomic_store_explicit(&slot->started_ns, 0, memory_order_relaxed);
+    slot->arg_large = f->arg_len > PF__ARG_INLINE;
+    if (!slot->arg_large) {
+        if (f->arg_len)
+            memcpy(slot->arg_inline, f->arg, f->arg_len);
+    } else {
+        uint64_t off = PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE;
+        if (posix_fallocate(p->memfd, (off_t)off, (off_t)f->arg_len) != 0)
+            return PF_ENOSPC;
+        void *base, *map;
+        size_t map_len;
+        if (pf__shm_map_range(p->memfd, off, f->arg_len, PROT_READ | PROT_WRITE, &base, &map,
+                              &map_len) != PF_OK)
+            return PF_ESYS;
+        memcpy(base, f->arg, f->arg_len);
+        munmap(map, map_len);
+    }
+    p->n_free--;
+    p->slot_future[s] = f;
+    f->slot = s;
+    atomic_store_explicit(&slot->state, PF__SLOT_STATE(PF__SLOT_READY, 0), memory_order_release);
+    _Atomic uint32_t *ring = pf__shm_ring(h);
+    uint64_t tail = atomic_load(&h->sq_tail);
+    atomic_store_explicit(&ring[tail & (h->ring_size - 1)], s, memory_order_relaxed);
+    atomic_store(&h->sq_tail, tail + 1); /* publishes the entry and the slot */
+    wake_workers(p, 1);
+    return PF_OK;
+}
+
+static void free_slot_locked(struct ppool *p, uint32_t s)
+{
+    struct pf__slot *slot = pf__shm_slot(p->hdr, s);
+    if (slot->arg_large && slot->arg_len > PF__LARGE_PUNCH)
+        punch(p, PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE, slot->arg_len);
+    p->slot_future[s] = NULL;
+    atomic_store(&slot->state, PF__SLOT_STATE(PF__SLOT_FREE, 0));
+    p->free_slots[p->n_free++] = s;
+}
+
+/* Move pending futures into free slots. */
+static void refill_locked(struct ppool *p, struct deferred_list *dl)
+{
+    while (p->pending.head) {
+        pf_future *f = p->pending.head;
+        int rc = place_locked(p, f);
+        if (rc == PF_EBUSY)
+            break;
+        pf__fqueue_remove(&p->pending, f);
+        if (rc != PF_OK) {
+            pf_error_info info = {.code = rc, .worker_index = -1, .exit_status = -1};
+            snprintf(info.message, sizeof info.message,
+                     "the task's %zu-byte argument does not fit in shared memory", f->arg_len);
+            defer(dl, f, rc, NULL, 0, &info);
+        }
+    }
+}
+
+/* ----------------------------------------------------------- collecting -- */
+
+/* Copy slot s's outcome out, free the slot, and defer finishing its future. */
+static void collect_slot(struct ppool *p, uint32_t s, struct deferred_list *dl)
+{
+    struct pf__shm_header *h = p->hdr;
+    struct pf__slot *slot = pf__shm_slot(h, s);
+    uint32_t st = atomic_load_explicit(&slot->state, memory_order_acquire);
+    PF__CHECK(PF__SLOT_KIND(st) == PF__SLOT_DONE);
+    int owner = PF__SLOT_OWNER(st);
+    int code = slot->code;
+    void *data = NULL;
+    size_t len = 0;
+    pf_error_info info = {.code = code, .worker_index = owner, .exit_status = -1};
+    if (code == PF_OK) {
+        len = slot->result_len;
+        if (slot->result_where == PF__RESULT_INLINE_ && len) {
+            data = malloc(len);
+            if (data)
+                memcpy(data, slot->result_inline, len);
+        } else if (slot->result_where == PF__RESULT_WINDOW) {
+            struct pf__shm_worker *w = pf__shm_worker(h, owner);
+            uint64_t off = PF__WIN_BASE + (uint64_t)owner * PF__WIN_STRIDE;
+            void *base, *map;
+            size_t map_len;
+            data = malloc(len);
+            if (data &&
+                pf__shm_map_range(p->memfd, off, len, PROT_READ, &base, &map, &map_len) == PF_OK) {
+                memcpy(data, base, len);
+                munmap(map, map_len);
+            } else {
+                free(data);
+                data = NULL;
+            }
+            if (len > PF__LARGE_PUNCH)
+                punch(p, off, len);
+            atomic_store(&w->window_busy, 0);
+            pf__futex_wake(&w->window_busy, 1, true);
+        }
+        if (len && !data) {
+            code = PF_ENOMEM;
+            info.code = code;
+            snprintf(info.message, sizeof info.message,
+                     "the task's %zu-byte result does not fit in memory", len);
+            len = 0;
+        }
+    } else {
+        info.task_code = slot->task_code;
+        memcpy(info.message, slot->result_inline, sizeof info.message);
+        info.message[sizeof info.message - 1] = '\0';
+    }
+    if (code != PF_OK)
+        info.pid = (int)atomic_load(&pf__shm_worker(h, owner)->pid);
+
+    pf__mutex_lock(&p->lock);
+    pf_future *f = p->slot_future[s];
+    free_slot_locked(p, s);
+    refill_locked(p, dl);
+    pf__mutex_unlock(&p->lock);
+    if (f) {
+        f->worker_index = owner; /* unfinished: only this thread writes it now */
+        defer(dl, f, code, data, len, &info);
+    } else
+        free(data);
+}
+
+static bool drain_worker(struct ppool *p, int w, struct deferred_list *dl)
+{
+    struct pf__shm_worker *sw = pf__shm_worker(p->hdr, w);
+    _Atomic uint32_t *cq = pf__shm_worker_cq(p->hdr, w);
+    uint64_t head = atomic_load_explicit(&sw->cq_head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&sw->cq_tail, memory_order_acquire);
+    if (head == tail)
+        return false;
+    for (; head != tail; head++) {
+        uint32_t s = atomic_load_explicit(&cq[head & (p->hdr->cq_size - 1)], memory_order_relaxed);
+        PF__CHECK(s < p->hdr->n_slots);
+        collect_slot(p, s, dl);
+    }
+    atomic_store_explicit(&sw->cq_head, head, memory_order_release);
+    return true;
+}
+
+static bool any_completion(struct ppool *p)
+{
+    for (int w = 0; w < p->n_workers; w++) {
+        struct pf__shm_worker *sw = pf__shm_worker(p->hdr, w);
+        if (atomic_load(&sw->cq_head) != atomic_load(&sw->cq_tail))
+            return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------- worker life -- */
+
+static void describe_death(char *buf, size_t size, int index, pid_t pid, int status,
+                           const char *doing)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, size, "worker %d (pid %d) was killed by signal %d (%s) %s", index, (int)pid,
+                 WTERMSIG(status), strsignal(WTERMSIG(status)), doing);
+    else
+        snprintf(buf, size, "worker %d (pid %d) exited with status %d %s", index, (int)pid,
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, doing);
+}
+
+static void fail_everything_locked(struct ppool *p, int code, const pf_error_info *why,
+                                   struct deferred_list *dl)
+{
+    for (pf_future *f; (f = pf__fqueue_pop(&p->pending));)
+        defer(dl, f, code, NULL, 0, why);
+    for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
+        struct pf__slot *slot = pf__shm_slot(p->hdr, s);
+        uint32_t st = atomic_load(&slot->state);
+        if (PF__SLOT_KIND(st) == PF__SLOT_READY &&
+            atomic_compare_exchange_strong(&slot->state, &st,
+                                           PF__SLOT_STATE(PF__SLOT_CANCELLED, 0))) {
+            defer(dl, p->slot_future[s], code, NULL, 0, why);
+            free_slot_locked(p, s);
+        }
+    }
+}
+
+static void worker_started(struct ppool *p, const struct pf__fs_msg *m, struct deferred_list *dl)
+{
+    pf__mutex_lock(&p->lock);
+    struct pworker *pw = &p->workers[m->index];
+    pw->spawn_pending = false;
+    if (m->pid > 0) {
+        pw->pid = m->pid;
+        pw->alive = true;
+    } else if (!atomic_load(&p->base.broken)) {
+        /* fork failed in the server: without workers nothing would run. */
+        bool none = true;
+        for (int i = 0; i < p->n_workers; i++)
+            none = none && !p->workers[i].alive && !p->workers[i].spawn_pending;
+        if (none) {
+            pf_error_info why = {.code = PF_ESYS, .worker_index = m->index, .exit_status = -1};
+            snprintf(why.message, sizeof why.message, "could not start a worker process: %s",
+                     strerror(m->status));
+            fail_everything_locked(p, PF_ESYS, &why, dl);
+        }
+    }
+    pf__mutex_unlock(&p->lock);
+}
+
+static bool work_left_locked(struct ppool *p)
+{
+    return p->pending.head || p->n_free < p->hdr->n_slots;
+}
+
+static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct deferred_list *dl)
+{
+    int index = m->index;
+    pf__mutex_lock(&p->lock);
+    struct pworker *pw = &p->workers[index];
+    if (index < 0 || index >= p->n_workers || pw->pid != m->pid) {
+        pf__mutex_unlock(&p->lock);
+        return;
+    }
+    pw->alive = false;
+    pf__mutex_unlock(&p->lock);
+
+    /* What it published before it died is good. */
+    drain_worker(p, index, dl);
+
+    struct pf__shm_header *h = p->hdr;
+    struct pf__shm_worker *sw = pf__shm_worker(h, index);
+    pf__mutex_lock(&p->lock);
+    for (uint32_t s = 0; s < h->n_slots; s++) {
+        struct pf__slot *slot = pf__shm_slot(h, s);
+        uint32_t st = atomic_load_explicit(&slot->state, memory_order_acquire);
+        if (PF__SLOT_OWNER(st) != index)
+            continue;
+        if (PF__SLOT_KIND(st) == PF__SLOT_DONE) {
+            /* Finished, but died before announcing it. */
+            pf__mutex_unlock(&p->lock);
+            collect_slot(p, s, dl);
+            pf__mutex_lock(&p->lock);
+            continue;
+        }
+        if (PF__SLOT_KIND(st) != PF__SLOT_RUNNING)
+            continue;
+        pf_future *f = p->slot_future[s];
+        free_slot_locked(p, s);
+        if (!f || atomic_load(&f->state) == PF__FINISHED)
+            continue; /* e.g. finished when we killed the worker for it */
+        if (pw->killed || (f->retries_left > 0 && !atomic_load(&f->cancel_requested))) {
+            if (!pw->killed)
+                f->retries_left--;
+            pf__fqueue_push_front(&p->pending, f); /* its argument is still in f */
+            continue;
+        }
+        pf_error_info info = {
+            .code = PF_EWORKERDIED, .worker_index = index, .pid = m->pid, .exit_status = -1};
+        if (WIFSIGNALED(m->status))
+            info.signal = WTERMSIG(m->status);
+        else if (WIFEXITED(m->status))
+            info.exit_status = WEXITSTATUS(m->status);
+        describe_death(info.message, sizeof info.message, index, m->pid, m->status,
+                       "while running the task");
+        defer(dl, f, PF_EWORKERDIED, NULL, 0, &info);
+    }
+
+    uint32_t wstate = atomic_load(&sw->state);
+    if (wstate == PF__W_STARTING && !pw->killed) {
+        /* Died before it could take a task: a crashing initializer, or a
+         * broken environment.  Restarting forever would spin. */
+        if (++p->startup_failures >= PF__MAX_STARTUP_FAILURES) {
+            char msg[256];
+            describe_death(msg, sizeof msg, index, m->pid, m->status, "while starting");
+            pf__executor_init_failed(&p->base, PF_EWORKERDIED, msg);
+            pf_error_info why;
+            pf__executor_check_init(&p->base, &why);
+            fail_everything_locked(p, PF_EINITFAILED, &why, dl);
+        }
+    } else if (wstate != PF__W_STARTING) {
+        p->startup_failures = 0;
+    }
+    if (wstate == PF__W_INIT_FAILED) {
+        char msg[256];
+        memcpy(msg, sw->init_message, sizeof msg);
+        msg[sizeof msg - 1] = '\0';
+        pf__executor_init_failed(&p->base, sw->init_code, msg);
+        pf_error_info why;
+        pf__executor_check_init(&p->base, &why);
+        fail_everything_locked(p, PF_EINITFAILED, &why, dl);
+    }
+
+    /* Reset the index for a replacement and start one if there is work. */
+    pw->pid = 0;
+    pw->killed = false;
+    pw->kill_slot = PF__SLOT_NONE;
+    atomic_store(&sw->state, PF__W_STARTING);
+    atomic_store(&sw->current, PF__SLOT_NONE);
+    atomic_store(&sw->window_busy, 0);
+    atomic_store(&sw->cq_head, 0);
+    atomic_store(&sw->cq_tail, 0);
+    atomic_store(&sw->pid, 0);
+    if (!atomic_load(&p->base.broken) && !p->fs_gone && (!p->stopping || work_left_locked(p))) {
+        pw->spawn_pending = true;
+        send_fs(p, PF__FS_SPAWN, index, 0);
+    }
+    refill_locked(p, dl);
+    pf__mutex_unlock(&p->lock);
+}
+
+/* The fork server is gone (killed from outside): its workers died with it. */
+static void fork_server_lost(struct ppool *p, struct deferred_list *dl)
+{
+    pf__mutex_lock(&p->lock);
+    p->fs_gone = true;
+    pf_error_info why = {.code = PF_EWORKERDIED, .worker_index = -1, .exit_status = -1};
+    snprintf(why.message, sizeof why.message,
+             "the pool's fork server died, and its workers with it");
+    pf__executor_init_failed(&p->base, PF_EWORKERDIED, why.message);
+    fail_everything_locked(p, PF_EWORKERDIED, &why, dl);
+    for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
+        if (!p->slot_future[s])
+            continue;
+        defer(dl, p->slot_future[s], PF_EWORKERDIED, NULL, 0, &why);
+        free_slot_locked(p, s);
+    }
+    for (int i = 0; i < p->n_workers; i++) {
+        p->workers[i].alive = false;
+        p->workers[i].spawn_pending = false;
+    }
+    pf__mutex_unlock(&p->lock);
+}
+
+/* Read every pending message from the fork server. */
+static bool read_messages(struct ppool *p, struct deferred_list *dl)
+{
+    bool any = false;
+    for (;;) {
+        struct pf__fs_msg m;
+        ssize_t n = recv(p->chan, &m, sizeof m, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return any;
+        if (n == 0) {
+            pf__mutex_lock(&p->lock);
+            bool gone = p->fs_gone;
+            pf__mutex_unlock(&p->lock);
+            if (!gone)
+                fork_server_lost(p, dl);
+            return true;
+        }
+        any = true;
+        if (n != sizeof m || m.index < 0 || m.index >= p->n_workers)
+            continue;
+        if (m.type == PF__FS_SPAWNED)
+            worker_started(p, &m, dl);
+        else if (m.type == PF__FS_EXITED)
+            worker_ended(p, &m, dl);
+    }
+}
+
+/* ------------------------------------------------------------ deadlines -- */
+
+/* Kill workers whose task overran; return the next deadline. */
+static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl)
+{
+    uint64_t now = pf__now_ns(), next = UINT64_MAX;
+    for (int i = 0; i < p->n_workers; i++) {
+        struct pworker *pw = &p->workers[i];
+        if (!pw->alive || pw->killed)
+            continue;
+        uint32_t s = atomic_load(&pf__shm_worker(p->hdr, i)->current);
+        if (s >= p->hdr->n_slots)
+            continue;
+        struct pf__slot *slot = pf__shm_slot(p->hdr, s);
+        pf_future *f = p->slot_future[s];
+        if (!f || !slot->timeout_ns ||
+            atomic_load(&slot->state) != PF__SLOT_STATE(PF__SLOT_RUNNING, i))
+            continue;
+        uint64_t started = atomic_load(&slot->started_ns);
+        if (!started)
+            continue;
+        uint64_t deadline = started + slot->timeout_ns;
+        if (deadline > now) {
+            next = PF__MIN(next, deadline);
+            continue;
+        }
+        pw->killed = true;
+        pw->kill_slot = s;
+        send_fs(p, PF__FS_KILL, i, pw->pid);
+        pf_error_info info = {.code = PF_ETASKTIMEOUT,
+                              .worker_index = i,
+                              .pid = pw->pid,
+                              .signal = SIGKILL,
+                              .exit_status = -1};
+        snprintf(info.message, sizeof info.message,
+                 "task overran its time limit of %.3f s; worker %d (pid %d) was killed",
+                 slot->timeout_ns / 1e9, i, (int)pw->pid);
+        defer(dl, f, PF_ETASKTIMEOUT, NULL, 0, &info);
+    }
+    return next;
+}
+
+/* ------------------------------------------------------------ collector -- */
+
+static bool collector_finished_locked(struct ppool *p)
+{
+    if (!p->stopping && !p->fs_gone)
+        return false;
+    if (work_left_locked(p))
+        return p->fs_gone;
+    for (int i = 0; i < p->n_workers; i++)
+        if (p->workers[i].alive || p->workers[i].spawn_pending)
+            return false;
+    return true;
+}
+
+static void *collector_main(void *arg)
+{
+    struct ppool *p = arg;
+    struct pf__shm_header *h = p->hdr;
+    struct deferred_list dl = {0};
+    for (;;) {
+        bool busy = false;
+        for (int w = 0; w < p->n_workers; w++)
+            busy |= drain_worker(p, w, &dl);
+        busy |= read_messages(p, &dl);
+
+        pf__mutex_lock(&p->lock);
+        refill_locked(p, &dl);
+        uint64_t next = check_deadlines_locked(p, &dl);
+        if (p->stopping && !p->pending.head && !atomic_load(&h->shutdown)) {
+            atomic_store(&h->shutdown, 1);
+            wake_workers(p, INT32_MAX);
+        }
+        if (p->pending.head) /* slots may free up without an event: poll */
+            next = PF__MIN(next, pf__now_ns() + 10000000u);
+        bool finished = collector_finished_locked(p);
+        pf__mutex_unlock(&p->lock);
+
+        run_deferred(&dl);
+        if (finished)
+            break;
+        if (busy)
+            continue;
+
+        /* Sleep, after telling workers to wake us (Dekker with their
+         * seq_cst load of collector_sleeping after publishing). */
+        atomic_store(&h->collector_sleeping, 1);
+        if (any_completion(p)) {
+            atomic_store(&h->collector_sleeping, 0);
+            continue;
+        }
+        struct pollfd pfd[2] = {{.fd = p->evfd, .events = POLLIN},
+                                {.fd = p->chan, .events = POLLIN}};
+        int timeout_ms = -1;
+        if (next != UINT64_MAX) {
+            uint64_t now = pf__now_ns();
+            timeout_ms = next <= now ? 0 : (int)PF__MIN((next - now + 999999) / 1000000, 60000);
+        }
+        poll(pfd, 2, timeout_ms);
+        atomic_store(&h->collector_sleeping, 0);
+        uint64_t v;
+        while (read(p->evfd, &v, sizeof v) > 0) {
+        }
+    }
+    free(dl.v);
+
+    /* Every worker is gone; let the server forget the pool, and wait for it
+     * to close its end (it does once it has reaped every worker). */
+    send_fs(p, PF__FS_CLOSE, 0, 0);
+    struct pf__fs_msg m;
+    while (recv(p->chan, &m, sizeof m, 0) > 0 || errno == EINTR) {
+    }
+    pf__mutex_lock(&p->lock);
+    p->collector_done = true;
+    pf__cond_broadcast(&p->stopped);
+    pf__mutex_unlock(&p->lock);
+    pf__executor_release(&p->base); /* the collector's own reference */
+    return NULL;
+}
+
+/* ------------------------------------------------------------ operations -- */
+
+static int pp_submit(struct pf_executor *ex, pf_future *f)
+{
+    struct ppool *p = (struct ppool *)ex;
+    pf__mutex_lock(&p->lock);
+    if (p->stopping) {
+        pf__mutex_unlock(&p->lock);
+        return PF_ESHUTDOWN;
+    }
+    int rc = p->pending.head ? PF_EBUSY : place_locked(p, f);
+    if (rc == PF_EBUSY) {
+        pf__fqueue_push(&p->pending, f);
+        rc = PF_OK;
+    }
+    pf__mutex_unlock(&p->lock);
+    return rc;
+}
+
+static int pp_cancel(struct pf_executor *ex, pf_future *f)
+{
+    struct ppool *p = (struct ppool *)ex;
+    pf__mutex_lock(&p->lock);
+    if (f->in_queue) {
+        pf__fqueue_remove(&p->pending, f);
+        pf__mutex_unlock(&p->lock);
+        pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
+        return PF_OK;
+    }
+    uint32_t s = f->slot;
+    if (s >= p->hdr->n_slots || p->slot_future[s] != f) {
+        pf__mutex_unlock(&p->lock);
+        return PF_EBUSY;
+    }
+    struct pf__slot *slot = pf__shm_slot(p->hdr, s);
+    uint32_t st = atomic_load(&slot->state);
+    if (PF__SLOT_KIND(st) == PF__SLOT_READY &&
+        atomic_compare_exchange_strong(&slot->state, &st, PF__SLOT_STATE(PF__SLOT_CANCELLED, 0))) {
+        free_slot_locked(p, s);
+        pf__mutex_unlock(&p->lock);
+        pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
+        wake_collector(p); /* a slot is free: pending tasks may move up */
+        return PF_OK;
+    }
+    if (PF__SLOT_KIND(st) == PF__SLOT_RUNNING) {
+        int i = PF__SLOT_OWNER(st);
+        struct pworker *pw = &p->workers[i];
+        if (pw->alive && !pw->killed) {
+            /* Stop it the only safe way: kill its worker, start another. */
+            pw->killed = true;
+            pw->kill_slot = s;
+            send_fs(p, PF__FS_KILL, i, pw->pid);
+            pf_error_info info = {.code = PF_ECANCELLED,
+                                  .worker_index = i,
+                                  .pid = pw->pid,
+                                  .signal = SIGKILL,
+                                  .exit_status = -1};
+            snprintf(info.message, sizeof info.message,
+                     "cancelled while running: worker %d (pid %d) was killed", i, (int)pw->pid);
+            pf__mutex_unlock(&p->lock);
+            pf__future_finish(f, PF_ECANCELLED, NULL, 0, &info);
+            return PF_OK;
+        }
+    }
+    pf__mutex_unlock(&p->lock);
+    return PF_EBUSY;
+}
+
+static void join_collector(struct ppool *p)
+{
+    pf__mutex_lock(&p->join_lock);
+    if (!p->joined) {
+        PF__CHECK(pthread_join(p->collector, NULL) == 0);
+        p->joined = true;
+    }
+    pf__mutex_unlock(&p->join_lock);
+}
+
+static int pp_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
+{
+    struct ppool *p = (struct ppool *)ex;
+    struct deferred_list dl = {0};
+    pf__mutex_lock(&p->lock);
+    p->stopping = true;
+    if (cancel_futures)
+        fail_everything_locked(p, PF_ECANCELLED, NULL, &dl);
+    pf__mutex_unlock(&p->lock);
+    run_deferred(&dl);
+    free(dl.v);
+    wake_collector(p);
+    if (wait) {
+        if (pthread_equal(pthread_self(), p->collector))
+            return PF_EBUSY; /* called from a done-callback: cannot wait for itself */
+        join_collector(p);
+    }
+    return PF_OK;
+}
+
+static void pp_destroy(struct pf_executor *ex)
+{
+    struct ppool *p = (struct ppool *)ex;
+    if (pthread_equal(pthread_self(), p->collector)) {
+        /* Destroyed from a done-callback: the collector cannot join itself.
+         * Detach it; it finishes on its own and nothing else is freed until
+         * the last reference goes. */
+        pf__mutex_lock(&p->join_lock);
+        if (!p->joined) {
+            pthread_detach(p->collector);
+            p->joined = true;
+        }
+        pf__mutex_unlock(&p->join_lock);
+        return;
+    }
+    join_collector(p);
+}
+
+static void pp_free(struct pf_executor *ex)
+{
+    struct ppool *p = (struct ppool *)ex;
+    if (p->chan >= 0)
+        close(p->chan);
+    if (p->evfd >= 0)
+        close(p->evfd);
+    if (p->memfd >= 0)
+        close(p->memfd);
+    if (p->hdr)
+        munmap(p->hdr, p->ctl_size);
+    pf__forkserver_release();
+    pf__cond_destroy(&p->stopped);
+    pf__mutex_destroy(&p->lock);
+    pf__mutex_destroy(&p->join_lock);
+    free(p->slot_future);
+    free(p->free_slots);
+    free(p->workers);
+    free(p);
+}
+
+static bool pp_is_running(struct pf_executor *ex, const pf_future *f)
+{
+    struct ppool *p = (struct ppool *)ex;
+    pf__mutex_lock(&p->lock);
+    uint32_t s = f->slot;
+    bool running = !f->in_queue && s < p->hdr->n_slots && p->slot_future[s] == f &&
+                   PF__SLOT_KIND(atomic_load(&pf__shm_slot(p->hdr, s)->state)) == PF__SLOT_RUNNING;
+    pf__mutex_unlock(&p->lock);
+    return running;
+}
+
+static uint64_t pp_count_running(struct pf_executor *ex)
+{
+    struct ppool *p = (struct ppool *)ex;
+    uint64_t n = 0;
+    for (int w = 0; w < p->n_workers; w++)
+        n += atomic_load(&pf__shm_worker(p->hdr, w)->current) != PF__SLOT_NONE;
+    return n;
+}
+
+static const struct pf__executor_ops pp_ops = {
+    .submit = pp_submit,
+    .cancel = pp_cancel,
+    .shutdown = pp_shutdown,
+    .destroy = pp_destroy,
+    .free = pp_free,
+    .is_running = pp_is_running,
+    .count_running = pp_count_running,
+};
+
+/* ---------------------------------------------------------------- create -- */
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+    uint32_t v = 1;
+    while (v < n)
+        v <<= 1;
+    return v;
+}
+
+static int setup_shm(struct ppool *p)
+{
+    int nw = p->n_workers;
+    uint32_t n_slots = (uint32_t)PF__MIN(4096, PF__MAX(256, 64 * nw));
+    uint32_t ring_size = pow2_at_least(4ull * n_slots);
+    uint32_t cq_size = pow2_at_least(n_slots);
+    uint64_t off = (sizeof(struct pf__shm_header) + 63) & ~63ull;
+    uint64_t ring_off = off;
+    off += (uint64_t)ring_size * sizeof(uint32_t);
+    off = (off + 63) & ~63ull;
+    uint64_t slots_off = off;
+    off += (uint64_t)n_slots * sizeof(struct pf__slot);
+    off = (off + 63) & ~63ull;
+    uint64_t workers_off = off;
+    uint64_t stride = (sizeof(struct pf__shm_worker) + cq_size * sizeof(uint32_t) + 63) & ~63ull;
+    off += stride * (uint64_t)nw;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t ctl_size = (size_t)((off + (uint64_t)page - 1) & ~((uint64_t)page - 1));
+
+    p->memfd = memfd_create("pfor-pool", MFD_CLOEXEC);
+    if (p->memfd < 0)
+        return PF_ESYS;
+    int err = posix_fallocate(p->memfd, 0, (off_t)ctl_size);
+    if (err)
+        return err == ENOSPC || err == ENOMEM ? PF_ENOSPC : PF_ESYS;
+    void *m = mmap(NULL, ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->memfd, 0);
+    if (m == MAP_FAILED)
+        return PF_ENOMEM;
+    p->hdr = m;
+    p->ctl_size = ctl_size;
+    struct pf__shm_header *h = m; /* the file is zero-filled: every state starts FREE/0 */
+    h->version = PF__SHM_VERSION;
+    h->n_slots = n_slots;
+    h->n_workers = (uint32_t)nw;
+    h->ring_size = ring_size;
+    h->cq_size = cq_size;
+    h->ring_off = ring_off;
+    h->slots_off = slots_off;
+    h->workers_off = workers_off;
+    h->worker_stride = stride;
+    h->ctl_size = ctl_size;
+    h->fn_init = (uint64_t)(uintptr_t)p->base.opts.initializer;
+    h->fn_fini = (uint64_t)(uintptr_t)p->base.opts.finalizer;
+    h->max_tasks_per_child = p->base.opts.max_tasks_per_child;
+    h->init_arg_len = p->base.opts.init_arg_len;
+    for (int w = 0; w < nw; w++)
+        atomic_store(&pf__shm_worker(h, w)->current, PF__SLOT_NONE);
+    if (h->init_arg_len) {
+        if (posix_fallocate(p->memfd, (off_t)PF__INIT_BASE, (off_t)h->init_arg_len) != 0)
+            return PF_ENOSPC;
+        void *base, *map;
+        size_t map_len;
+        if (pf__shm_map_range(p->memfd, PF__INIT_BASE, h->init_arg_len, PROT_READ | PROT_WRITE,
+                              &base, &map, &map_len) != PF_OK)
+            return PF_ENOMEM;
+        memcpy(base, p->base.opts.init_arg, h->init_arg_len);
+        munmap(map, map_len);
+    }
+    atomic_store(&h->magic, PF__SHM_MAGIC);
+
+    p->slot_future = calloc(n_slots, sizeof *p->slot_future);
+    p->free_slots = malloc(n_slots * sizeof *p->free_slots);
+    p->workers = calloc((size_t)nw, sizeof *p->workers);
+    if (!p->slot_future || !p->free_slots || !p->workers)
+        return PF_ENOMEM;
+    for (uint32_t s = 0; s < n_slots; s++) /* low slot numbers first */
+        p->free_slots[s] = n_slots - 1 - s;
+    p->n_free = n_slots;
+    for (int w = 0; w < nw; w++)
+        p->workers[w].kill_slot = PF__SLOT_NONE;
+    return PF_OK;
+}
+
+int pf__procs_create(const struct pf_executor *base, struct pf_executor **out)
+{
+    int rc = pf__forkserver_acquire(false);
+    if (rc != PF_OK)
+        return rc;
+    struct ppool *p = calloc(1, sizeof *p);
+    if (!p) {
+        pf__forkserver_release();
+        return PF_ENOMEM;
+    }
+    pf__executor_init_base(&p->base, base);
+    p->base.ops = &pp_ops;
+    p->memfd = p->evfd = p->chan = -1;
+    p->n_workers = base->opts.max_workers;
+    pf__mutex_init(&p->lock);
+    pf__mutex_init(&p->join_lock);
+    pf__cond_init(&p->stopped);
+
+    rc = setup_shm(p);
+    if (rc == PF_OK) {
+        p->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        rc = p->evfd < 0 ? PF_ESYS : PF_OK;
+    }
+    if (rc == PF_OK)
+        rc = pf__forkserver_register(p->memfd, p->evfd, &p->chan);
+    if (rc == PF_OK) {
+        for (int w = 0; w < p->n_workers; w++) {
+            p->workers[w].spawn_pending = true;
+            send_fs(p, PF__FS_SPAWN, w, 0);
+        }
+        /* The collector holds a reference: the pool's memory lives until it
+         * ends, even when the pool is destroyed from one of its callbacks. */
+        pf__executor_retain(&p->base);
+        if (pthread_create(&p->collector, NULL, collector_main, p) != 0) {
+            pf__executor_release(&p->base);
+            send_fs(p, PF__FS_CLOSE, 0, 0);
+            p->joined = true;
+            rc = PF_ESYS;
+        }
+    }
+    if (rc != PF_OK) {
+        /* The base's init_arg_copy belongs to the front end on failure. */
+        p->base.init_arg_copy = NULL;
+        pf__executor_release(&p->base); /* runs pp_free: closes and releases */
+        return rc;
+    }
+    *out = &p->base;
+    return PF_OK;
+}

@@ -1,0 +1,192 @@
+/*
+ * The process pool: the shared-memory layout that the parent and its worker
+ * processes use, and the fork server interface.
+ *
+ * One memfd per pool holds everything the parent and the workers share.  It
+ * has no name, so nothing can be left behind in /dev/shm, and it is handed
+ * to workers through the fork server (SCM_RIGHTS).  File layout:
+ *
+ *   [0, ctl_size)                  control region, mapped by every process:
+ *                                  header, submission ring, slots, workers
+ *   ARG_BASE + s * ARG_STRIDE      slot s's argument, when it is too big to
+ *                                  sit inline in the slot (sparse file)
+ *   WIN_BASE + w * WIN_STRIDE      worker w's result window, for results too
+ *                                  big to sit inline (sparse file)
+ *   INIT_BASE                      the initializer's argument
+ *
+ * Argument and result areas are allocated with posix_fallocate before use,
+ * so running out of memory is an error code (PF_ENOSPC), never a SIGBUS, and
+ * mapped only for the copy.
+ *
+ * Task flow (see docs/design.md): the parent fills a free slot, marks it
+ * READY and appends its index to the submission ring; a worker claims it by
+ * CAS READY -> RUNNING|owner, runs it, writes the outcome into the slot,
+ * marks it DONE|owner and appends the index to its own completion ring; the
+ * parent's collector thread copies the outcome out, frees the slot and
+ * finishes the future.  The slot state word is the truth about who owns a
+ * task; the rings are only notifications.  That is what makes a worker's
+ * death at any instant recoverable: the collector scans the slots owned by
+ * the dead worker.
+ */
+#ifndef PF_PROCS_H
+#define PF_PROCS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/core.h"
+
+#define PF__SHM_MAGIC   0x636f7270726f6670ULL /* "pforproc" */
+#define PF__SHM_VERSION 1
+
+#define PF__SLOT_NONE     0xffffffffu
+#define PF__ARG_INLINE    192 /* argument bytes stored in the slot itself */
+#define PF__RESULT_INLINE 256 /* result (or error message) bytes in the slot */
+
+#define PF__ARG_BASE    (1ULL << 40) /* 1 TiB */
+#define PF__ARG_STRIDE  (1ULL << 32) /* the largest argument: 4 GiB */
+#define PF__WIN_BASE    (1ULL << 45) /* 32 TiB */
+#define PF__WIN_STRIDE  (1ULL << 36) /* the largest result: 64 GiB */
+#define PF__INIT_BASE   (1ULL << 39) /* 512 GiB */
+#define PF__LARGE_PUNCH (1ULL << 20) /* release areas above 1 MiB after use */
+
+/* Slot state word: kind in the low 4 bits, owner worker index above. */
+enum pf__slot_kind {
+    PF__SLOT_FREE = 0,      /* owned by the parent, unused */
+    PF__SLOT_READY = 1,     /* published in the ring, waiting for a worker */
+    PF__SLOT_RUNNING = 2,   /* claimed by the owner worker */
+    PF__SLOT_DONE = 3,      /* outcome written by the owner worker */
+    PF__SLOT_CANCELLED = 4, /* the parent withdrew it before any worker took it */
+};
+#define PF__SLOT_KIND(st)           ((st)&0xfu)
+#define PF__SLOT_OWNER(st)          ((int)((st) >> 4))
+#define PF__SLOT_STATE(kind, owner) ((uint32_t)(kind) | ((uint32_t)(owner) << 4))
+
+enum pf__result_where { PF__RESULT_NONE = 0, PF__RESULT_INLINE_ = 1, PF__RESULT_WINDOW = 2 };
+
+/* One task's place in shared memory.  Fields other than `state` are written
+ * by the slot's owner of the moment (the parent while FREE, the worker while
+ * RUNNING) and published by the release store of `state`. */
+struct pf__slot {
+    _Atomic uint32_t state;
+    uint32_t arg_large;          /* parent: argument is in the slot's arg area */
+    uint64_t fn;                 /* parent: the task function (same image) */
+    uint64_t arg_len;            /* parent */
+    uint64_t timeout_ns;         /* parent: 0 or the task's limit */
+    _Atomic uint64_t started_ns; /* worker: when it started the task (0 before) */
+    int32_t code;                /* worker: PF_OK or PF_ETASK */
+    int32_t task_code;           /* worker: the task's own failure code */
+    uint32_t result_where;       /* worker: enum pf__result_where */
+    uint32_t pad;
+    uint64_t result_len; /* worker */
+    unsigned char arg_inline[PF__ARG_INLINE];
+    unsigned char result_inline[PF__RESULT_INLINE]; /* or the error message */
+};
+
+enum pf__worker_state {
+    PF__W_STARTING = 0,
+    PF__W_READY = 1,
+    PF__W_INIT_FAILED = 2, /* init_code/init_message say why; it exits */
+    PF__W_RETIRING = 3,    /* max_tasks_per_child reached; it exits 0 */
+};
+
+/* One worker index's shared state.  A replacement process reuses the index
+ * (and resets the fields it owns). */
+struct pf__shm_worker {
+    _Atomic uint32_t pid;
+    _Atomic uint32_t state;       /* enum pf__worker_state */
+    _Atomic uint32_t current;     /* slot it runs now, or PF__SLOT_NONE */
+    _Atomic uint32_t window_busy; /* futex: 1 while its large result awaits copy-out */
+    _Atomic uint64_t cq_tail;     /* completion ring: the worker appends */
+    _Atomic uint64_t cq_head;     /* completion ring: the collector consumes */
+    int32_t init_code;
+    char init_message[256];
+    /* followed by uint32_t cq[cq_size] */
+};
+
+struct pf__shm_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t n_slots;
+    uint32_t n_workers;
+    uint32_t ring_size; /* submission ring entries, a power of two */
+    uint32_t cq_size;   /* completion ring entries per worker, a power of two */
+    uint32_t pad0;
+    uint64_t ring_off, slots_off, workers_off, worker_stride, ctl_size;
+    uint64_t fn_init, fn_fini; /* the executor's initializer/finalizer */
+    uint64_t init_arg_len;     /* at PF__INIT_BASE */
+    uint32_t max_tasks_per_child;
+    uint32_t pad;
+
+    /* The submission ring.  Any process may advance sq_head past an entry
+     * whose slot is no longer READY; only the parent (under its pool lock)
+     * writes entries and advances sq_tail. */
+    _Alignas(64) _Atomic uint64_t sq_head;
+    _Alignas(64) _Atomic uint64_t sq_tail;
+    _Alignas(64) _Atomic uint32_t sq_seq;             /* futex: bumped after each publish */
+    _Atomic uint32_t sq_sleepers;                     /* workers asleep on sq_seq */
+    _Atomic uint32_t shutdown;                        /* 1: leave once the ring is empty */
+    _Alignas(64) _Atomic uint32_t collector_sleeping; /* write the eventfd if set */
+};
+
+static inline _Atomic uint32_t *pf__shm_ring(struct pf__shm_header *h)
+{
+    return (_Atomic uint32_t *)((char *)h + h->ring_off);
+}
+
+static inline struct pf__slot *pf__shm_slot(struct pf__shm_header *h, uint32_t s)
+{
+    return (struct pf__slot *)((char *)h + h->slots_off) + s;
+}
+
+static inline struct pf__shm_worker *pf__shm_worker(struct pf__shm_header *h, int w)
+{
+    return (struct pf__shm_worker *)((char *)h + h->workers_off + (uint64_t)w * h->worker_stride);
+}
+
+static inline _Atomic uint32_t *pf__shm_worker_cq(struct pf__shm_header *h, int w)
+{
+    return (_Atomic uint32_t *)(pf__shm_worker(h, w) + 1);
+}
+
+/* Map/unmap [off, off+len) of the pool's memfd; the mapping may start below
+ * `off` for page alignment, *base gets the address of `off`. */
+int pf__shm_map_range(int fd, uint64_t off, size_t len, int prot, void **base, void **map,
+                      size_t *map_len);
+
+/* The worker process's main loop; never returns. */
+__attribute__((noreturn)) void pf__proc_worker_main(int memfd, int evfd, int index);
+
+/*
+ * The fork server (forkserver.c): one per program, started by pf_init() or by
+ * the first process pool, used by every process pool.
+ */
+
+/* Take a use of the fork server, starting it if needed.  `explicit_init`:
+ * called from pf_init.  PF_EFORKUNSAFE if it must start and this process
+ * already runs threads. */
+int pf__forkserver_acquire(bool explicit_init);
+void pf__forkserver_release(void);
+
+/* Open a channel for one pool: the fork server gets the pool's memfd and
+ * eventfd and will fork its workers; *chan is the pool's end. */
+int pf__forkserver_register(int memfd, int evfd, int *chan);
+
+/* Messages on a pool channel. */
+enum pf__fs_msg_type {
+    PF__FS_SPAWN = 1,   /* pool -> server: fork worker `index` */
+    PF__FS_KILL = 2,    /* pool -> server: SIGKILL worker `index` if it is `pid` */
+    PF__FS_CLOSE = 3,   /* pool -> server: kill what is left, then close */
+    PF__FS_SPAWNED = 4, /* server -> pool: worker `index` is `pid` (status: errno if pid 0) */
+    PF__FS_EXITED = 5,  /* server -> pool: worker `index`/`pid` ended, wait status */
+};
+
+struct pf__fs_msg {
+    int32_t type;
+    int32_t index;
+    int32_t pid;
+    int32_t status;
+};
+
+#endif /* PF_PROCS_H */

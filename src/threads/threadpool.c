@@ -1,0 +1,353 @@
+/*
+ * The thread pool.
+ *
+ * DESIGN
+ *   One FIFO of futures guarded by `lock`; worker threads sleep on `work`
+ *   when it is empty.  Threads start lazily, as Python's pool does: a submit
+ *   starts one more thread when more tasks wait than threads idle, up to
+ *   max_workers.  Each thread runs the initializer once when it starts and
+ *   the finalizer when it leaves.
+ *
+ *   A task runs without any pool lock held.  The worker keeps its own
+ *   reference on the future while the task runs, because a time-limit expiry
+ *   may finish the future (and drop the executor's reference) meanwhile.
+ *
+ *   Time limits: threads cannot be killed.  A watchdog thread, started with
+ *   the first task that has a limit, finishes an overrunning task's future
+ *   with PF_ETASKTIMEOUT at its deadline and raises its cancel flag
+ *   (pf_task_cancelled); the task's late result is thrown away.
+ *
+ *   Shutdown: `stopping` makes workers leave once the queue is empty (or at
+ *   once with cancel_futures, after the queue is cancelled).  Joining is
+ *   serialised by join_lock so that concurrent shutdown(wait) calls and
+ *   destroy never join a thread twice.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "core/core.h"
+
+struct worker {
+    struct tpool *pool;   /* immutable */
+    int index;            /* immutable */
+    pthread_t tid;        /* set by the spawner under lock */
+    pf_future *current;   /* lock: the task running now, or NULL */
+    uint64_t deadline_ns; /* lock: its deadline, or 0 */
+};
+
+struct tpool {
+    struct pf_executor base;
+    pf__mutex lock;
+    pf__cond work;           /* workers wait here for tasks */
+    pf__cond watchdog_wake;  /* the watchdog waits here */
+    struct pf__fqueue queue; /* lock */
+    int n_threads;           /* lock: threads started */
+    int n_idle;              /* lock: threads waiting on `work` */
+    bool stopping;           /* lock */
+    bool watchdog_started;   /* lock */
+    pthread_t watchdog;      /* set once under lock */
+    struct worker *workers;  /* [max_workers]; entries < n_threads in use */
+
+    pf__mutex join_lock;  /* serialises joining */
+    int n_joined;         /* join_lock: workers joined so far */
+    bool watchdog_joined; /* join_lock */
+};
+
+/* The pool whose worker thread this is (NULL elsewhere): a pool must not
+ * join the thread that asks it to. */
+static _Thread_local struct tpool *tls_pool;
+
+static void *worker_main(void *arg);
+static void *watchdog_main(void *arg);
+
+/* Start one more thread.  Called with pool->lock held. */
+static int spawn_locked(struct tpool *p)
+{
+    struct worker *w = &p->workers[p->n_threads];
+    w->pool = p;
+    w->index = p->n_threads;
+    w->current = NULL;
+    /* Each thread holds a reference, so the pool's memory outlives a
+     * thread that destroys the pool from a task or a callback. */
+    pf__executor_retain(&p->base);
+    int rc = pthread_create(&w->tid, NULL, worker_main, w);
+    if (rc != 0) {
+        pf__executor_release(&p->base);
+        return rc == EAGAIN ? PF_ENOMEM : PF_ESYS;
+    }
+    p->n_threads++;
+    return PF_OK;
+}
+
+static void start_watchdog_locked(struct tpool *p)
+{
+    if (p->watchdog_started)
+        return;
+    if (pthread_create(&p->watchdog, NULL, watchdog_main, p) == 0)
+        p->watchdog_started = true;
+    /* Without a watchdog, limits are not enforced; nothing else breaks. */
+}
+
+static void run_task(struct worker *w, pf_future *f, void *state)
+{
+    struct tpool *p = w->pool;
+    if (atomic_load_explicit(&p->base.broken, memory_order_relaxed)) {
+        pf_error_info info;
+        pf__executor_check_init(&p->base, &info);
+        pf__future_finish(f, PF_EINITFAILED, NULL, 0, &info);
+        return;
+    }
+    struct pf_task t = {
+        .alloc_result = pf__task_heap_alloc,
+        .drop_result = pf__task_heap_drop,
+        .worker_state = state,
+        .worker_index = w->index,
+        .cancel_flag = &f->cancel_requested,
+    };
+    int rc = pf__task_run(&t, f->fn, f->arg, f->arg_len);
+    if (rc == PF_OK) {
+        pf__future_finish(f, PF_OK, t.result, t.result_len, NULL);
+    } else {
+        pf_error_info info = {
+            .code = rc, .task_code = t.fail_code, .worker_index = w->index, .exit_status = -1};
+        pf__strlcpy(info.message, t.message, sizeof info.message);
+        pf__task_heap_drop(&t);
+        pf__future_finish(f, rc, NULL, 0, &info);
+    }
+}
+
+static void fail_all_locked_then_unlock(struct tpool *p, int code)
+{
+    struct pf__fqueue q = p->queue;
+    p->queue = (struct pf__fqueue){0};
+    for (pf_future *f = q.head; f; f = f->next)
+        f->in_queue = false;
+    pf__mutex_unlock(&p->lock);
+    pf_error_info info;
+    for (pf_future *f = q.head, *next; f; f = next) {
+        next = f->next;
+        if (code == PF_EINITFAILED) {
+            pf__executor_check_init(&p->base, &info);
+            pf__future_finish(f, code, NULL, 0, &info);
+        } else {
+            pf__future_finish(f, code, NULL, 0, NULL);
+        }
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct tpool *p = w->pool;
+    tls_pool = p;
+    void *state = NULL;
+    bool init_ok = pf__worker_init(&p->base, w->index, &state) == PF_OK;
+
+    pf__mutex_lock(&p->lock);
+    if (!init_ok) {
+        /* The executor is broken: fail what waits; later submits are
+         * refused by the front end, and other workers fail what slips in. */
+        fail_all_locked_then_unlock(p, PF_EINITFAILED);
+        pf__executor_release(&p->base);
+        return NULL;
+    }
+    for (;;) {
+        while (!p->queue.head && !p->stopping) {
+            p->n_idle++;
+            pf__cond_wait(&p->work, &p->lock);
+            p->n_idle--;
+        }
+        pf_future *f = pf__fqueue_pop(&p->queue);
+        if (!f)
+            break;           /* stopping, and nothing left */
+        pf_future_retain(f); /* see DESIGN: the future must outlive a timeout */
+        w->current = f;
+        w->deadline_ns = f->timeout_ns ? pf__now_ns() + f->timeout_ns : 0;
+        if (w->deadline_ns) {
+            start_watchdog_locked(p);
+            pf__cond_signal(&p->watchdog_wake);
+        }
+        pf__future_set_running(f, w->index);
+        pf__mutex_unlock(&p->lock);
+
+        run_task(w, f, state);
+
+        pf__mutex_lock(&p->lock);
+        w->current = NULL;
+        w->deadline_ns = 0;
+        pf__mutex_unlock(&p->lock);
+        pf_future_release(f);
+        pf__mutex_lock(&p->lock);
+    }
+    pf__mutex_unlock(&p->lock);
+    pf__worker_fini(&p->base, w->index, state);
+    pf__executor_release(&p->base); /* the thread's own reference */
+    return NULL;
+}
+
+static void *watchdog_main(void *arg)
+{
+    struct tpool *p = arg;
+    pf__mutex_lock(&p->lock);
+    for (;;) {
+        uint64_t now = pf__now_ns(), next = UINT64_MAX;
+        pf_future *expired = NULL;
+        int expired_worker = -1;
+        bool busy = false;
+        for (int i = 0; i < p->n_threads; i++) {
+            struct worker *w = &p->workers[i];
+            if (!w->current)
+                continue;
+            busy = true;
+            if (!w->deadline_ns)
+                continue;
+            if (w->deadline_ns <= now && !expired) {
+                expired = pf_future_retain(w->current);
+                expired_worker = i;
+                w->deadline_ns = 0; /* expire once */
+            } else if (w->deadline_ns > now && w->deadline_ns < next) {
+                next = w->deadline_ns;
+            }
+        }
+        if (expired) {
+            pf__mutex_unlock(&p->lock);
+            atomic_store(&expired->cancel_requested, 1);
+            pf__future_fail(expired, PF_ETASKTIMEOUT, expired_worker,
+                            "task overran its time limit of %.3f s (the thread runs on: "
+                            "threads cannot be killed; its result will be discarded)",
+                            expired->timeout_ns / 1e9);
+            pf_future_release(expired);
+            pf__mutex_lock(&p->lock);
+            continue;
+        }
+        if (p->stopping && !busy && !p->queue.head)
+            break;
+        pf__cond_wait_until(&p->watchdog_wake, &p->lock, next);
+    }
+    pf__mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static int tp_submit(struct pf_executor *ex, pf_future *f)
+{
+    struct tpool *p = (struct tpool *)ex;
+    pf__mutex_lock(&p->lock);
+    if (p->stopping) {
+        pf__mutex_unlock(&p->lock);
+        return PF_ESHUTDOWN;
+    }
+    pf__fqueue_push(&p->queue, f);
+    if (p->queue.count > (size_t)p->n_idle && p->n_threads < p->base.opts.max_workers) {
+        int rc = spawn_locked(p);
+        if (rc != PF_OK && p->n_threads == 0) {
+            pf__fqueue_remove(&p->queue, f);
+            pf__mutex_unlock(&p->lock);
+            return rc;
+        }
+    }
+    if (p->n_idle > 0)
+        pf__cond_signal(&p->work);
+    pf__mutex_unlock(&p->lock);
+    return PF_OK;
+}
+
+static int tp_cancel(struct pf_executor *ex, pf_future *f)
+{
+    struct tpool *p = (struct tpool *)ex;
+    pf__mutex_lock(&p->lock);
+    if (!f->in_queue) {
+        pf__mutex_unlock(&p->lock);
+        return PF_EBUSY; /* running (its cancel flag is raised) or done */
+    }
+    pf__fqueue_remove(&p->queue, f);
+    pf__mutex_unlock(&p->lock);
+    pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
+    return PF_OK;
+}
+
+static void join_all(struct tpool *p)
+{
+    pf__mutex_lock(&p->join_lock);
+    pf__mutex_lock(&p->lock);
+    int n = p->n_threads; /* no thread starts after `stopping` */
+    bool watchdog = p->watchdog_started;
+    pf__mutex_unlock(&p->lock);
+    for (; p->n_joined < n; p->n_joined++) {
+        pthread_t tid = p->workers[p->n_joined].tid;
+        if (pthread_equal(tid, pthread_self()))
+            PF__CHECK(pthread_detach(tid) == 0); /* it ends once this task returns */
+        else
+            PF__CHECK(pthread_join(tid, NULL) == 0);
+    }
+    if (watchdog && !p->watchdog_joined) {
+        pf__mutex_lock(&p->lock);
+        pf__cond_signal(&p->watchdog_wake);
+        pf__mutex_unlock(&p->lock);
+        PF__CHECK(pthread_join(p->watchdog, NULL) == 0);
+        p->watchdog_joined = true;
+    }
+    pf__mutex_unlock(&p->join_lock);
+}
+
+static int tp_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
+{
+    struct tpool *p = (struct tpool *)ex;
+    pf__mutex_lock(&p->lock);
+    p->stopping = true;
+    pf__cond_broadcast(&p->work);
+    pf__cond_signal(&p->watchdog_wake);
+    if (cancel_futures)
+        fail_all_locked_then_unlock(p, PF_ECANCELLED);
+    else
+        pf__mutex_unlock(&p->lock);
+    if (wait) {
+        if (tls_pool == p)
+            return PF_EBUSY; /* a task or callback of this pool cannot wait for it */
+        join_all(p);
+    }
+    return PF_OK;
+}
+
+static void tp_destroy(struct pf_executor *ex)
+{
+    join_all((struct tpool *)ex);
+}
+
+static void tp_free(struct pf_executor *ex)
+{
+    struct tpool *p = (struct tpool *)ex;
+    pf__cond_destroy(&p->work);
+    pf__cond_destroy(&p->watchdog_wake);
+    pf__mutex_destroy(&p->lock);
+    pf__mutex_destroy(&p->join_lock);
+    free(p->workers);
+    free(p);
+}
+
+static const struct pf__executor_ops tp_ops = {
+    .submit = tp_submit,
+    .cancel = tp_cancel,
+    .shutdown = tp_shutdown,
+    .destroy = tp_destroy,
+    .free = tp_free,
+};
+
+int pf__threads_create(const struct pf_executor *base, struct pf_executor **out)
+{
+    struct tpool *p = calloc(1, sizeof *p);
+    if (!p)
+        return PF_ENOMEM;
+    p->workers = calloc((size_t)base->opts.max_workers, sizeof *p->workers);
+    if (!p->workers) {
+        free(p);
+        return PF_ENOMEM;
+    }
+    pf__executor_init_base(&p->base, base);
+    p->base.ops = &tp_ops;
+    pf__mutex_init(&p->lock);
+    pf__mutex_init(&p->join_lock);
+    pf__cond_init(&p->work);
+    pf__cond_init(&p->watchdog_wake);
+    *out = &p->base;
+    return PF_OK;
+}
