@@ -44,6 +44,9 @@ typedef struct pf_serve_opts {
     size_t max_body;          /* bytes; 0: 1 MiB; larger bodies get 413; <= 1 GiB */
     unsigned max_connections; /* 0: 16384; at most 1048576 */
     unsigned threads;         /* server threads; 0: one per CPU; at most 256 */
+    /* Seconds before a connection that is idle, or stalled mid-request, is
+     * closed; 0: 60; at most 86400.  Waiting out the latency is not idle. */
+    unsigned idle_timeout_s;
 } pf_serve_opts;
 
 /* Counts since the server started.  requests counts every request that

@@ -13,6 +13,7 @@
  * connection is a descriptor, and 10,000 concurrent clients are the point.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -43,6 +44,8 @@ static void usage(FILE *out)
           "  --max-body BYTES    largest request body accepted (default 1048576)\n"
           "  --max-connections N concurrent connections (default 16384)\n"
           "  --threads N         server threads (default: one per CPU)\n"
+          "  --idle-timeout D    close connections idle (or stalled mid-request) this\n"
+          "                      long, in whole seconds (default 60s)\n"
           "  --help              this text\n",
           out);
 }
@@ -86,9 +89,9 @@ int pf_cli_serve(int argc, char **argv)
             pf_cli_usage_error("serve: unknown option '%s' (try 'pfor serve --help')", arg);
         memcpy(name, arg, n);
         name[n] = '\0';
-        static const char *const known[] = {"--port",       "--bind",     "--latency",
-                                            "--error-rate", "--max-body", "--max-connections",
-                                            "--threads"};
+        static const char *const known[] = {"--port",       "--bind",        "--latency",
+                                            "--error-rate", "--max-body",    "--max-connections",
+                                            "--threads",    "--idle-timeout"};
         bool ok = false;
         for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
             ok = ok || strcmp(name, known[k]) == 0;
@@ -128,7 +131,13 @@ int pf_cli_serve(int argc, char **argv)
             if (pf_cli_parse_u64(val, 1, 1u << 20, &u) != 0)
                 pf_cli_usage_error("serve: --max-connections wants 1..1048576, not '%s'", val);
             opts.max_connections = (unsigned)u;
-        } else { /* --threads */
+        } else if (strcmp(name, "--idle-timeout") == 0) {
+            double secs;
+            if (pf_cli_parse_duration(val, &secs) != 0 || secs <= 0)
+                pf_cli_usage_error("serve: --idle-timeout wants a duration like 30s, not '%s'",
+                                   val);
+            opts.idle_timeout_s = (unsigned)ceil(secs); /* <= 86400 by the parser */
+        } else {                                        /* --threads */
             if (pf_cli_parse_u64(val, 1, 256, &u) != 0)
                 pf_cli_usage_error("serve: --threads wants 1..256, not '%s'", val);
             opts.threads = (unsigned)u;

@@ -52,8 +52,12 @@
 #define MAX_LATENCY_S           86400.0
 /* listen() clamps this to net.core.somaxconn (4096 on current kernels). */
 #define LISTEN_BACKLOG          65535
-/* Seconds an idle (not suspended) connection is kept open. */
-#define IDLE_TIMEOUT_S          120u
+/* Seconds an idle or stalled (not suspended) connection is kept open.
+ * This is also what frees a connection whose client half-closed in the
+ * middle of a request: MHD's edge-triggered epoll loop does not always
+ * notice that EOF. */
+#define DEFAULT_IDLE_TIMEOUT_S  60u
+#define MAX_IDLE_TIMEOUT_S      86400u
 /* MHD's memory pool per connection (request line, headers, I/O buffers):
  * half MHD's default, so that 10,000 connections cost ~160 MiB, not ~320;
  * request headers still fit up to several KiB (MHD answers 431 past that). */
@@ -427,7 +431,7 @@ static int check_opts(const pf_serve_opts *o)
     if (!(o->error_rate >= 0 && o->error_rate <= 1))
         return PF_EINVAL; /* NaN fails both comparisons */
     if (o->max_body > MAX_MAX_BODY || o->max_connections > MAX_MAX_CONNECTIONS ||
-        o->threads > MAX_THREADS)
+        o->threads > MAX_THREADS || o->idle_timeout_s > MAX_IDLE_TIMEOUT_S)
         return PF_EINVAL;
     return PF_OK;
 }
@@ -509,6 +513,7 @@ int pf_server_start(pf_server **out, const pf_serve_opts *opts)
     unsigned max_conn = o.max_connections ? o.max_connections : DEFAULT_MAX_CONNECTIONS;
     unsigned threads = o.threads ? o.threads : (unsigned)pf__ncpus();
     threads = PF__MIN(threads, max_conn); /* MHD splits the limit over its threads */
+    unsigned idle_timeout = o.idle_timeout_s ? o.idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
 
     int fd = -1;
     struct pf_server *s = calloc(1, sizeof *s);
@@ -539,7 +544,7 @@ int pf_server_start(pf_server **out, const pf_serve_opts *opts)
     s->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
         on_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT,
-        max_conn, MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        max_conn, MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         CONNECTION_POOL_BYTES, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_END);
     if (!s->daemon) {
