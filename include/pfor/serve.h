@@ -62,8 +62,9 @@ typedef struct pf_server_stats {
 /* Bind, listen and start serving; *out gets the server (NULL on error).
  * opts may be NULL (all defaults).  Returns PF_EINVAL for a NULL out or an
  * option out of range (NaN, latency_min > latency_max, error_rate outside
- * [0, 1], a bind address that is not numeric), PF_EADDRINUSE if the port is
- * taken, PF_EPERM if binding it is not allowed, PF_ENOMEM, or PF_ESYS. */
+ * [0, 1], a bind address that is not numeric or not of this machine),
+ * PF_EADDRINUSE if the port is taken, PF_EPERM if binding it is not
+ * allowed, PF_ENOMEM, or PF_ESYS. */
 PF_EXTERN int pf_server_start(pf_server **out, const pf_serve_opts *opts);
 
 /* The port the server listens on (the chosen one when opts.port was 0);
@@ -75,9 +76,12 @@ PF_EXTERN uint16_t pf_server_port(const pf_server *s);
  * agree with each other only once the server is idle. */
 PF_EXTERN int pf_server_stats_get(const pf_server *s, pf_server_stats *out);
 
-/* Stop serving: answer the requests still waiting out their latency at
- * once, close every connection and the listening socket, join every
- * thread, free everything.  NULL is fine.  Do not use s afterwards. */
+/* Stop serving and free everything: requests still waiting out their
+ * latency are released at once (answered, if libmicrohttpd still sends the
+ * answer, or their connection is closed), then the listening socket and
+ * every connection are closed and every thread is joined.  Answers given
+ * while stopping are not in stats taken before.  NULL is fine.  Do not use
+ * s afterwards, nor call this twice, nor from two threads. */
 PF_EXTERN void pf_server_stop(pf_server *s);
 
 #ifdef __cplusplus

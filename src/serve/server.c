@@ -7,12 +7,13 @@
  *
  * A request's life (on_request is called several times per request, always
  * on the MHD thread that owns the connection):
- *   1. headers received: route.  Anything but POST /api/users is answered
- *      at once.  A Content-Length over max_body is answered 413 at once
- *      (MHD then closes the connection: the body is never read).
+ *   1. headers received: route.  For anything but POST /api/users the
+ *      answer (404, 405, /health) is fixed here and sent at step 3, which
+ *      keeps the connection alive.  A Content-Length over max_body is
+ *      answered at once (MHD then closes the connection unread).
  *   2. body pieces: copied into struct request, up to max_body; past it
  *      (a chunked body has no length up front) the rest is dropped and the
- *      answer will be 413.
+ *      answer will be 413.  Other routes drop their body.
  *   3. body complete: the answer (201, 400 or 500) is built now.  With a
  *      latency, the connection is suspended (MHD_suspend_connection) and
  *      handed to the timer, which resumes it when the delay is over; MHD
@@ -62,8 +63,11 @@
  * half MHD's default, so that 10,000 connections cost ~160 MiB, not ~320;
  * request headers still fit up to several KiB (MHD answers 431 past that). */
 #define CONNECTION_POOL_BYTES   ((size_t)16 * 1024)
-/* First allocation for a body without Content-Length. */
+/* First allocation for a body without Content-Length, and the most that
+ * is allocated up front for one with a Content-Length; bodies grow by
+ * doubling from there, up to max_body. */
 #define BODY_INITIAL_CAP        1024
+#define BODY_MAX_PREALLOC       (64 * 1024)
 
 #define API_PATH    "/api/users"
 #define HEALTH_PATH "/health"
@@ -298,12 +302,15 @@ static enum MHD_Result on_headers(struct pf_server *s, struct MHD_Connection *co
             return ok;
         }
         if (rq->is_api && v > 0) {
-            rq->body = malloc((size_t)v);
+            /* The announced size, but not more than BODY_MAX_PREALLOC before
+             * the bytes are really there: a claim costs no memory. */
+            size_t cap = PF__MIN((size_t)v, (size_t)BODY_MAX_PREALLOC);
+            rq->body = malloc(cap);
             if (!rq->body) {
                 free(rq);
                 return MHD_NO;
             }
-            rq->cap = (size_t)v;
+            rq->cap = cap;
         }
     }
     *req_cls = rq;
@@ -514,6 +521,11 @@ int pf_server_start(pf_server **out, const pf_serve_opts *opts)
     unsigned threads = o.threads ? o.threads : (unsigned)pf__ncpus();
     threads = PF__MIN(threads, max_conn); /* MHD splits the limit over its threads */
     unsigned idle_timeout = o.idle_timeout_s ? o.idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
+
+    /* jansson seeds its hash function on first use; do it before our
+     * threads exist rather than rely on its atomics (only the first call
+     * in the process has an effect). */
+    json_object_seed(0);
 
     int fd = -1;
     struct pf_server *s = calloc(1, sizeof *s);

@@ -105,7 +105,7 @@ TEST(serve_load_thousands_of_connections_under_latency)
     curl_multi_cleanup(m);
 
     ASSERT_EQ(created + failed, 2 * n);
-    ASSERT_EQ(reconnects, 0); /* wave 2 went over wave 1's connections */
+    ASSERT_EQ(reconnects, 0);               /* wave 2 went over wave 1's connections */
     ASSERT(failed > 0 && created > failed); /* ~10 % of 2n injected */
     pf_server_stats st;
     ASSERT_OK(pf_server_stats_get(s, &st));

@@ -20,6 +20,10 @@
 
 #include <curl/curl.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include "internal.h"
 #include "platform/sync.h"
 #include "serve/serve_internal.h"
@@ -146,6 +150,16 @@ static long http(uint16_t port, const char *method, const char *path, const char
 static long post(uint16_t port, const char *body, struct reply *out)
 {
     return http(port, "POST", "/api/users", body, out);
+}
+
+/* Under ASan, fail on memory leaked so far (tests end with _exit, which
+ * skips LeakSanitizer's own check at exit). */
+static void check_no_leaks(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    if (__lsan_do_recoverable_leak_check() != 0)
+        FAIL("memory leaked (see LeakSanitizer's report above)");
+#endif
 }
 
 /* Raise the soft descriptor limit to the hard one; returns the new limit. */
@@ -280,6 +294,7 @@ TEST(serve_post_echoes_input_with_id_and_created_at)
     ASSERT_EQ(st.client_errors, 0);
     ASSERT_EQ(st.server_errors, 0);
     pf_server_stop(s);
+    check_no_leaks();
 }
 
 TEST(serve_ephemeral_ports_are_distinct)
@@ -451,6 +466,7 @@ TEST(serve_body_over_limit_is_413)
     ASSERT_EQ(st.created, 2);
     ASSERT_GE(st.client_errors, 2);
     pf_server_stop(s);
+    check_no_leaks();
 }
 
 TEST(serve_body_not_a_json_object_is_400)
@@ -487,6 +503,7 @@ TEST(serve_body_not_a_json_object_is_400)
     ASSERT_EQ(st.created, 0);
     ASSERT_EQ(post(port, "{\"ok\":1}", &r), 201);
     pf_server_stop(s);
+    check_no_leaks();
 }
 
 TEST(serve_unknown_path_404_wrong_method_405)
@@ -553,6 +570,7 @@ TEST(serve_error_rate_one_fails_all_zero_fails_none)
     ASSERT_EQ(st.created + st.server_errors, 100);
     ASSERT(st.created > 0 && st.server_errors > 0);
     pf_server_stop(s);
+    check_no_leaks();
 }
 
 TEST(serve_port_in_use_is_eaddrinuse)
@@ -677,6 +695,7 @@ TEST(serve_garbage_input_gets_400_or_close_and_server_lives)
     ASSERT_EQ(post(port, "{\"after\":\"garbage\"}", &r), 201);
     ASSERT_EQ(http(port, "GET", "/health", NULL, &r), 200);
     pf_server_stop(s);
+    check_no_leaks();
 }
 
 /* --- concurrency and shutdown ---------------------------------------------- */
@@ -735,6 +754,7 @@ TEST(serve_many_concurrent_connections_with_latency)
     ASSERT_OK(pf_server_stats_get(s, &st));
     ASSERT_EQ(st.created, n);
     pf_server_stop(s);
+    check_no_leaks();
 }
 
 TEST(serve_stop_with_requests_still_delayed)
@@ -790,6 +810,7 @@ TEST(serve_stop_with_requests_still_delayed)
     /* Every descriptor and thread of the server is gone. */
     ASSERT_EQ(count_fds(), fds_before);
     ASSERT_EQ(pf__thread_count(), threads_before);
+    check_no_leaks();
 }
 
 TEST(serve_start_stop_releases_everything)
@@ -808,6 +829,7 @@ TEST(serve_start_stop_releases_everything)
     }
     ASSERT_EQ(count_fds(), fds_before);
     ASSERT_EQ(pf__thread_count(), threads_before);
+    check_no_leaks();
 }
 
 /* --- the delay timer ------------------------------------------------------- */
@@ -881,6 +903,7 @@ TEST(serve_timer_shutdown_fires_pending_at_once)
     pf__timer_shutdown(NULL);
     ASSERT_ERR(pf__timer_start(NULL, 1, record_fire), PF_EINVAL);
     ASSERT_ERR(pf__timer_start(&t, 0, record_fire), PF_EINVAL);
+    check_no_leaks();
 }
 
 /* --- the CLI --------------------------------------------------------------- */
