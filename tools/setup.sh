@@ -6,7 +6,7 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config gdb valgrind python3
-      libcurl4-openssl-dev libmicrohttpd-dev libhiredis-dev redis-server
+      libcurl4-openssl-dev libmicrohttpd-dev libhiredis-dev libjansson-dev redis-server
       libopenmpi-dev openmpi-bin gnuplot-nox wrk clang-format"
 
 missing=""

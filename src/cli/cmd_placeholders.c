@@ -6,14 +6,6 @@
 
 #include "cli.h"
 
-int pf_cli_serve(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    fputs("pfor: serve is not built yet\n", stderr);
-    return 1;
-}
-
 int pf_cli_compare(int argc, char **argv)
 {
     (void)argc;
