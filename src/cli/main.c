@@ -33,6 +33,13 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* Start the process pools' fork server while this program is still
+     * single-threaded: later, libcurl and the thread pools run threads. */
+    int rc = pf_init();
+    if (rc != 0) {
+        fprintf(stderr, "pfor: cannot start the process-pool fork server: %s\n", pf_strerror(rc));
+        return 1;
+    }
     if (argc < 2) {
         usage(stderr);
         return PF_CLI_EXIT_USAGE;
