@@ -199,9 +199,10 @@ static inline pf_future *pf__fqueue_pop(struct pf__fqueue *q)
 /* --- futures ------------------------------------------------------------- */
 
 /* A new future for fn(arg) on ex, with one reference for the caller and one
- * for the executor.  Copies the argument. */
+ * for the executor.  Copies the argument, or takes `owned_arg` (malloc()ed,
+ * freed with the future) when it is not NULL. */
 int pf__future_new(struct pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
-                   pf_future **out);
+                   void *owned_arg, pf_future **out);
 
 /* Mark f RUNNING on worker `worker_index` (no-op if it is FINISHED). */
 void pf__future_set_running(pf_future *f, int worker_index);
@@ -245,6 +246,34 @@ void pf__executor_init_base(struct pf_executor *ex, const struct pf_executor *ba
 int pf__seq_create(const struct pf_executor *base, struct pf_executor **out);
 int pf__threads_create(const struct pf_executor *base, struct pf_executor **out);
 int pf__procs_create(const struct pf_executor *base, struct pf_executor **out);
+
+/* Submit with a malloc()ed argument that the future takes over (freed by the
+ * library whatever the outcome).  timeout: < 0 none, 0 the executor's. */
+int pf__submit_owned(pf_executor *ex, pf_task_fn fn, void *arg, size_t arg_len, double timeout,
+                     pf_future **out);
+
+/* A function as loops and remote executors pass it: by registry id when it
+ * is registered (valid in any process of the program, MPI ranks included),
+ * else by address (valid in this process and its forks). */
+struct pf__fnref {
+    uint64_t addr;
+    uint64_t id;
+};
+
+static inline struct pf__fnref pf__fnref_make(pf_fn fn)
+{
+    struct pf__fnref r = {.addr = (uint64_t)(uintptr_t)fn, .id = 0};
+    pf_registered_name(fn, NULL, &r.id);
+    return r;
+}
+
+static inline pf_fn pf__fnref_resolve(const struct pf__fnref *r)
+{
+    pf_fn fn = NULL;
+    if (r->id && pf_lookup_id(r->id, &fn) == PF_OK)
+        return fn;
+    return (pf_fn)(uintptr_t)r->addr;
+}
 
 /* --- tasks ---------------------------------------------------------------- */
 

@@ -197,31 +197,32 @@ void pf__worker_fini(struct pf_executor *ex, int worker_index, void *state)
         ex->opts.finalizer(state, worker_index);
 }
 
-int pf_submit_ex(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
-                 const pf_submit_opts *opts, pf_future **out)
+static int submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len, void *owned,
+                  double timeout, int max_retries, pf_future **out)
 {
     if (out)
         *out = NULL;
-    if (!valid(ex) || !fn || (arg_len > 0 && !arg))
+    if (!valid(ex) || !fn || (arg_len > 0 && !arg && !owned)) {
+        free(owned);
         return PF_EINVAL;
-    if (opts && (isnan(opts->timeout) || opts->timeout > 1e9))
-        return PF_EINVAL;
-    if (atomic_load(&ex->shut_down))
+    }
+    if (atomic_load(&ex->shut_down)) {
+        free(owned);
         return PF_ESHUTDOWN;
-    if (atomic_load_explicit(&ex->broken, memory_order_relaxed))
+    }
+    if (atomic_load_explicit(&ex->broken, memory_order_relaxed)) {
+        free(owned);
         return PF_EINITFAILED;
+    }
 
     pf_future *f;
-    int rc = pf__future_new(ex, fn, arg, arg_len, &f);
+    int rc = pf__future_new(ex, fn, arg, arg_len, owned, &f);
     if (rc != PF_OK)
         return rc;
-    double timeout = ex->opts.task_timeout;
-    if (opts && opts->timeout != 0)
-        timeout = opts->timeout;
+    if (timeout == 0)
+        timeout = ex->opts.task_timeout;
     f->timeout_ns = timeout > 0 ? (uint64_t)(timeout * 1e9) : 0;
-    f->retries_left = (int)ex->opts.max_retries;
-    if (opts && opts->max_retries != 0)
-        f->retries_left = opts->max_retries < 0 ? 0 : opts->max_retries;
+    f->retries_left = max_retries == 0 ? (int)ex->opts.max_retries : PF__MAX(max_retries, 0);
 
     atomic_fetch_add_explicit(&ex->n_submitted, 1, memory_order_relaxed);
     rc = ex->ops->submit(ex, f);
@@ -235,6 +236,24 @@ int pf_submit_ex(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len
     else
         pf_future_release(f);
     return PF_OK;
+}
+
+int pf_submit_ex(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
+                 const pf_submit_opts *opts, pf_future **out)
+{
+    if (opts && (isnan(opts->timeout) || opts->timeout > 1e9)) {
+        if (out)
+            *out = NULL;
+        return PF_EINVAL;
+    }
+    return submit(ex, fn, arg, arg_len, NULL, opts ? opts->timeout : 0,
+                  opts ? opts->max_retries : 0, out);
+}
+
+int pf__submit_owned(pf_executor *ex, pf_task_fn fn, void *arg, size_t arg_len, double timeout,
+                     pf_future **out)
+{
+    return submit(ex, fn, NULL, arg_len, arg, timeout, 0, out);
 }
 
 int pf_submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len, pf_future **out)

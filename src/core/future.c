@@ -18,12 +18,16 @@ static bool valid(const pf_future *f)
 }
 
 int pf__future_new(struct pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
-                   pf_future **out)
+                   void *owned_arg, pf_future **out)
 {
     pf_future *f = calloc(1, sizeof *f);
-    if (!f)
+    if (!f) {
+        free(owned_arg);
         return PF_ENOMEM;
-    if (arg_len <= sizeof f->arg_inline) {
+    }
+    if (owned_arg) {
+        f->arg = owned_arg;
+    } else if (arg_len <= sizeof f->arg_inline) {
         f->arg = f->arg_inline;
     } else {
         f->arg = malloc(arg_len);
@@ -32,7 +36,7 @@ int pf__future_new(struct pf_executor *ex, pf_task_fn fn, const void *arg, size_
             return PF_ENOMEM;
         }
     }
-    if (arg_len)
+    if (arg_len && !owned_arg)
         memcpy(f->arg, arg, arg_len);
     f->arg_len = arg_len;
     f->magic = PF__FUTURE_MAGIC;

@@ -64,7 +64,8 @@ struct ppool {
     int memfd, evfd, chan;      /* immutable after create */
     struct pf__shm_header *hdr; /* immutable after create */
     size_t ctl_size;
-    int n_workers; /* immutable */
+    void **windows; /* [n_workers]: first PF__WIN_PREMAP of each window */
+    int n_workers;  /* immutable */
 
     pf__mutex lock;
     pf__cond stopped;          /* broadcast when the collector ends */
@@ -83,7 +84,8 @@ struct ppool {
     bool joined; /* join_lock */
 };
 
-/* A future to finish once `lock` is released. */
+/* A future to finish once `lock` is released.  The entry owns one reference
+ * on the future, dropped after finishing it. */
 struct deferred {
     pf_future *f;
     int code;
@@ -123,6 +125,7 @@ static void run_deferred(struct deferred_list *l)
     for (size_t i = 0; i < l->n; i++) {
         struct deferred *d = &l->v[i];
         pf__future_finish(d->f, d->code, d->data, d->len, d->code ? &d->info : NULL);
+        pf_future_release(d->f);
     }
     l->n = 0;
 }
@@ -187,11 +190,15 @@ static int place_locked(struct ppool *p, pf_future *f)
     slot->arg_len = f->arg_len;
     slot->timeout_ns = f->timeout_ns;
     atomic_store_explicit(&slot->started_ns, 0, memory_order_relaxed);
-    slot->arg_large = f->arg_len > PF__ARG_INLINE;
-    if (!slot->arg_large) {
+    if (f->arg_len <= PF__ARG_INLINE) {
+        slot->arg_where = PF__ARG_IN_SLOT;
         if (f->arg_len)
             memcpy(slot->arg_inline, f->arg, f->arg_len);
+    } else if (f->arg_len <= h->medium_size) {
+        slot->arg_where = PF__ARG_MEDIUM;
+        memcpy(pf__shm_medium(h, s), f->arg, f->arg_len);
     } else {
+        slot->arg_where = PF__ARG_LARGE;
         uint64_t off = PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE;
         if (posix_fallocate(p->memfd, (off_t)off, (off_t)f->arg_len) != 0)
             return PF_ENOSPC;
@@ -204,7 +211,7 @@ static int place_locked(struct ppool *p, pf_future *f)
         munmap(map, map_len);
     }
     p->n_free--;
-    p->slot_future[s] = f;
+    p->slot_future[s] = pf_future_retain(f); /* the slot's own reference */
     f->slot = s;
     atomic_store_explicit(&slot->state, PF__SLOT_STATE(PF__SLOT_READY, 0), memory_order_release);
     _Atomic uint32_t *ring = pf__shm_ring(h);
@@ -215,14 +222,18 @@ static int place_locked(struct ppool *p, pf_future *f)
     return PF_OK;
 }
 
-static void free_slot_locked(struct ppool *p, uint32_t s)
+/* Free slot s.  Returns the future it held (or NULL) with the slot's
+ * reference, which the caller now owns. */
+static pf_future *free_slot_locked(struct ppool *p, uint32_t s)
 {
     struct pf__slot *slot = pf__shm_slot(p->hdr, s);
-    if (slot->arg_large && slot->arg_len > PF__LARGE_PUNCH)
+    if (slot->arg_where == PF__ARG_LARGE && slot->arg_len > PF__LARGE_PUNCH)
         punch(p, PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE, slot->arg_len);
+    pf_future *f = p->slot_future[s];
     p->slot_future[s] = NULL;
     atomic_store(&slot->state, PF__SLOT_STATE(PF__SLOT_FREE, 0));
     p->free_slots[p->n_free++] = s;
+    return f;
 }
 
 /* Move pending futures into free slots. */
@@ -238,7 +249,7 @@ static void refill_locked(struct ppool *p, struct deferred_list *dl)
             pf_error_info info = {.code = rc, .worker_index = -1, .exit_status = -1};
             snprintf(info.message, sizeof info.message,
                      "the task's %zu-byte argument does not fit in shared memory", f->arg_len);
-            defer(dl, f, rc, NULL, 0, &info);
+            defer(dl, pf_future_retain(f), rc, NULL, 0, &info);
         }
     }
 }
@@ -298,8 +309,7 @@ static void collect_slot(struct ppool *p, uint32_t s, struct deferred_list *dl)
         info.pid = (int)atomic_load(&pf__shm_worker(h, owner)->pid);
 
     pf__mutex_lock(&p->lock);
-    pf_future *f = p->slot_future[s];
-    free_slot_locked(p, s);
+    pf_future *f = free_slot_locked(p, s); /* its reference goes to the deferred list */
     refill_locked(p, dl);
     pf__mutex_unlock(&p->lock);
     if (f) {
@@ -353,15 +363,14 @@ static void fail_everything_locked(struct ppool *p, int code, const pf_error_inf
                                    struct deferred_list *dl)
 {
     for (pf_future *f; (f = pf__fqueue_pop(&p->pending));)
-        defer(dl, f, code, NULL, 0, why);
+        defer(dl, pf_future_retain(f), code, NULL, 0, why);
     for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
         struct pf__slot *slot = pf__shm_slot(p->hdr, s);
         uint32_t st = atomic_load(&slot->state);
         if (PF__SLOT_KIND(st) == PF__SLOT_READY &&
             atomic_compare_exchange_strong(&slot->state, &st,
                                            PF__SLOT_STATE(PF__SLOT_CANCELLED, 0))) {
-            defer(dl, p->slot_future[s], code, NULL, 0, why);
-            free_slot_locked(p, s);
+            defer(dl, free_slot_locked(p, s), code, NULL, 0, why);
         }
     }
 }
@@ -426,14 +435,18 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct def
         }
         if (PF__SLOT_KIND(st) != PF__SLOT_RUNNING)
             continue;
-        pf_future *f = p->slot_future[s];
-        free_slot_locked(p, s);
-        if (!f || atomic_load(&f->state) == PF__FINISHED)
-            continue; /* e.g. finished when we killed the worker for it */
+        pf_future *f = free_slot_locked(p, s);
+        if (!f)
+            continue;
+        if (atomic_load(&f->state) == PF__FINISHED) {
+            pf_future_release(f); /* finished when we killed the worker for it */
+            continue;
+        }
         if (pw->killed || (f->retries_left > 0 && !atomic_load(&f->cancel_requested))) {
             if (!pw->killed)
                 f->retries_left--;
             pf__fqueue_push_front(&p->pending, f); /* its argument is still in f */
+            pf_future_release(f); /* the pending list runs on the executor's reference */
             continue;
         }
         pf_error_info info = {
@@ -503,8 +516,7 @@ static void fork_server_lost(struct ppool *p, struct deferred_list *dl)
     for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
         if (!p->slot_future[s])
             continue;
-        defer(dl, p->slot_future[s], PF_EWORKERDIED, NULL, 0, &why);
-        free_slot_locked(p, s);
+        defer(dl, free_slot_locked(p, s), PF_EWORKERDIED, NULL, 0, &why);
     }
     for (int i = 0; i < p->n_workers; i++) {
         p->workers[i].alive = false;
@@ -579,7 +591,7 @@ static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl
         snprintf(info.message, sizeof info.message,
                  "task overran its time limit of %.3f s; worker %d (pid %d) was killed",
                  slot->timeout_ns / 1e9, i, (int)pw->pid);
-        defer(dl, f, PF_ETASKTIMEOUT, NULL, 0, &info);
+        defer(dl, pf_future_retain(f), PF_ETASKTIMEOUT, NULL, 0, &info);
     }
     return next;
 }
@@ -701,9 +713,10 @@ static int pp_cancel(struct pf_executor *ex, pf_future *f)
     uint32_t st = atomic_load(&slot->state);
     if (PF__SLOT_KIND(st) == PF__SLOT_READY &&
         atomic_compare_exchange_strong(&slot->state, &st, PF__SLOT_STATE(PF__SLOT_CANCELLED, 0))) {
-        free_slot_locked(p, s);
+        pf_future *held = free_slot_locked(p, s);
         pf__mutex_unlock(&p->lock);
         pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
+        pf_future_release(held);
         wake_collector(p); /* a slot is free: pending tasks may move up */
         return PF_OK;
     }
@@ -790,6 +803,10 @@ static void pp_free(struct pf_executor *ex)
         close(p->memfd);
     if (p->hdr)
         munmap(p->hdr, p->ctl_size);
+    for (int w = 0; p->windows && w < p->n_workers; w++)
+        if (p->windows[w])
+            munmap(p->windows[w], PF__WIN_PREMAP);
+    free(p->windows);
     pf__forkserver_release();
     pf__cond_destroy(&p->stopped);
     pf__mutex_destroy(&p->lock);
@@ -856,6 +873,10 @@ static int setup_shm(struct ppool *p)
     uint64_t workers_off = off;
     uint64_t stride = (sizeof(struct pf__shm_worker) + cq_size * sizeof(uint32_t) + 63) & ~63ull;
     off += stride * (uint64_t)nw;
+    off = (off + 4095) & ~4095ull;
+    uint64_t medium_off = off;
+    uint32_t medium_size = (uint32_t)PF__MIN(PF__MEDIUM_MAX, PF__MEDIUM_TOTAL / n_slots) & ~1023u;
+    off += (uint64_t)medium_size * n_slots;
     long page = sysconf(_SC_PAGESIZE);
     size_t ctl_size = (size_t)((off + (uint64_t)page - 1) & ~((uint64_t)page - 1));
 
@@ -880,6 +901,8 @@ static int setup_shm(struct ppool *p)
     h->slots_off = slots_off;
     h->workers_off = workers_off;
     h->worker_stride = stride;
+    h->medium_off = medium_off;
+    h->medium_size = medium_size;
     h->ctl_size = ctl_size;
     h->fn_init = (uint64_t)(uintptr_t)p->base.opts.initializer;
     h->fn_fini = (uint64_t)(uintptr_t)p->base.opts.finalizer;
@@ -900,6 +923,17 @@ static int setup_shm(struct ppool *p)
     }
     atomic_store(&h->magic, PF__SHM_MAGIC);
 
+    /* Keep the first MiB of every result window mapped: results of chunked
+     * tasks are copied out without a mapping per task.  Reading stays below
+     * what the worker allocated, so the file's end is never crossed. */
+    p->windows = calloc((size_t)nw, sizeof *p->windows);
+    if (!p->windows)
+        return PF_ENOMEM;
+    for (int w = 0; w < nw; w++) {
+        void *win = mmap(NULL, PF__WIN_PREMAP, PROT_READ, MAP_SHARED, p->memfd,
+                         (off_t)(PF__WIN_BASE + (uint64_t)w * PF__WIN_STRIDE));
+        p->windows[w] = win == MAP_FAILED ? NULL : win;
+    }
     p->slot_future = calloc(n_slots, sizeof *p->slot_future);
     p->free_slots = malloc(n_slots * sizeof *p->free_slots);
     p->workers = calloc((size_t)nw, sizeof *p->workers);

@@ -7,7 +7,8 @@
  * to workers through the fork server (SCM_RIGHTS).  File layout:
  *
  *   [0, ctl_size)                  control region, mapped by every process:
- *                                  header, submission ring, slots, workers
+ *                                  header, submission ring, slots, workers,
+ *                                  and a medium argument area per slot
  *   ARG_BASE + s * ARG_STRIDE      slot s's argument, when it is too big to
  *                                  sit inline in the slot (sparse file)
  *   WIN_BASE + w * WIN_STRIDE      worker w's result window, for results too
@@ -44,12 +45,22 @@
 #define PF__ARG_INLINE    192 /* argument bytes stored in the slot itself */
 #define PF__RESULT_INLINE 256 /* result (or error message) bytes in the slot */
 
-#define PF__ARG_BASE    (1ULL << 40) /* 1 TiB */
-#define PF__ARG_STRIDE  (1ULL << 32) /* the largest argument: 4 GiB */
-#define PF__WIN_BASE    (1ULL << 45) /* 32 TiB */
-#define PF__WIN_STRIDE  (1ULL << 36) /* the largest result: 64 GiB */
-#define PF__INIT_BASE   (1ULL << 39) /* 512 GiB */
-#define PF__LARGE_PUNCH (1ULL << 20) /* release areas above 1 MiB after use */
+#define PF__ARG_BASE     (1ULL << 40) /* 1 TiB */
+#define PF__ARG_STRIDE   (1ULL << 32) /* the largest argument: 4 GiB */
+#define PF__WIN_BASE     (1ULL << 45) /* 32 TiB */
+#define PF__WIN_STRIDE   (1ULL << 36) /* the largest result: 64 GiB */
+#define PF__INIT_BASE    (1ULL << 39) /* 512 GiB */
+#define PF__LARGE_PUNCH  (1ULL << 20) /* release areas above 1 MiB after use */
+#define PF__WIN_PREMAP   (1ULL << 20) /* the parent keeps each window's first MiB mapped */
+#define PF__MEDIUM_TOTAL (4ULL << 20) /* medium argument areas, all slots together */
+#define PF__MEDIUM_MAX   (16u << 10)  /* ... at most this much per slot */
+
+/* Where a slot's argument is. */
+enum pf__arg_where {
+    PF__ARG_IN_SLOT = 0, /* arg_inline */
+    PF__ARG_MEDIUM = 1,  /* the slot's medium area in the control region */
+    PF__ARG_LARGE = 2,   /* the slot's own area at PF__ARG_BASE (mapped per task) */
+};
 
 /* Slot state word: kind in the low 4 bits, owner worker index above. */
 enum pf__slot_kind {
@@ -70,7 +81,7 @@ enum pf__result_where { PF__RESULT_NONE = 0, PF__RESULT_INLINE_ = 1, PF__RESULT_
  * RUNNING) and published by the release store of `state`. */
 struct pf__slot {
     _Atomic uint32_t state;
-    uint32_t arg_large;          /* parent: argument is in the slot's arg area */
+    uint32_t arg_where;          /* parent: enum pf__arg_where */
     uint64_t fn;                 /* parent: the task function (same image) */
     uint64_t arg_len;            /* parent */
     uint64_t timeout_ns;         /* parent: 0 or the task's limit */
@@ -114,6 +125,9 @@ struct pf__shm_header {
     uint32_t cq_size;   /* completion ring entries per worker, a power of two */
     uint32_t pad0;
     uint64_t ring_off, slots_off, workers_off, worker_stride, ctl_size;
+    uint64_t medium_off; /* medium argument areas, medium_size bytes per slot */
+    uint32_t medium_size;
+    uint32_t pad1;
     uint64_t fn_init, fn_fini; /* the executor's initializer/finalizer */
     uint64_t init_arg_len;     /* at PF__INIT_BASE */
     uint32_t max_tasks_per_child;
@@ -138,6 +152,11 @@ static inline _Atomic uint32_t *pf__shm_ring(struct pf__shm_header *h)
 static inline struct pf__slot *pf__shm_slot(struct pf__shm_header *h, uint32_t s)
 {
     return (struct pf__slot *)((char *)h + h->slots_off) + s;
+}
+
+static inline unsigned char *pf__shm_medium(struct pf__shm_header *h, uint32_t s)
+{
+    return (unsigned char *)h + h->medium_off + (uint64_t)s * h->medium_size;
 }
 
 static inline struct pf__shm_worker *pf__shm_worker(struct pf__shm_header *h, int w)

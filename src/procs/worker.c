@@ -156,8 +156,10 @@ static const void *map_arg(struct worker_ctx *w, uint32_t s, void **map, size_t 
 {
     struct pf__slot *slot = pf__shm_slot(w->hdr, s);
     *map = NULL;
-    if (!slot->arg_large)
+    if (slot->arg_where == PF__ARG_IN_SLOT)
         return slot->arg_inline;
+    if (slot->arg_where == PF__ARG_MEDIUM)
+        return pf__shm_medium(w->hdr, s);
     void *base;
     if (pf__shm_map_range(w->memfd, PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE, slot->arg_len,
                           PROT_READ, &base, map, map_len) != PF_OK)

@@ -1,0 +1,446 @@
+/*
+ * pf_parallel_for and pf_parallel_reduce over an index range.
+ *
+ * DESIGN
+ *   Two engines, chosen by executor kind.
+ *
+ *   Shared memory (threads, sequential): one job descriptor on the caller's
+ *   stack; participants claim chunks from it with atomics (static: one
+ *   block each; dynamic: fetch_add of `chunk`; guided: CAS of a shrinking
+ *   chunk).  The caller is a participant, and max_workers - 1 helper tasks
+ *   on the pool are the others, so the loop always progresses, even when
+ *   the pool is busy or the loop runs inside one of its tasks.  Helpers that
+ *   have not started when the work runs out are cancelled, not waited for.
+ *   With an automatic grain, the caller first runs a few iterations alone,
+ *   doubling, and finishes alone when the rest would take less than it costs
+ *   to wake the pool: tiny loops are not slower than the plain loop.
+ *
+ *   Separate memory (processes, MPI): the range is cut into chunk tasks
+ *   (registered "pf.for_chunk" task; the body by registry id or address, the
+ *   context copied), at most 4 per worker in flight, combined in chunk order
+ *   so a reduction gives the same answer every run.  The caller never runs
+ *   the body itself here: a crashing body must not take the caller down.
+ */
+#include <string.h>
+
+#include "core/core.h"
+
+#define PROBE_ENOUGH_NS 10000u /* stop probing after this much work */
+#define INLINE_BELOW_NS 30000u /* cheaper than waking the pool */
+
+struct job {
+    pf_for_fn body;     /* parallel_for */
+    pf_reduce_fn rbody; /* parallel_reduce */
+    void *ctx;
+    pf_combine_fn combine;
+    size_t acc_size;
+    const void *identity;
+    void *result; /* reduce: combined under acc_lock */
+    pf__mutex acc_lock;
+
+    size_t begin, end, chunk;
+    pf_schedule schedule;
+    int parts;             /* participants, for static blocks and guided */
+    _Atomic size_t next;   /* dynamic and guided cursor */
+    _Atomic int next_part; /* static: next block */
+    _Atomic int error;     /* first non-zero body return */
+};
+
+static bool run_range(struct job *j, size_t b, size_t e, void *acc)
+{
+    if (atomic_load_explicit(&j->error, memory_order_relaxed))
+        return false;
+    int rc = j->body ? j->body(b, e, j->ctx) : j->rbody(b, e, j->ctx, acc);
+    if (rc) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&j->error, &zero, rc);
+        return false;
+    }
+    return true;
+}
+
+/* Claim and run chunks until none are left. */
+static void participate(struct job *j)
+{
+    unsigned char stack_acc[64];
+    void *acc = NULL;
+    if (j->rbody) {
+        acc = j->acc_size <= sizeof stack_acc ? stack_acc : malloc(j->acc_size);
+        if (!acc) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&j->error, &zero, PF_ENOMEM);
+            return;
+        }
+        memcpy(acc, j->identity, j->acc_size);
+    }
+    bool worked = false;
+    size_t n = j->end - j->begin;
+    switch (j->schedule) {
+    case PF_SCHEDULE_STATIC:
+        for (int p; (p = atomic_fetch_add(&j->next_part, 1)) < j->parts;) {
+            size_t b = j->begin + n / (size_t)j->parts * (size_t)p +
+                       PF__MIN((size_t)p, n % (size_t)j->parts);
+            size_t e = b + n / (size_t)j->parts + ((size_t)p < n % (size_t)j->parts);
+            if (b < e && !run_range(j, b, e, acc))
+                break;
+            worked = true;
+        }
+        break;
+    case PF_SCHEDULE_GUIDED:
+        for (;;) {
+            size_t cur = atomic_load_explicit(&j->next, memory_order_relaxed);
+            if (cur >= j->end)
+                break;
+            size_t c = PF__MAX(j->chunk, (j->end - cur) / (2 * (size_t)j->parts));
+            size_t e = PF__MIN(cur + c, j->end);
+            if (!atomic_compare_exchange_weak(&j->next, &cur, e))
+                continue;
+            worked = true;
+            if (!run_range(j, cur, e, acc))
+                break;
+        }
+        break;
+    default: /* dynamic */
+        for (;;) {
+            size_t b = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+            if (b >= j->end)
+                break;
+            worked = true;
+            if (!run_range(j, b, PF__MIN(b + j->chunk, j->end), acc))
+                break;
+        }
+        break;
+    }
+    if (j->rbody) {
+        if (worked) {
+            pf__mutex_lock(&j->acc_lock);
+            j->combine(j->result, acc);
+            pf__mutex_unlock(&j->acc_lock);
+        }
+        if (acc != stack_acc)
+            free(acc);
+    }
+}
+
+/* A helper task on the pool: its argument is the job's address (threads
+ * share the caller's memory). */
+static int helper_task(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    struct job *j;
+    if (len != sizeof j)
+        return PF_EINVAL;
+    memcpy(&j, arg, sizeof j);
+    participate(j);
+    return 0;
+}
+
+/* Run [b, e) alone, doubling the piece, until it is done or has taken long
+ * enough to estimate the rest.  Returns true when the whole loop is done. */
+static bool probe_inline(struct job *j, void *acc)
+{
+    uint64_t t0 = pf__now_ns();
+    size_t cur = j->begin, step = 1;
+    while (cur < j->end) {
+        size_t e = PF__MIN(cur + step, j->end);
+        if (!run_range(j, cur, e, acc))
+            return true;
+        cur = e;
+        uint64_t spent = pf__now_ns() - t0;
+        if (spent >= PROBE_ENOUGH_NS) {
+            double per = (double)spent / (double)(cur - j->begin);
+            if (per * (double)(j->end - cur) >= INLINE_BELOW_NS)
+                break;
+        }
+        step *= 2;
+    }
+    j->begin = cur;
+    if (cur < j->end)
+        return false;
+    return true;
+}
+
+static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts *o)
+{
+    size_t n = j->end - j->begin;
+    int workers = pf_executor_kind(ex) == PF_SEQUENTIAL ? 1 : pf_executor_max_workers(ex);
+    j->schedule = o->schedule == PF_SCHEDULE_AUTO ? PF_SCHEDULE_DYNAMIC : o->schedule;
+    size_t grain = o->grain;
+
+    /* The caller's accumulator for inline work is the result itself. */
+    bool inline_all = workers <= 1 || n <= PF__MAX(grain, (size_t)1);
+    if (!inline_all && grain == 0) {
+        if (probe_inline(j, j->result))
+            return atomic_load(&j->error);
+        n = j->end - j->begin;
+    }
+    if (inline_all) {
+        run_range(j, j->begin, j->end, j->result);
+        return atomic_load(&j->error);
+    }
+
+    j->parts = workers;
+    j->chunk = o->chunk ? o->chunk : PF__MAX(n / ((size_t)workers * 8), (size_t)1);
+    if (j->schedule == PF_SCHEDULE_GUIDED && !o->chunk)
+        j->chunk = 1;
+    atomic_store(&j->next, j->begin);
+    size_t n_chunks =
+        j->schedule == PF_SCHEDULE_STATIC ? (size_t)workers : (n + j->chunk - 1) / j->chunk;
+    int helpers = (int)PF__MIN((size_t)workers - 1, n_chunks - 1);
+    pf_future *hf[PF_MAX_WORKERS];
+    int started = 0;
+    for (int i = 0; i < helpers; i++) {
+        const struct job *jp = j;
+        if (pf_submit(ex, helper_task, &jp, sizeof jp, &hf[started]) == PF_OK)
+            started++;
+    }
+    participate(j);
+    for (int i = 0; i < started; i++) { /* not started yet: no need to wait for it */
+        pf_future_cancel(hf[i]);
+        pf_future_wait(hf[i], PF_FOREVER);
+        pf_future_release(hf[i]);
+    }
+    return atomic_load(&j->error);
+}
+
+/* --- separate memory: chunk tasks ---------------------------------------- */
+
+struct chunk_arg {
+    struct pf__fnref body;
+    uint64_t begin, end;
+    uint64_t ctx_addr; /* ctx as is, when ctx_len is 0 */
+    uint64_t ctx_len;  /* bytes of ctx copied after the identity */
+    uint64_t acc_size; /* 0: parallel_for; else reduce with identity following */
+};
+
+static int chunk_task(pf_task *t, const void *arg, size_t len)
+{
+    struct chunk_arg h;
+    if (len < sizeof h)
+        return pf_task_fail(t, PF_EPROTO, "loop chunk: short argument");
+    memcpy(&h, arg, sizeof h);
+    if (h.acc_size > len || h.ctx_len > len || sizeof h + h.acc_size + h.ctx_len != len)
+        return pf_task_fail(t, PF_EPROTO, "loop chunk: bad sizes");
+    pf_fn fn = pf__fnref_resolve(&h.body);
+    if (!fn)
+        return pf_task_fail(t, PF_ENOTREG, "loop chunk: body not found in this process");
+    const unsigned char *p = (const unsigned char *)arg + sizeof h;
+    /* The argument bytes are read-only shared memory: give the body its own
+     * writable copy of the context. */
+    void *ctx = (void *)(uintptr_t)h.ctx_addr;
+    void *ctx_copy = NULL;
+    if (h.ctx_len) {
+        ctx_copy = malloc(h.ctx_len);
+        if (!ctx_copy)
+            return pf_task_fail(t, PF_ENOMEM, "loop chunk: no memory for the context");
+        memcpy(ctx_copy, p + h.acc_size, h.ctx_len);
+        ctx = ctx_copy;
+    }
+    int rc;
+    if (h.acc_size == 0) {
+        rc = ((pf_for_fn)fn)((size_t)h.begin, (size_t)h.end, ctx);
+    } else {
+        void *acc = pf_task_result_buffer(t, h.acc_size);
+        if (!acc) {
+            free(ctx_copy);
+            return pf_task_fail(t, PF_ENOMEM, "loop chunk: no room for the accumulator");
+        }
+        memcpy(acc, p, h.acc_size);
+        rc = ((pf_reduce_fn)fn)((size_t)h.begin, (size_t)h.end, ctx, acc);
+    }
+    free(ctx_copy);
+    if (rc)
+        return pf_task_fail(t, rc, "loop body returned %d on [%llu, %llu)", rc,
+                            (unsigned long long)h.begin, (unsigned long long)h.end);
+    return 0;
+}
+PF_REGISTER(chunk_task)
+
+struct cut {
+    size_t cur, end, chunk, min_chunk;
+    pf_schedule schedule;
+    int workers;
+    int next_part;
+    size_t n;
+    size_t begin;
+};
+
+/* The next chunk [*b, *e); false when the range is used up. */
+static bool next_cut(struct cut *c, size_t *b, size_t *e)
+{
+    if (c->schedule == PF_SCHEDULE_STATIC) {
+        if (c->next_part >= c->workers)
+            return false;
+        size_t p = (size_t)c->next_part++, w = (size_t)c->workers;
+        *b = c->begin + c->n / w * p + PF__MIN(p, c->n % w);
+        *e = *b + c->n / w + (p < c->n % w);
+        return *b < *e || next_cut(c, b, e);
+    }
+    if (c->cur >= c->end)
+        return false;
+    size_t size = c->chunk;
+    if (c->schedule == PF_SCHEDULE_GUIDED)
+        size = PF__MAX(c->min_chunk, (c->end - c->cur) / (2 * (size_t)c->workers));
+    *b = c->cur;
+    *e = PF__MIN(c->cur + size, c->end);
+    c->cur = *e;
+    return true;
+}
+
+static int chunked_loop(pf_executor *ex, pf_fn body, bool reduce, const void *ctx, size_t ctx_len,
+                        void *acc, size_t acc_size, pf_combine_fn combine, size_t begin, size_t end,
+                        const pf_for_opts *o)
+{
+    int workers = pf_executor_max_workers(ex);
+    size_t n = end - begin;
+    struct cut c = {.cur = begin,
+                    .end = end,
+                    .begin = begin,
+                    .n = n,
+                    .workers = workers,
+                    .schedule =
+                        o->schedule == PF_SCHEDULE_AUTO ? PF_SCHEDULE_DYNAMIC : o->schedule};
+    c.chunk = o->chunk ? o->chunk : PF__MAX(n / ((size_t)workers * 8), (size_t)1);
+    c.min_chunk = o->chunk ? o->chunk : 1;
+    struct pf__fnref ref = pf__fnref_make(body);
+
+    size_t window = 4 * (size_t)workers;
+    pf_future **fs = calloc(window, sizeof *fs);
+    void *identity = reduce ? malloc(acc_size) : NULL;
+    if (!fs || (reduce && !identity)) {
+        free(fs);
+        free(identity);
+        return PF_ENOMEM;
+    }
+    if (reduce)
+        memcpy(identity, acc, acc_size); /* every chunk starts from it */
+    size_t head = 0, inflight = 0;
+    int error = 0;
+    bool more = true;
+    for (;;) {
+        while (more && !error && inflight < window) {
+            size_t b, e;
+            if (!(more = next_cut(&c, &b, &e)))
+                break;
+            size_t alen = sizeof(struct chunk_arg) + (reduce ? acc_size : 0) + ctx_len;
+            unsigned char *arg = malloc(alen);
+            if (!arg) {
+                error = PF_ENOMEM;
+                break;
+            }
+            struct chunk_arg h = {.body = ref,
+                                  .begin = b,
+                                  .end = e,
+                                  .ctx_addr = (uint64_t)(uintptr_t)ctx,
+                                  .ctx_len = ctx_len,
+                                  .acc_size = reduce ? acc_size : 0};
+            memcpy(arg, &h, sizeof h);
+            if (reduce)
+                memcpy(arg + sizeof h, identity, acc_size);
+            if (ctx_len)
+                memcpy(arg + sizeof h + (reduce ? acc_size : 0), ctx, ctx_len);
+            int rc =
+                pf__submit_owned(ex, chunk_task, arg, alen, 0, &fs[(head + inflight) % window]);
+            if (rc != PF_OK) {
+                error = rc;
+                break;
+            }
+            inflight++;
+        }
+        if (!inflight)
+            break;
+        pf_future *f = fs[head];
+        head = (head + 1) % window;
+        inflight--;
+        const void *res;
+        size_t len;
+        int rc = pf_future_result(f, PF_FOREVER, &res, &len);
+        if (rc == PF_ETASK) {
+            pf_error_info info;
+            pf_future_error(f, &info);
+            rc = info.task_code ? info.task_code : PF_ETASK; /* the body's own code */
+        }
+        if (rc == PF_OK && reduce) {
+            if (len != acc_size)
+                rc = PF_EPROTO;
+            else
+                combine(acc, res); /* in chunk order: the same answer every run */
+        }
+        if (rc && !error)
+            error = rc;
+        pf_future_release(f);
+        if (error) { /* stop: withdraw what has not started */
+            for (size_t k = 0; k < inflight; k++)
+                pf_future_cancel(fs[(head + k) % window]);
+        }
+    }
+    free(fs);
+    free(identity);
+    return error;
+}
+
+/* --- entry points -------------------------------------------------------- */
+
+static bool separate_memory(pf_executor *ex)
+{
+    pf_kind k = pf_executor_kind(ex);
+    return k == PF_PROCESSES || k == PF_MPI;
+}
+
+static int check(pf_executor *ex, size_t begin, size_t end, const pf_for_opts *o)
+{
+    if (pf_executor_max_workers(ex) <= 0 || begin > end)
+        return PF_EINVAL;
+    if (o && (o->schedule < PF_SCHEDULE_AUTO || o->schedule > PF_SCHEDULE_GUIDED))
+        return PF_EINVAL;
+    return PF_OK;
+}
+
+int pf_parallel_for(pf_executor *ex, size_t begin, size_t end, pf_for_fn body, void *ctx,
+                    size_t ctx_len, const pf_for_opts *opts)
+{
+    pf_for_opts o = opts ? *opts : (pf_for_opts){0};
+    int rc = check(ex, begin, end, opts);
+    if (rc != PF_OK || !body || (ctx_len && !ctx))
+        return rc != PF_OK ? rc : PF_EINVAL;
+    if (begin == end)
+        return PF_OK;
+    if (separate_memory(ex))
+        return chunked_loop(ex, (pf_fn)body, false, ctx, ctx_len, NULL, 0, NULL, begin, end, &o);
+    struct job j = {.body = body, .ctx = ctx, .begin = begin, .end = end};
+    return shared_memory_loop(ex, &j, &o);
+}
+
+int pf_parallel_reduce(pf_executor *ex, size_t begin, size_t end, pf_reduce_fn body,
+                       const void *ctx, size_t ctx_len, void *acc, size_t acc_size,
+                       pf_combine_fn combine, const pf_for_opts *opts)
+{
+    pf_for_opts o = opts ? *opts : (pf_for_opts){0};
+    int rc = check(ex, begin, end, opts);
+    if (rc != PF_OK || !body || !acc || !acc_size || !combine || (ctx_len && !ctx))
+        return rc != PF_OK ? rc : PF_EINVAL;
+    if (acc_size > (1u << 20))
+        return PF_ETOOBIG; /* an accumulator travels with every chunk */
+    if (begin == end)
+        return PF_OK;
+    if (separate_memory(ex))
+        return chunked_loop(ex, (pf_fn)body, true, ctx, ctx_len, acc, acc_size, combine, begin, end,
+                            &o);
+    void *identity = malloc(acc_size);
+    if (!identity)
+        return PF_ENOMEM;
+    memcpy(identity, acc, acc_size);
+    struct job j = {.rbody = body,
+                    .ctx = (void *)ctx,
+                    .begin = begin,
+                    .end = end,
+                    .combine = combine,
+                    .acc_size = acc_size,
+                    .identity = identity,
+                    .result = acc};
+    pf__mutex_init(&j.acc_lock);
+    rc = shared_memory_loop(ex, &j, &o);
+    pf__mutex_destroy(&j.acc_lock);
+    free(identity);
+    return rc;
+}

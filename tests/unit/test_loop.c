@@ -1,0 +1,417 @@
+/*
+ * map, parallel_for and parallel_reduce on every executor kind.
+ */
+#include <pthread.h>
+#include <signal.h>
+
+#include "tasks.h"
+
+static pf_executor *make(pf_kind kind, int workers)
+{
+    pf_executor *ex = NULL;
+    pf_executor_opts o = {.max_workers = workers};
+    ASSERT_OK(pf_executor_create(&ex, kind, &o));
+    return ex;
+}
+
+/* --- map ------------------------------------------------------------------ */
+
+struct collect {
+    int64_t *out;
+    size_t n, emitted, next_expected;
+    bool ordered;
+    int failures;
+    size_t stop_at; /* emit returns 99 at this index (SIZE_MAX: never) */
+};
+
+static int collect_emit(void *user, size_t index, int status, const void *data, size_t len,
+                        const char *errmsg)
+{
+    struct collect *c = user;
+    ASSERT(index < c->n);
+    if (c->ordered)
+        ASSERT_EQ(index, c->next_expected);
+    c->next_expected = index + 1;
+    if (status == PF_OK) {
+        ASSERT_EQ(len, 8);
+        memcpy(&c->out[index], data, 8);
+    } else {
+        ASSERT(errmsg != NULL && errmsg[0]);
+        c->out[index] = -1;
+        c->failures++;
+    }
+    c->emitted++;
+    return index == c->stop_at ? 99 : 0;
+}
+
+static void map_squares(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 2);
+    enum { N = 5000 };
+    int64_t *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    const size_t chunks[] = {0, 1, 7, 1000};
+    for (int unordered = 0; unordered < 2; unordered++) {
+        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+            memset(out, 0xff, N * sizeof *out);
+            struct collect c = {.out = out, .n = N, .ordered = !unordered, .stop_at = SIZE_MAX};
+            pf_map_opts o = {.chunksize = chunks[k], .unordered = unordered};
+            ASSERT_OK(pf_map_array(ex, task_square, in, N, sizeof *in, collect_emit, &c, &o));
+            ASSERT_EQ(c.emitted, N);
+            for (int i = 0; i < N; i++)
+                ASSERT_EQ(out[i], (int64_t)i * i);
+        }
+    }
+    free(in);
+    free(out);
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(map_squares)
+
+/* Fails on multiples of 10. */
+static int task_picky(pf_task *t, const void *arg, size_t len)
+{
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    if (x % 10 == 0)
+        return pf_task_fail(t, 10, "%lld is a multiple of ten", (long long)x);
+    return task_square(t, arg, len);
+}
+PF_REGISTER(task_picky)
+
+static void map_item_errors_and_early_stop(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 2);
+    enum { N = 300 };
+    int64_t in[N], out[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i + 1;
+    struct collect c = {.out = out, .n = N, .ordered = true, .stop_at = SIZE_MAX};
+    pf_map_opts o = {.chunksize = 16};
+    ASSERT_ERR(pf_map_array(ex, task_picky, in, N, 8, collect_emit, &c, &o), PF_ETASK);
+    ASSERT_EQ(c.emitted, N);
+    ASSERT_EQ(c.failures, N / 10);
+    ASSERT_EQ(out[8], 81);
+    ASSERT_EQ(out[9], -1);
+    /* early stop: the emit callback's value comes back, nothing after it */
+    c = (struct collect){.out = out, .n = N, .ordered = true, .stop_at = 50};
+    ASSERT_EQ(pf_map_array(ex, task_square, in, N, 8, collect_emit, &c, &o), 99);
+    ASSERT_EQ(c.emitted, 51);
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(map_item_errors_and_early_stop)
+
+struct stream {
+    size_t n, produced, emitted, max_outstanding;
+    int64_t value;
+};
+
+static int stream_next(void *user, size_t index, const void **arg, size_t *len)
+{
+    struct stream *s = user;
+    if (index >= s->n)
+        return PF_EEOF;
+    ASSERT_EQ(index, s->produced);
+    s->produced++;
+    size_t outstanding = s->produced - s->emitted;
+    if (outstanding > s->max_outstanding)
+        s->max_outstanding = outstanding;
+    s->value = (int64_t)index;
+    *arg = &s->value;
+    *len = sizeof s->value;
+    return PF_OK;
+}
+
+static int stream_emit(void *user, size_t index, int status, const void *data, size_t len,
+                       const char *errmsg)
+{
+    (void)errmsg;
+    struct stream *s = user;
+    ASSERT_OK(status);
+    ASSERT_EQ(len, 8);
+    int64_t v;
+    memcpy(&v, data, 8);
+    ASSERT_EQ(v, (int64_t)index * (int64_t)index);
+    s->emitted++;
+    return 0;
+}
+
+static void map_stream_is_bounded(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 2);
+    struct stream s = {.n = 200000};
+    pf_map_opts o = {.chunksize = 100, .max_in_flight = 4};
+    ASSERT_OK(pf_map(ex, task_square, stream_next, stream_emit, &s, &o));
+    ASSERT_EQ(s.emitted, s.n);
+    /* never more than the window of chunks read ahead */
+    ASSERT_LE(s.max_outstanding, 4 * 100 + 100);
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(map_stream_is_bounded)
+
+/* Crashes its worker on 13. */
+static int task_unlucky(pf_task *t, const void *arg, size_t len)
+{
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    if (x == 13)
+        raise(SIGSEGV);
+    return task_square(t, arg, len);
+}
+
+TEST(map_survives_a_crashing_item_on_processes)
+{
+    pf_executor *ex = make(PF_PROCESSES, 2);
+    enum { N = 100 };
+    int64_t in[N], out[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    struct collect c = {.out = out, .n = N, .ordered = true, .stop_at = SIZE_MAX};
+    pf_map_opts o = {.chunksize = 10};
+    ASSERT_ERR(pf_map_array(ex, task_unlucky, in, N, 8, collect_emit, &c, &o), PF_EWORKERDIED);
+    ASSERT_EQ(c.failures, 10); /* the crashing chunk's items */
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(out[i], i >= 10 && i < 20 ? -1 : (int64_t)i * i);
+    pf_executor_destroy(ex);
+}
+
+TEST(map_rejects_bad_input)
+{
+    pf_executor *ex = make(PF_THREADS, 1);
+    int64_t x = 1;
+    struct collect c = {.out = &x, .n = 1, .stop_at = SIZE_MAX};
+    ASSERT_ERR(pf_map_array(NULL, task_square, &x, 1, 8, collect_emit, &c, NULL), PF_EINVAL);
+    ASSERT_ERR(pf_map_array(ex, NULL, &x, 1, 8, collect_emit, &c, NULL), PF_EINVAL);
+    ASSERT_ERR(pf_map_array(ex, task_square, NULL, 1, 8, collect_emit, &c, NULL), PF_EINVAL);
+    ASSERT_ERR(pf_map_array(ex, task_square, &x, 1, 8, NULL, &c, NULL), PF_EINVAL);
+    ASSERT_ERR(pf_map(ex, task_square, NULL, collect_emit, &c, NULL), PF_EINVAL);
+    pf_map_opts o = {.timeout = -1};
+    ASSERT_ERR(pf_map_array(ex, task_square, &x, 1, 8, collect_emit, &c, &o), PF_EINVAL);
+    ASSERT_OK(pf_map_array(ex, task_square, NULL, 0, 8, collect_emit, &c, NULL));
+    pf_executor_destroy(ex);
+}
+
+/* --- parallel_for and parallel_reduce ------------------------------------- */
+
+struct sum {
+    uint64_t total;
+    uint64_t count;
+};
+
+static int sum_body(size_t b, size_t e, const void *ctx, void *acc)
+{
+    const uint64_t *scale = ctx;
+    struct sum *s = acc;
+    for (size_t i = b; i < e; i++) {
+        s->total += i * *scale;
+        s->count++;
+    }
+    return 0;
+}
+PF_REGISTER(sum_body)
+
+static void sum_combine(void *acc, const void *other)
+{
+    struct sum *a = acc;
+    const struct sum *b = other;
+    a->total += b->total;
+    a->count += b->count;
+}
+
+static void reduce_every_schedule(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 3);
+    const size_t n = 100003;
+    uint64_t scale = 3;
+    const pf_schedule schedules[] = {PF_SCHEDULE_AUTO, PF_SCHEDULE_STATIC, PF_SCHEDULE_DYNAMIC,
+                                     PF_SCHEDULE_GUIDED};
+    const size_t chunks[] = {0, 1, 977};
+    for (size_t s = 0; s < 4; s++) {
+        for (size_t k = 0; k < 3; k++) {
+            if (chunks[k] == 1 && kind == PF_PROCESSES)
+                continue; /* a task per iteration: correct, but slow for a unit test */
+            struct sum acc = {0, 0};
+            pf_for_opts o = {.schedule = schedules[s], .chunk = chunks[k]};
+            ASSERT_OK(pf_parallel_reduce(ex, 7, n, sum_body, &scale, sizeof scale, &acc, sizeof acc,
+                                         sum_combine, &o));
+            ASSERT_EQ(acc.count, n - 7);
+            ASSERT_EQ(acc.total, 3 * ((uint64_t)n * (n - 1) / 2 - 21));
+        }
+    }
+    struct sum acc = {0, 0};
+    ASSERT_OK(pf_parallel_reduce(ex, 5, 5, sum_body, &scale, sizeof scale, &acc, sizeof acc,
+                                 sum_combine, NULL));
+    ASSERT_EQ(acc.count, 0);
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(reduce_every_schedule)
+
+static int is_prime(uint64_t x)
+{
+    if (x < 2)
+        return 0;
+    for (uint64_t d = 2; d * d <= x; d++)
+        if (x % d == 0)
+            return 0;
+    return 1;
+}
+
+static int count_primes(size_t b, size_t e, const void *ctx, void *acc)
+{
+    (void)ctx;
+    for (size_t i = b; i < e; i++)
+        *(uint64_t *)acc += (uint64_t)is_prime(i);
+    return 0;
+}
+PF_REGISTER(count_primes)
+
+static void add_u64(void *acc, const void *other)
+{
+    *(uint64_t *)acc += *(const uint64_t *)other;
+}
+
+static void primes_kernel(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 2);
+    uint64_t n = 0;
+    ASSERT_OK(
+        pf_parallel_reduce(ex, 0, 200000, count_primes, NULL, 0, &n, sizeof n, add_u64, NULL));
+    ASSERT_EQ(n, 17984); /* pi(200000) */
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(primes_kernel)
+
+static int fill_body(size_t b, size_t e, void *ctx)
+{
+    _Atomic int *seen = ctx;
+    for (size_t i = b; i < e; i++)
+        seen[i]++;
+    return 0;
+}
+
+static void for_covers_each_index_once(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 4);
+    enum { N = 20011 };
+    _Atomic int *seen = calloc(N, sizeof *seen);
+    const pf_schedule schedules[] = {PF_SCHEDULE_AUTO, PF_SCHEDULE_STATIC, PF_SCHEDULE_DYNAMIC,
+                                     PF_SCHEDULE_GUIDED};
+    for (int s = 0; s < 4; s++) {
+        for (size_t chunk = 0; chunk < 3; chunk++) {
+            pf_for_opts o = {.schedule = schedules[s], .chunk = chunk * 50, .grain = 1};
+            ASSERT_OK(pf_parallel_for(ex, 0, N, fill_body, (void *)seen, 0, &o));
+            for (int i = 0; i < N; i++)
+                ASSERT_EQ(seen[i], 1);
+            memset((void *)seen, 0, N * sizeof *seen);
+        }
+    }
+    free((void *)seen);
+    pf_executor_destroy(ex);
+}
+TEST(for_covers_each_index_once_threads)
+{
+    for_covers_each_index_once(PF_THREADS);
+}
+TEST(for_covers_each_index_once_sequential)
+{
+    for_covers_each_index_once(PF_SEQUENTIAL);
+}
+
+static int failing_body(size_t b, size_t e, void *ctx)
+{
+    (void)ctx;
+    for (size_t i = b; i < e; i++)
+        if (i == 777)
+            return 42;
+    return 0;
+}
+PF_REGISTER(failing_body)
+
+static void for_body_error(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 2);
+    pf_for_opts o = {.chunk = 100};
+    ASSERT_EQ(pf_parallel_for(ex, 0, 10000, failing_body, NULL, 0, &o), 42);
+    ASSERT_OK(pf_parallel_for(ex, 0, 777, failing_body, NULL, 0, &o));
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(for_body_error)
+
+static _Atomic long other_threads;
+static pthread_t caller;
+
+static int note_thread(size_t b, size_t e, void *ctx)
+{
+    (void)b;
+    (void)e;
+    (void)ctx;
+    if (!pthread_equal(pthread_self(), caller))
+        other_threads++;
+    return 0;
+}
+
+TEST(tiny_loops_run_inline)
+{
+    pf_executor *ex = make(PF_THREADS, 4);
+    caller = pthread_self();
+    for (int i = 0; i < 100; i++)
+        ASSERT_OK(pf_parallel_for(ex, 0, 8, note_thread, NULL, 0, NULL));
+    ASSERT_EQ(other_threads, 0);
+    pf_progress p;
+    pf_executor_progress(ex, &p);
+    ASSERT_EQ(p.submitted, 0); /* the pool was never woken */
+    pf_executor_destroy(ex);
+}
+
+struct nested {
+    pf_executor *ex;
+    uint64_t result;
+};
+
+static int nested_task(pf_task *t, const void *arg, size_t len)
+{
+    (void)len;
+    pf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    uint64_t n = 0;
+    pf_for_opts o = {.grain = 1, .chunk = 10};
+    int rc = pf_parallel_reduce(ex, 0, 5000, count_primes, NULL, 0, &n, sizeof n, add_u64, &o);
+    if (rc)
+        return pf_task_fail(t, rc, "inner loop failed");
+    return pf_task_set_result(t, &n, sizeof n);
+}
+
+TEST(parallel_for_inside_a_pool_task_does_not_deadlock)
+{
+    pf_executor *ex = make(PF_THREADS, 2);
+    pf_future *fs[6];
+    for (int i = 0; i < 6; i++) /* more outer tasks than threads */
+        ASSERT_OK(pf_submit(ex, nested_task, &ex, sizeof ex, &fs[i]));
+    for (int i = 0; i < 6; i++) {
+        const void *d;
+        ASSERT_OK(pf_future_result(fs[i], PF_FOREVER, &d, NULL));
+        ASSERT_EQ(*(const uint64_t *)d, 669); /* pi(5000) */
+        pf_future_release(fs[i]);
+    }
+    pf_executor_destroy(ex);
+}
+
+TEST(loops_reject_bad_input)
+{
+    pf_executor *ex = make(PF_THREADS, 2);
+    uint64_t acc = 0;
+    ASSERT_ERR(pf_parallel_for(ex, 5, 4, fill_body, NULL, 0, NULL), PF_EINVAL);
+    ASSERT_ERR(pf_parallel_for(ex, 0, 4, NULL, NULL, 0, NULL), PF_EINVAL);
+    ASSERT_ERR(pf_parallel_for(NULL, 0, 4, fill_body, NULL, 0, NULL), PF_EINVAL);
+    ASSERT_ERR(pf_parallel_for(ex, 0, 4, fill_body, NULL, 8, NULL), PF_EINVAL);
+    pf_for_opts bad = {.schedule = (pf_schedule)9};
+    ASSERT_ERR(pf_parallel_for(ex, 0, 4, fill_body, NULL, 0, &bad), PF_EINVAL);
+    ASSERT_ERR(pf_parallel_reduce(ex, 0, 4, count_primes, NULL, 0, &acc, 0, add_u64, NULL),
+               PF_EINVAL);
+    ASSERT_ERR(pf_parallel_reduce(ex, 0, 4, count_primes, NULL, 0, NULL, 8, add_u64, NULL),
+               PF_EINVAL);
+    ASSERT_ERR(pf_parallel_reduce(ex, 0, 4, count_primes, NULL, 0, &acc, 8, NULL, NULL), PF_EINVAL);
+    ASSERT_OK(pf_parallel_for(ex, 3, 3, fill_body, NULL, 0, NULL));
+    pf_executor_destroy(ex);
+}
