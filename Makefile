@@ -26,6 +26,7 @@ run: build
 
 test: build
 	cd build && ./pfor-tests
+	sh tests/install/check_install.sh build
 
 test-asan: setup
 	$(call configure,build-asan,address)
@@ -37,7 +38,13 @@ test-tsan: setup
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  PF_TEST_TIMEOUT_SCALE=5 ./pfor-tests
 
-check: test test-asan test-tsan
+# memcheck over the core suites (stress and load tests are too slow under it)
+VALGRIND_TESTS = test_error test_executor test_loop test_procpool_faults
+valgrind: build
+	cd build && PF_TEST_TIMEOUT_SCALE=10 valgrind -q --error-exitcode=99 --leak-check=full \
+	  --show-possibly-lost=no --errors-for-leak-kinds=definite ./pfor-tests $(VALGRIND_TESTS)
+
+check: test test-asan test-tsan valgrind
 
 format:
 	git ls-files '*.c' '*.h' | xargs clang-format -i

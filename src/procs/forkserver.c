@@ -73,6 +73,8 @@ static struct fs_pool *pools;
 static int n_pools, cap_pools;
 static struct fs_child *children;
 static int n_children, cap_children;
+static struct pollfd *pollfds; /* the poll set, rebuilt each round */
+static int cap_pollfds;
 
 static void fs_send(int fd, int type, int index, int pid, int status)
 {
@@ -164,6 +166,10 @@ static void fs_spawn(int p, int index, const sigset_t *orig_mask, int ctl, int l
                 close(pools[i].evfd);
             }
         }
+        /* The server's bookkeeping means nothing to a worker. */
+        free(pools);
+        free(children);
+        free(pollfds);
         close(ctl);
         close(lifeline);
         close(sigfd);
@@ -280,9 +286,14 @@ static __attribute__((noreturn)) void fs_main(int ctl, int lifeline, bool pdeath
 
     for (;;) {
         int n = 3 + n_pools;
-        struct pollfd *pfd = calloc((size_t)n, sizeof *pfd);
-        if (!pfd)
-            fs_exit_killing_all();
+        if (n > cap_pollfds) {
+            struct pollfd *np = realloc(pollfds, (size_t)n * 2 * sizeof *np);
+            if (!np)
+                fs_exit_killing_all();
+            pollfds = np;
+            cap_pollfds = n * 2;
+        }
+        struct pollfd *pfd = pollfds;
         pfd[0] = (struct pollfd){.fd = ctl, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = lifeline, .events = POLLIN};
         pfd[2] = (struct pollfd){.fd = sigfd, .events = POLLIN};
@@ -290,7 +301,6 @@ static __attribute__((noreturn)) void fs_main(int ctl, int lifeline, bool pdeath
             pfd[3 + p] = (struct pollfd){.fd = pools[p].chan, .events = POLLIN};
         int r = poll(pfd, (nfds_t)n, -1);
         if (r < 0) {
-            free(pfd);
             if (errno == EINTR)
                 continue;
             fs_exit_killing_all();
@@ -308,7 +318,6 @@ static __attribute__((noreturn)) void fs_main(int ctl, int lifeline, bool pdeath
                 fs_pool_message(p, &orig_mask, ctl, lifeline, sigfd);
         if (pfd[0].revents)
             fs_register(ctl);
-        free(pfd);
         /* Forget pools that are fully closed, keeping indexes stable for
          * live children: only trailing entries are removed. */
         while (n_pools > 0 && pools[n_pools - 1].chan < 0)
