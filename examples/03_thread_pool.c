@@ -17,7 +17,7 @@ int main(int argc, char **argv)
     const char *url = article_api(argc, argv, &server);
 
     double t0 = article_now();
-    int created = article_loop(PF_THREADS, 0, url, ARTICLE_REQUESTS);
+    int created = article_loop(PF_THREADS, PF_DEFAULT_WORKERS, url, ARTICLE_REQUESTS);
     double dt = article_now() - t0;
 
     printf("thread pool (%d workers): %d requests, %d created, %.2f s\n",

@@ -71,11 +71,16 @@ typedef struct pf_progress {
  * thread or the pool's collector thread).  Keep it short and non-blocking. */
 typedef void (*pf_progress_fn)(const pf_progress *p, void *user);
 
-/* Executor options.  Zero means "the default" for every field, so
- * `pf_executor_opts o = {.max_workers = 4};` is a complete set. */
+/* max_workers value that asks for the kind's default (Python's None). */
+#define PF_DEFAULT_WORKERS (-1)
+
+/* Executor options.  Zero means "the default" for every field but
+ * max_workers, where 0 is an error as in Python: say PF_DEFAULT_WORKERS, or
+ * pass NULL options.  `pf_executor_opts o = {.max_workers = 4};` is a
+ * complete set; so is PF_EXECUTOR_OPTS_DEFAULT. */
 typedef struct pf_executor_opts {
-    /* Workers.  Default like Python: threads min(32, cores + 4); processes
-     * and MPI: cores.  At most PF_MAX_WORKERS. */
+    /* Workers, 1 .. PF_MAX_WORKERS, or PF_DEFAULT_WORKERS: like Python,
+     * threads min(32, cores + 4), processes and MPI: cores. */
     int max_workers;
     pf_worker_init_fn initializer;
     const void *init_arg; /* copied at create */
@@ -93,6 +98,9 @@ typedef struct pf_executor_opts {
     void *progress_user;
 } pf_executor_opts;
 
+/* Every option at its default. */
+#define PF_EXECUTOR_OPTS_DEFAULT ((pf_executor_opts){.max_workers = PF_DEFAULT_WORKERS})
+
 /* Start the process pool's fork server now, while the program is still
  * single-threaded.  Call it first thing in main() in a program that starts
  * threads (libcurl, a thread pool) before it creates its first process
@@ -102,8 +110,8 @@ PF_EXTERN int pf_init(void);
 /* Stop the fork server started by pf_init() once no process pool uses it. */
 PF_EXTERN void pf_fini(void);
 
-/* Create an executor.  `opts` may be NULL.  PF_EINVAL for an unknown kind or
- * max_workers < 0 or > PF_MAX_WORKERS; PF_EFORKUNSAFE for a process pool
+/* Create an executor.  `opts` may be NULL (all defaults).  PF_EINVAL for an
+ * unknown kind, max_workers 0, below -1 or above PF_MAX_WORKERS; PF_EFORKUNSAFE for a process pool
  * when the program already runs threads and pf_init() was not called. */
 PF_EXTERN int pf_executor_create(pf_executor **out, pf_kind kind, const pf_executor_opts *opts);
 

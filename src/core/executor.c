@@ -58,8 +58,9 @@ int pf_kind_parse(const char *name, pf_kind *out)
 
 static int check_opts(const pf_executor_opts *o)
 {
-    if (o->max_workers < 0 || o->max_workers > PF_MAX_WORKERS)
-        return PF_EINVAL;
+    if (o->max_workers == 0 || o->max_workers < PF_DEFAULT_WORKERS ||
+        o->max_workers > PF_MAX_WORKERS)
+        return PF_EINVAL; /* 0 workers could run nothing: an error, as in Python */
     if (o->init_arg_len > 0 && !o->init_arg)
         return PF_EINVAL;
     if (o->init_arg_len > (64u << 20)) /* the initializer argument is copied to every worker */
@@ -76,11 +77,11 @@ int pf_executor_create(pf_executor **out, pf_kind kind, const pf_executor_opts *
     if (!out)
         return PF_EINVAL;
     *out = NULL;
-    pf_executor_opts o = opts ? *opts : (pf_executor_opts){0};
+    pf_executor_opts o = opts ? *opts : PF_EXECUTOR_OPTS_DEFAULT;
     int rc = check_opts(&o);
     if (rc != PF_OK)
         return rc;
-    if (o.max_workers == 0)
+    if (o.max_workers == PF_DEFAULT_WORKERS)
         o.max_workers = pf_default_workers(kind);
     if (kind == PF_SEQUENTIAL)
         o.max_workers = 1;

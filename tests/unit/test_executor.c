@@ -483,17 +483,31 @@ TEST(executor_create_rejects_bad_options)
     ASSERT_ERR(pf_executor_create(&ex, (pf_kind)0, NULL), PF_EINVAL);
     ASSERT(ex == NULL);
     ASSERT_ERR(pf_executor_create(&ex, (pf_kind)77, NULL), PF_EINVAL);
-    pf_executor_opts o = {.max_workers = -1};
+    pf_executor_opts o = {.max_workers = 0}; /* no workers: an error, as in Python */
+    ASSERT_ERR(pf_executor_create(&ex, PF_THREADS, &o), PF_EINVAL);
+    ASSERT_ERR(pf_executor_create(&ex, PF_PROCESSES, &o), PF_EINVAL);
+    o.max_workers = -2;
     ASSERT_ERR(pf_executor_create(&ex, PF_THREADS, &o), PF_EINVAL);
     o.max_workers = PF_MAX_WORKERS + 1;
     ASSERT_ERR(pf_executor_create(&ex, PF_PROCESSES, &o), PF_EINVAL);
-    o = (pf_executor_opts){.init_arg_len = 4};
+    o.max_workers = 1 << 30;
     ASSERT_ERR(pf_executor_create(&ex, PF_THREADS, &o), PF_EINVAL);
-    o = (pf_executor_opts){.task_timeout = -1};
+    o = (pf_executor_opts){.max_workers = 1, .init_arg_len = 4}; /* NULL init_arg */
     ASSERT_ERR(pf_executor_create(&ex, PF_THREADS, &o), PF_EINVAL);
-    o = (pf_executor_opts){.task_timeout = NAN};
+    o = (pf_executor_opts){.max_workers = 1, .task_timeout = -1};
+    ASSERT_ERR(pf_executor_create(&ex, PF_THREADS, &o), PF_EINVAL);
+    o = (pf_executor_opts){.max_workers = 1, .task_timeout = NAN};
     ASSERT_ERR(pf_executor_create(&ex, PF_PROCESSES, &o), PF_EINVAL);
     ASSERT(ex == NULL);
+    /* the default, said two ways */
+    o = PF_EXECUTOR_OPTS_DEFAULT;
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    ASSERT_EQ(pf_executor_max_workers(ex), pf_default_workers(PF_THREADS));
+    pf_executor_destroy(ex);
+    o.max_workers = PF_DEFAULT_WORKERS;
+    ASSERT_OK(pf_executor_create(&ex, PF_PROCESSES, &o));
+    ASSERT_EQ(pf_executor_max_workers(ex), pf_default_workers(PF_PROCESSES));
+    pf_executor_destroy(ex);
 }
 
 TEST(executor_defaults_follow_python)
