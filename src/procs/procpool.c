@@ -556,6 +556,22 @@ static bool read_messages(struct ppool *p, struct deferred_list *dl)
 
 /* ------------------------------------------------------------ deadlines -- */
 
+/* Kill worker i, which runs slot s, for `code`; fill *info for the task's
+ * future.  The worker's death is then handled like any other, except that
+ * slot s's future is already finished (see worker_ended). */
+static void kill_worker_locked(struct ppool *p, int i, uint32_t s, int code, const char *why,
+                               pf_error_info *info)
+{
+    struct pworker *pw = &p->workers[i];
+    pw->killed = true;
+    pw->kill_slot = s;
+    send_fs(p, PF__FS_KILL, i, pw->pid);
+    *info = (pf_error_info){
+        .code = code, .worker_index = i, .pid = pw->pid, .signal = SIGKILL, .exit_status = -1};
+    snprintf(info->message, sizeof info->message, "%s; worker %d (pid %d) was killed", why, i,
+             (int)pw->pid);
+}
+
 /* Kill workers whose task overran; return the next deadline. */
 static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl)
 {
@@ -580,17 +596,10 @@ static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl
             next = PF__MIN(next, deadline);
             continue;
         }
-        pw->killed = true;
-        pw->kill_slot = s;
-        send_fs(p, PF__FS_KILL, i, pw->pid);
-        pf_error_info info = {.code = PF_ETASKTIMEOUT,
-                              .worker_index = i,
-                              .pid = pw->pid,
-                              .signal = SIGKILL,
-                              .exit_status = -1};
-        snprintf(info.message, sizeof info.message,
-                 "task overran its time limit of %.3f s; worker %d (pid %d) was killed",
-                 slot->timeout_ns / 1e9, i, (int)pw->pid);
+        char why[96];
+        snprintf(why, sizeof why, "task overran its time limit of %.3f s", slot->timeout_ns / 1e9);
+        pf_error_info info;
+        kill_worker_locked(p, i, s, PF_ETASKTIMEOUT, why, &info);
         defer(dl, pf_future_retain(f), PF_ETASKTIMEOUT, NULL, 0, &info);
     }
     return next;
@@ -725,16 +734,8 @@ static int pp_cancel(struct pf_executor *ex, pf_future *f)
         struct pworker *pw = &p->workers[i];
         if (pw->alive && !pw->killed) {
             /* Stop it the only safe way: kill its worker, start another. */
-            pw->killed = true;
-            pw->kill_slot = s;
-            send_fs(p, PF__FS_KILL, i, pw->pid);
-            pf_error_info info = {.code = PF_ECANCELLED,
-                                  .worker_index = i,
-                                  .pid = pw->pid,
-                                  .signal = SIGKILL,
-                                  .exit_status = -1};
-            snprintf(info.message, sizeof info.message,
-                     "cancelled while running: worker %d (pid %d) was killed", i, (int)pw->pid);
+            pf_error_info info;
+            kill_worker_locked(p, i, s, PF_ECANCELLED, "cancelled while running", &info);
             pf__mutex_unlock(&p->lock);
             pf__future_finish(f, PF_ECANCELLED, NULL, 0, &info);
             return PF_OK;

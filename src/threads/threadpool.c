@@ -211,11 +211,13 @@ static void *watchdog_main(void *arg)
         }
         if (expired) {
             pf__mutex_unlock(&p->lock);
-            atomic_store(&expired->cancel_requested, 1);
+            /* Finish first, then flag: a task that stops at the flag must
+             * not race the timeout to finish its own future. */
             pf__future_fail(expired, PF_ETASKTIMEOUT, expired_worker,
                             "task overran its time limit of %.3f s (the thread runs on: "
                             "threads cannot be killed; its result will be discarded)",
                             expired->timeout_ns / 1e9);
+            atomic_store(&expired->cancel_requested, 1);
             pf_future_release(expired);
             pf__mutex_lock(&p->lock);
             continue;
