@@ -158,27 +158,39 @@ int pf_http_run_multi(const pf_http_config *cfg, size_t n, size_t max_in_flight,
 
     int running = 0;
     while (done < n) {
-        int nev = epoll_wait(L.epfd, evs, EVENTS_PER_WAIT, wait_ms(&L));
-        if (nev < 0 && errno != EINTR) {
+        /* curl always has a timer while transfers run (their time limits);
+         * the cap is only a safety net, and a wake-up without events runs
+         * curl's timeouts anyway. */
+        int ms = wait_ms(&L);
+        int nev = epoll_wait(L.epfd, evs, EVENTS_PER_WAIT, ms < 0 || ms > 1000 ? 1000 : ms);
+        if (nev < 0) {
+            if (errno == EINTR)
+                continue;
             rc = PF_ESYS;
             goto out;
         }
-        for (int i = 0; i < nev; i++) {
+        mc = CURLM_OK;
+        for (int i = 0; i < nev && mc == CURLM_OK; i++) {
             int flags = 0;
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+            if (evs[i].events & (EPOLLIN | EPOLLHUP))
                 flags |= CURL_CSELECT_IN;
             if (evs[i].events & EPOLLOUT)
                 flags |= CURL_CSELECT_OUT;
             if (evs[i].events & EPOLLERR)
                 flags |= CURL_CSELECT_ERR;
-            (void)curl_multi_socket_action(L.multi, evs[i].data.fd, flags, &running);
+            mc = curl_multi_socket_action(L.multi, evs[i].data.fd, flags, &running);
         }
-        if (L.timer_ns != UINT64_MAX && L.timer_ns <= pf__now_ns()) {
+        if (mc == CURLM_OK &&
+            (nev == 0 || (L.timer_ns != UINT64_MAX && L.timer_ns <= pf__now_ns()))) {
             L.timer_ns = UINT64_MAX;
-            (void)curl_multi_socket_action(L.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            mc = curl_multi_socket_action(L.multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
         if (L.sys_errno) {
             rc = PF_ESYS;
+            goto out;
+        }
+        if (mc != CURLM_OK) {
+            rc = mc == CURLM_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
             goto out;
         }
         CURLMsg *m;
