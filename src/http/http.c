@@ -111,8 +111,23 @@ struct curl_slist *pf__http_headers(void)
     return h2;
 }
 
+/* Does the environment name a proxy for curl to use? */
+static bool env_has_proxy(void)
+{
+    static const char *const vars[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                       "HTTPS_PROXY", "all_proxy",  "ALL_PROXY"};
+    for (size_t i = 0; i < PF__ARRAY_SIZE(vars); i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return true;
+    }
+    return false;
+}
+
 char *pf__http_noproxy(void)
 {
+    if (!env_has_proxy())
+        return strdup("");
     /* A proxy from the environment must never see loopback requests (the
      * built-in mock API); any other host follows the environment. */
     static const char loopback[] = "127.0.0.1,localhost,::1";
@@ -179,7 +194,10 @@ int pf__http_xfer_init(struct pf__http_xfer *x, const pf_http_config *cfg,
     } while (0)
     SET(CURLOPT_URL, cfg->url);
     SET(CURLOPT_HTTPHEADER, headers);
-    SET(CURLOPT_NOPROXY, noproxy);
+    if (*noproxy)
+        SET(CURLOPT_NOPROXY, noproxy);
+    else
+        SET(CURLOPT_PROXY, ""); /* no proxy: none is configured */
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SET(CURLOPT_USERAGENT, "pfor/" PF_VERSION_STRING);
     SET(CURLOPT_NOSIGNAL, 1L); /* no SIGALRM for time-outs: threads */
@@ -237,6 +255,7 @@ void pf__http_xfer_prepare(struct pf__http_xfer *x, const pf_http_config *cfg, u
     x->errbuf[0] = '\0';
     x->snippet[0] = '\0';
     x->snippet_len = 0;
+    x->start_ns = pf__now_ns();
 }
 
 static int classify(CURLcode cc, long status)
@@ -257,17 +276,16 @@ static int classify(CURLcode cc, long status)
 
 void pf__http_record_from(struct pf__http_xfer *x, CURLcode cc, pf_http_record *rec)
 {
+    uint64_t end_ns = pf__now_ns();
     long status = 0, conns = 0;
-    curl_off_t us = 0;
     (void)curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     (void)curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &conns);
-    (void)curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &us);
     memset(rec, 0, sizeof *rec);
     rec->status = (int32_t)status;
     rec->curl_code = (int32_t)cc;
     rec->connects = (int32_t)conns;
     rec->worker = -1;
-    rec->seconds = (double)us / 1e6;
+    rec->seconds = (double)(end_ns - x->start_ns) / 1e9;
     rec->error = classify(cc, status);
 }
 

@@ -25,7 +25,8 @@ struct pf__http_xfer {
     char errbuf[CURL_ERROR_SIZE];
     char snippet[PF__HTTP_SNIPPET + 1]; /* start of the answer's body */
     size_t snippet_len;
-    size_t index; /* pf_http_run_multi: the request it carries */
+    size_t index;      /* pf_http_run_multi: the request it carries */
+    uint64_t start_ns; /* when the request was handed to curl (prepare) */
 };
 
 /* curl_global_init once per process (pthread_once).  0 or PF_EHTTP. */
@@ -39,7 +40,9 @@ int pf__http_config_check(const pf_http_config *cfg);
  * curl_slist_free_all); NULL if out of memory. */
 struct curl_slist *pf__http_headers(void);
 
-/* The NOPROXY list: loopback plus the environment's no_proxy.  malloc()ed;
+/* The NOPROXY list: loopback plus the environment's no_proxy, or "" when
+ * the environment names no proxy at all (then proxies are switched off,
+ * which spares curl a look at the environment per request).  malloc()ed;
  * NULL if out of memory. */
 char *pf__http_noproxy(void);
 
@@ -54,7 +57,9 @@ void pf__http_xfer_free(struct pf__http_xfer *x);
  * handle at it; clears the error buffer and the snippet. */
 void pf__http_xfer_prepare(struct pf__http_xfer *x, const pf_http_config *cfg, uint64_t n);
 
-/* Fill *rec from a finished transfer (cc: its result code); worker = -1. */
+/* Fill *rec from a finished transfer (cc: its result code); worker = -1.
+ * The latency runs from prepare to this call: what the caller waited,
+ * queueing in an event loop included. */
 void pf__http_record_from(struct pf__http_xfer *x, CURLcode cc, pf_http_record *rec);
 
 /* The one-line message for a failed record: describes rec, adding curl's

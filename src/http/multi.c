@@ -40,10 +40,10 @@ struct loop {
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)easy;
-    (void)socketp;
     struct loop *L = userp;
     if (what == CURL_POLL_REMOVE) {
-        /* curl may already have closed it, which removed it from the set. */
+        /* curl may already have closed it, which removed it from the set.
+         * curl forgets the socket's assignment itself. */
         (void)epoll_ctl(L->epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
     }
@@ -52,10 +52,13 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         ev.events |= EPOLLIN;
     if (what & CURL_POLL_OUT)
         ev.events |= EPOLLOUT;
-    if (epoll_ctl(L->epfd, EPOLL_CTL_MOD, s, &ev) == 0)
+    /* socketp is non-NULL once the socket is in the set (curl_multi_assign
+     * below), so each change is one epoll_ctl. */
+    if (epoll_ctl(L->epfd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) == 0) {
+        if (!socketp)
+            (void)curl_multi_assign(L->multi, s, L);
         return 0;
-    if (errno == ENOENT && epoll_ctl(L->epfd, EPOLL_CTL_ADD, s, &ev) == 0)
-        return 0;
+    }
     if (!L->sys_errno)
         L->sys_errno = errno;
     return -1;

@@ -515,3 +515,27 @@ TEST(http_multi_server_dies_mid_run)
     ASSERT(ok >= 50 && failed > 0 && ok + failed == N);
     free(recs);
 }
+
+/* A proxy in the environment (here one that refuses every connection) is
+ * never used for loopback, whatever no_proxy says. */
+TEST(http_proxy_from_environment_is_not_used_for_loopback)
+{
+    char proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%u", closed_port());
+    setenv("http_proxy", proxy, 1);
+    setenv("no_proxy", "example.org", 1);
+    pf_server *srv = start_server(0, 0);
+    pf_http_config cfg = config_for(pf_server_port(srv));
+    pf_http_client *c;
+    ASSERT_OK(pf_http_client_create(&c, &cfg));
+    pf_http_record rec;
+    char msg[256];
+    ASSERT_OK(pf_http_client_post(c, 1, &rec, msg, sizeof msg));
+    ASSERT_EQ(rec.status, 201);
+    pf_http_client_destroy(c);
+    pf_http_record recs[4];
+    ASSERT_OK(pf_http_run_multi(&cfg, 4, 4, NULL, recs));
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(recs[i].status, 201);
+    pf_server_stop(srv);
+}
