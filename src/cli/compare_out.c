@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <spawn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,10 +408,12 @@ static void write_cpu_plot(FILE *f, const struct cmp_config *c, const struct cmp
                            const struct series *ss, size_t n_ss)
 {
     int max_w = 1;
-    double seq_wall = NAN;
+    double seq_wall = NAN, top_speedup = res->cores;
     for (size_t i = 0; i < res->n_rows; i++) {
         if (res->rows[i].workers > max_w)
             max_w = res->rows[i].workers;
+        if (!isnan(res->rows[i].speedup))
+            top_speedup = fmax(top_speedup, res->rows[i].speedup);
         if (res->rows[i].exec == CMP_SEQUENTIAL)
             seq_wall = res->rows[i].wall_s;
     }
@@ -445,11 +448,11 @@ static void write_cpu_plot(FILE *f, const struct cmp_config *c, const struct cmp
     fputc('\n', f);
     /* speedup against workers */
     fprintf(f,
-            "set ylabel 'speedup over sequential'\nset yrange [0:*]\n"
+            "set ylabel 'speedup over sequential'\nset yrange [0:%.3g]\n"
             "set key bottom right box opaque\n"
             "plot $ideal using 1:2 with lines lw 1.5 dt 2 lc rgb 'black' "
             "title 'ideal: min(workers, %d cores)'",
-            res->cores);
+            top_speedup * 1.15, res->cores);
     for (int e = CMP_PROCESSES; e <= CMP_THREADS; e++) {
         if (!exec_present[e])
             continue;
@@ -549,7 +552,9 @@ int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const ch
     /* The script lives next to the first plot, as FILE.gp. */
     const char *base = svg ? svg : png;
     char script[4200], errpath[64];
-    snprintf(script, sizeof script, "%.*s.gp", (int)(strrchr(base, '.') - base), base);
+    const char *dot = strrchr(base, '.');
+    snprintf(script, sizeof script, "%.*s.gp", (int)(dot ? dot - base : (ptrdiff_t)strlen(base)),
+             base);
     snprintf(errpath, sizeof errpath, "/tmp/pfor-gnuplot-XXXXXX");
     int efd = mkstemp(errpath);
     if (efd < 0) {
