@@ -10,9 +10,13 @@
  *
  * The progress bar is drawn from the executor's counters
  * (pf_executor_progress) by the thread that waits for the results, at most
- * ten times a second, and only when stderr is a terminal.
+ * ten times a second, and only when stderr is a terminal.  That thread
+ * sleeps otherwise: a done-callback per future counts down and wakes it
+ * once at the end (struct countdown).
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,27 +165,87 @@ static void where_of(char *buf, size_t size, enum cmp_exec exec, int workers, ui
              exec == CMP_EVENT ? "in flight" : "workers", (unsigned long long)n);
 }
 
-/* Wait for fs[0..n) as they complete, drawing the bar from ex's counters. */
-static void wait_all(pf_executor *ex, pf_future **fs, size_t n, uint64_t total,
-                     struct cmp_progress *pb)
+/*
+ * Waiting for a measurement's futures.  A done-callback counts them down and
+ * wakes the waiting thread once, when the last one finishes (or every 0.1 s
+ * to draw the progress bar), rather than once per future: at tens of
+ * thousands of requests a second, per-future wake-ups of a collector would
+ * cost the pool a noticeable share of two cores.
+ */
+struct countdown {
+    pthread_mutex_t lock;
+    pthread_cond_t all_done; /* on the monotonic clock */
+    _Atomic uint64_t left;   /* futures not finished, plus one until armed */
+    bool done;               /* lock */
+};
+
+static void countdown_init(struct countdown *cd)
 {
-    if (n == 0)
-        return;
-    pf_as_completed *ac;
-    if (pf_as_completed_create(&ac, fs, n) != PF_OK) {
-        (void)pf_wait(fs, n, PF_ALL_COMPLETED, PF_FOREVER, NULL);
-        return;
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&cd->all_done, &a);
+    pthread_condattr_destroy(&a);
+    pthread_mutex_init(&cd->lock, NULL);
+    atomic_init(&cd->left, 1); /* the guard: released by countdown_wait */
+    cd->done = false;
+}
+
+static void countdown_release(struct countdown *cd)
+{
+    /* acq_rel: the last release sees every other's, and the waiter that
+     * reads `done` under the lock sees the whole count. */
+    if (atomic_fetch_sub_explicit(&cd->left, 1, memory_order_acq_rel) == 1) {
+        pthread_mutex_lock(&cd->lock);
+        cd->done = true;
+        pthread_cond_signal(&cd->all_done);
+        pthread_mutex_unlock(&cd->lock);
     }
-    for (;;) {
-        pf_future *f;
-        int rc = pf_as_completed_next(ac, pb->enabled ? 0.1 : PF_FOREVER, &f);
-        if (rc == PF_EEOF)
-            break;
+}
+
+static void on_future_done(pf_future *f, void *user)
+{
+    (void)f;
+    countdown_release(user);
+}
+
+/* Count f (call before it can finish its callback). */
+static void countdown_watch(struct countdown *cd, pf_future *f)
+{
+    atomic_fetch_add_explicit(&cd->left, 1, memory_order_relaxed);
+    if (pf_future_add_done_callback(f, on_future_done, cd) != PF_OK) {
+        (void)pf_future_wait(f, PF_FOREVER); /* cannot happen on a live future */
+        countdown_release(cd);
+    }
+}
+
+/* Wait until every watched future has finished, drawing the bar from ex's
+ * counters meanwhile; then free the countdown. */
+static void countdown_wait(struct countdown *cd, pf_executor *ex, uint64_t total,
+                           struct cmp_progress *pb)
+{
+    countdown_release(cd); /* the guard */
+    pthread_mutex_lock(&cd->lock);
+    while (!cd->done) {
+        if (!pb->enabled) {
+            pthread_cond_wait(&cd->all_done, &cd->lock);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        (void)pthread_cond_timedwait(&cd->all_done, &cd->lock, &ts);
         pf_progress p;
-        if (pb->enabled && pf_executor_progress(ex, &p) == PF_OK)
+        if (!cd->done && pf_executor_progress(ex, &p) == PF_OK)
             cmp_progress_draw(pb, p.done, total, p.failed, false);
     }
-    pf_as_completed_destroy(ac);
+    pthread_mutex_unlock(&cd->lock);
+    pthread_cond_destroy(&cd->all_done);
+    pthread_mutex_destroy(&cd->lock);
 }
 
 /* --- HTTP ---------------------------------------------------------------- */
@@ -266,6 +330,8 @@ static void run_pool(const struct cmp_config *c, enum cmp_exec exec, int workers
         free(fs);
         return;
     }
+    struct countdown cd;
+    countdown_init(&cd);
     size_t n_fs = 0;
     for (uint64_t i = 0; i < n; i++) {
         pf_future *f = NULL;
@@ -278,11 +344,11 @@ static void run_pool(const struct cmp_config *c, enum cmp_exec exec, int workers
             continue;
         }
         fs[n_fs++] = f;
+        countdown_watch(&cd, f);
         if (exec == CMP_SEQUENTIAL) /* it ran inside pf_submit */
             cmp_progress_draw(pb, i + 1, n, 0, i + 1 == n);
     }
-    if (exec != CMP_SEQUENTIAL)
-        wait_all(ex, fs, n_fs, n, pb);
+    countdown_wait(&cd, ex, n, pb);
     pf_executor_destroy(ex);
     row->wall_s = cmp_now() - t0;
 
@@ -420,6 +486,8 @@ int cmp_run_cpu(const struct cmp_config *c, enum cmp_exec exec, int workers, str
         free(fs);
         return PF_OK;
     }
+    struct countdown cd;
+    countdown_init(&cd);
     size_t n_fs = 0;
     for (uint64_t i = 0; i < n; i++) {
         struct prime_range r = {c->bound * i / n, c->bound * (i + 1) / n};
@@ -429,12 +497,12 @@ int cmp_run_cpu(const struct cmp_config *c, enum cmp_exec exec, int workers, str
             row->errors++;
             continue;
         }
+        countdown_watch(&cd, fs[n_fs]);
         n_fs++;
         if (exec == CMP_SEQUENTIAL)
             cmp_progress_draw(pb, i + 1, n, 0, i + 1 == n);
     }
-    if (exec != CMP_SEQUENTIAL)
-        wait_all(ex, fs, n_fs, n, pb);
+    countdown_wait(&cd, ex, n, pb);
     pf_executor_destroy(ex);
     row->wall_s = cmp_now() - t0;
     cmp_progress_clear(pb);
