@@ -399,7 +399,7 @@ static void print_machine(const struct cmp_results *res)
     printf("\n\n");
 }
 
-static void print_header(const struct cmp_config *c, const struct cmp_results *res)
+static void print_header(const struct cmp_config *c, const struct cmp_results *res, bool go)
 {
     if (c->workload == CMP_HTTP) {
         if (c->builtin) {
@@ -419,6 +419,12 @@ static void print_header(const struct cmp_config *c, const struct cmp_results *r
             printf("\n");
         }
         print_machine(res);
+        if (!go) {
+            printf("the API did not answer a first request (%s); nothing was measured\n",
+                   res->reasons[0].message);
+            fflush(stdout);
+            return;
+        }
         printf("%-10s %7s %8s %9s %9s %8s %8s %7s %9s %10s\n", "executor", "workers", "requests",
                "wall s", "req/s", "p50 ms", "p99 ms", "errors", "ideal s", "ideal/wall");
     } else {
@@ -501,6 +507,49 @@ static void measure(const struct cmp_config *c, enum cmp_exec exec, int workers,
     row->wall_max_s = runs[c->reps - 1].wall_s;
     for (uint64_t r = 0; r < c->reps; r++)
         row->primes_ok = row->primes_ok && runs[r].primes_ok;
+}
+
+/* Requests (or tasks) the sweep will make. */
+static uint64_t planned(const struct cmp_config *c)
+{
+    uint64_t total = 0;
+    for (size_t k = 0; k < c->n_exec; k++) {
+        uint64_t ws[CMP_MAX_WORKERS];
+        size_t n_ws = cmp_worker_list(c, c->exec_order[k], ws);
+        if (c->workload == CMP_CPU) {
+            total += n_ws * c->tasks * c->reps;
+            continue;
+        }
+        for (size_t s = 0; s < c->n_sizes; s++)
+            total += n_ws * c->sizes[s] * c->reps;
+    }
+    return total;
+}
+
+/* With --url, one request first.  An API that cannot be reached at all (no
+ * name, no connection, no answer in time) would make each request of the
+ * sweep wait out its time limit, for hours; then nothing is measured and
+ * every planned request is reported failed, with the probe's reason.  An
+ * API that answers, whatever the status, is measured.  True to go on. */
+static bool probe(const struct cmp_config *c, struct cmp_results *res)
+{
+    pf_http_client *cl;
+    pf_http_record rec = {0};
+    char msg[256];
+    int rc = pf_http_client_create(&cl, &c->http);
+    if (rc == PF_OK) {
+        rc = pf_http_client_post(cl, 0, &rec, msg, sizeof msg);
+        pf_http_client_destroy(cl);
+    } else {
+        snprintf(msg, sizeof msg, "cannot make an HTTP client: %s", pf_strerror(rc));
+    }
+    if (rc == PF_OK || rc == PF_EHTTP) /* an answer, or a connection that broke */
+        return true;
+    uint64_t n = planned(c);
+    cmp_reason_add(res, PF_ETASK, rc, msg, "the probe before the sweep");
+    res->reasons[0].count = n;
+    res->requests = res->failed = n;
+    return false;
 }
 
 /* --- the summaries ------------------------------------------------------- */
@@ -637,9 +686,14 @@ static int failure_summary(const struct cmp_config *c, const struct cmp_results 
     for (size_t i = 0; i < res->n_reasons; i++)
         if (!top || res->reasons[i].count > top->count)
             top = &res->reasons[i];
-    fprintf(stderr, "pfor: compare: %llu of %llu %s failed", (unsigned long long)res->failed,
-            (unsigned long long)res->requests, what);
-    if (top)
+    if (res->failed == res->requests)
+        fprintf(stderr, "pfor: compare: all %llu %s failed", (unsigned long long)res->failed, what);
+    else
+        fprintf(stderr, "pfor: compare: %llu of %llu %s failed", (unsigned long long)res->failed,
+                (unsigned long long)res->requests, what);
+    if (top && top->count == res->failed)
+        fprintf(stderr, ": %s", top->message);
+    else if (top)
         fprintf(stderr, ", %llu of them: %s", (unsigned long long)top->count, top->message);
     fputc('\n', stderr);
     for (size_t i = 0; i < res->n_reasons; i++) {
@@ -781,8 +835,9 @@ int pf_cli_compare(int argc, char **argv)
         res.expected_primes = cmp_sieve_count(c->bound);
     }
 
-    print_header(c, &res);
-    for (size_t k = 0; k < c->n_exec; k++) {
+    bool go = c->workload == CMP_CPU || c->builtin || probe(c, &res);
+    print_header(c, &res, go);
+    for (size_t k = 0; go && k < c->n_exec; k++) {
         enum cmp_exec exec = c->exec_order[k];
         uint64_t ws[CMP_MAX_WORKERS];
         size_t n_ws = cmp_worker_list(c, exec, ws);
@@ -822,7 +877,7 @@ int pf_cli_compare(int argc, char **argv)
     const char *png = c->plot_png_default                               ? c->png_buf
                       : c->plot_path && ends_with(c->plot_path, ".png") ? c->plot_path
                                                                         : NULL;
-    bool plotted = cmp_plot(c, &res, svg, png) == 0;
+    bool plotted = res.n_rows > 0 && cmp_plot(c, &res, svg, png) == 0;
     if (!plotted && c->plot_path)
         status = 1; /* asked for by name; by default a missing gnuplot is only a warning */
     printf("\nwritten:");

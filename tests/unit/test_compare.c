@@ -359,8 +359,9 @@ TEST(compare_failed_requests_are_counted_and_summarised)
     rm_dir(dir);
 }
 
-/* An API nobody answers: every request is reported failed, a summary line
- * says why, exit status 1, and the files are still written. */
+/* An API nobody answers: a first probe request finds out, every planned
+ * request is reported failed, one summary line says why, exit status 1,
+ * and the JSON is still written. */
 TEST(compare_unreachable_url_fails_every_request_with_a_summary)
 {
     char dir[64];
@@ -372,16 +373,20 @@ TEST(compare_unreachable_url_fails_every_request_with_a_summary)
     struct run r;
     run_pfor(argv, 60, &r);
     ASSERT_EQ(r.status, 1);
-    ASSERT(strstr(r.err, "75 of 75 requests failed") != NULL);
-    ASSERT(strstr(r.err, "cannot connect") != NULL);
+    ASSERT_EQ(count_lines(r.err), 1);
+    ASSERT(strstr(r.err, "all 75 requests failed: cannot connect") != NULL);
+    ASSERT(strstr(r.out, "did not answer") != NULL);
     json_t *j = load_json(json);
     json_t *f = json_object_get(j, "failures");
     ASSERT_EQ(num(f, "failed"), 75);
+    ASSERT_EQ(num(f, "requests"), 75);
+    json_t *reason = json_array_get(json_object_get(f, "reasons"), 0);
+    ASSERT_EQ(num(reason, "task_code"), PF_ECONNECT);
+    ASSERT_EQ(num(reason, "count"), 75);
     json_t *p = json_object_get(j, "parameters");
     ASSERT_STREQ(json_string_value(json_object_get(p, "server")), "url");
-    ASSERT(json_is_null(json_object_get(p, "latency_ms")));
-    json_t *row = json_array_get(json_object_get(j, "results"), 0);
-    ASSERT(json_is_null(json_object_get(row, "ideal_s"))); /* latency unknown */
+    ASSERT(json_is_null(json_object_get(p, "latency_ms")));       /* unknown without --latency */
+    ASSERT_EQ(json_array_size(json_object_get(j, "results")), 0); /* nothing measured */
     json_decref(j);
     rm_dir(dir);
 }
