@@ -643,7 +643,7 @@ static void cpu_summary(const struct cmp_results *res)
                "busy? (load average %.2f at the start)\n",
                res->loadavg);
     } else if (scale[CMP_PROCESSES] > 0 && scale[CMP_THREADS] > 0) {
-        if (scale[CMP_THREADS] >= 0.9 * scale[CMP_PROCESSES])
+        if (scale[CMP_PROCESSES] >= 1.2 && scale[CMP_THREADS] >= 0.9 * scale[CMP_PROCESSES])
             printf("threads scaled like processes (%.2fx and %.2fx over one worker): C threads "
                    "run in parallel, there is no interpreter lock\n",
                    scale[CMP_THREADS], scale[CMP_PROCESSES]);
