@@ -14,5 +14,6 @@
 #include "pfor/executor.h"
 #include "pfor/loop.h"
 #include "pfor/serve.h"
+#include "pfor/http.h"
 
 #endif /* PFOR_PFOR_H */

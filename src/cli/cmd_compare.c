@@ -1,0 +1,904 @@
+/*
+ * `pfor compare`: the article's experiment, as pfor's main job.
+ *
+ * With no arguments: start the mock API in this process on an ephemeral
+ * loopback port with 10 ms of latency, POST the article's sweep of request
+ * counts (5 .. 10,000) through a process pool, a thread pool (Python's
+ * default worker counts) and the event-driven mode, print a table as it
+ * goes, and write CSV, JSON and the line graph (SVG and PNG, gnuplot) into
+ * results/.  `--workload cpu` runs the CPU-bound counterpart instead.
+ * docs/compare.md explains how to read the output.
+ *
+ * Exit status: 0 when every request (or task) succeeded and every file was
+ * written; 1 when requests failed (one summary line on stderr says why),
+ * the CPU check failed, or a file could not be written; 2 on bad input
+ * (one line on stderr).
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "compare.h"
+
+static const uint64_t article_sizes[] = {5, 10, 50, 100, 500, 1000, 2500, 5000, 10000};
+static const uint64_t quick_sizes[] = {5, 10, 50, 100, 500};
+
+#define DEFAULT_LATENCY   0.010
+#define DEFAULT_IN_FLIGHT 500
+#define DEFAULT_BOUND     3000000 /* the OpenMP anchor's: 216,816 primes */
+#define QUICK_BOUND       1000000
+#define DEFAULT_TASKS     64
+
+static void usage(FILE *out)
+{
+    fputs("usage: pfor compare [options]\n"
+          "\n"
+          "Time the same loop of HTTP POST requests through a process pool, a thread pool\n"
+          "and an event-driven loop (libcurl multi), as in the article's section 6; or,\n"
+          "with --workload cpu, a CPU-bound kernel.  With no options: the built-in mock API\n"
+          "with 10 ms of latency, 5..10000 requests, all outputs into results/.\n"
+          "\n"
+          "what to run:\n"
+          "  --workload http|cpu   I/O-bound requests (default) or counting primes\n"
+          "  --executors LIST      of sequential,processes,threads,event\n"
+          "                        (default processes,threads,event; cpu: sequential,\n"
+          "                        processes,threads)\n"
+          "  --sizes LIST          request counts (default 5,10,50,100,500,1000,2500,5000,\n"
+          "                        10000; --quick: 5,10,50,100,500)\n"
+          "  --workers N|LIST      workers of every executor, or a sweep like 1,2,4,8\n"
+          "                        (default: Python's, processes = cores, threads =\n"
+          "                        min(32, cores + 4); cpu: 1 .. 2 x cores)\n"
+          "  --in-flight N         event-driven mode: transfers at once when --workers is\n"
+          "                        not given (default 500)\n"
+          "  --quick               a short run (under 20 s)\n"
+          "  --reps N              run each measurement N times, keep the median (default 1)\n"
+          "\n"
+          "the API:\n"
+          "  --latency D|D..D      the built-in server's delay per request (default 10ms;\n"
+          "                        the article's is 200ms); with --url, the API's expected\n"
+          "                        latency, used only for the ideal lines\n"
+          "  --error-rate F|P%     built-in server: fraction answered 500 (default 0)\n"
+          "  --port N              built-in server's port (default 0: a free one)\n"
+          "  --url URL             POST to this API instead of the built-in server\n"
+          "  --timeout D           per request (default 30s)\n"
+          "  --body JSON           request body; {n} becomes the request number\n"
+          "\n"
+          "cpu workload:\n"
+          "  --bound N             count the primes below N (default 3000000; --quick\n"
+          "                        1000000)\n"
+          "  --tasks N             in this many ranges (default 64)\n"
+          "\n"
+          "output (default: all of them, into --out):\n"
+          "  --out DIR             results folder (default results)\n"
+          "  --csv FILE            the rows as CSV\n"
+          "  --json FILE           machine, parameters, rows and failures as JSON\n"
+          "  --plot FILE           the graph, FILE.svg or FILE.png (gnuplot)\n"
+          "  --help                this text\n"
+          "\n"
+          "Exit status: 0 all went well, 1 requests failed (a summary says why), 2 bad input.\n",
+          out);
+}
+
+/* --- options --------------------------------------------------------------- */
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static void parse_executors(struct cmp_config *c, const char *val)
+{
+    memset(c->exec_on, 0, sizeof c->exec_on);
+    c->n_exec = 0;
+    const char *p = val;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        int found = -1;
+        for (int e = 0; e < CMP_N_EXEC; e++)
+            if (strlen(cmp_exec_names[e]) == len && strncmp(p, cmp_exec_names[e], len) == 0)
+                found = e;
+        if (found < 0)
+            pf_cli_usage_error("compare: --executors wants a list of sequential, processes, "
+                               "threads, event; not '%s'",
+                               val);
+        if (c->exec_on[found])
+            pf_cli_usage_error("compare: --executors lists '%s' twice", cmp_exec_names[found]);
+        c->exec_on[found] = true;
+        c->exec_order[c->n_exec++] = (enum cmp_exec)found;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+}
+
+struct seen {
+    bool workload, executors, sizes, latency, error_rate, port, url, workers, in_flight, timeout,
+        body, bound, tasks;
+};
+
+static void parse_args(int argc, char **argv, struct cmp_config *c, struct seen *seen)
+{
+    static const char *const with_value[] = {
+        "--workload", "--executors", "--sizes",     "--latency", "--error-rate", "--port",
+        "--url",      "--workers",   "--in-flight", "--timeout", "--body",       "--bound",
+        "--tasks",    "--out",       "--json",      "--csv",     "--plot",       "--reps"};
+    const char *url = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strcmp(arg, "--quick") == 0) {
+            c->quick = true;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0)
+            pf_cli_usage_error("compare: unexpected argument '%s' (try 'pfor compare --help')",
+                               arg);
+        char name[32];
+        const char *eq = strchr(arg, '=');
+        size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (n >= sizeof name)
+            pf_cli_usage_error("compare: unknown option '%s' (try 'pfor compare --help')", arg);
+        memcpy(name, arg, n);
+        name[n] = '\0';
+        bool known = false;
+        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+            known = known || strcmp(name, with_value[k]) == 0;
+        if (!known)
+            pf_cli_usage_error("compare: unknown option '%s' (try 'pfor compare --help')", name);
+        const char *val;
+        if (eq) {
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc)
+                pf_cli_usage_error("compare: option %s needs a value", name);
+            val = argv[++i];
+        }
+
+        uint64_t u;
+        double d;
+        if (strcmp(name, "--workload") == 0) {
+            if (strcmp(val, "http") == 0)
+                c->workload = CMP_HTTP;
+            else if (strcmp(val, "cpu") == 0)
+                c->workload = CMP_CPU;
+            else
+                pf_cli_usage_error("compare: --workload wants http or cpu, not '%s'", val);
+            seen->workload = true;
+        } else if (strcmp(name, "--executors") == 0) {
+            parse_executors(c, val);
+            seen->executors = true;
+        } else if (strcmp(name, "--sizes") == 0) {
+            if (pf_cli_parse_u64_list(val, 1, 10000000, c->sizes, CMP_MAX_SIZES, &c->n_sizes) != 0)
+                pf_cli_usage_error("compare: --sizes wants a list of request counts 1..10000000 "
+                                   "like 5,10,50, not '%s'",
+                                   val);
+            seen->sizes = true;
+        } else if (strcmp(name, "--latency") == 0) {
+            if (pf_cli_parse_latency(val, &c->latency_lo, &c->latency_hi) != 0)
+                pf_cli_usage_error("compare: --latency wants a duration like 200ms or a range "
+                                   "like 150ms..250ms, not '%s'",
+                                   val);
+            seen->latency = true;
+        } else if (strcmp(name, "--error-rate") == 0) {
+            if (pf_cli_parse_fraction(val, &c->error_rate) != 0)
+                pf_cli_usage_error("compare: --error-rate wants a fraction 0..1 or a percentage "
+                                   "like 5%%, not '%s'",
+                                   val);
+            seen->error_rate = true;
+        } else if (strcmp(name, "--port") == 0) {
+            if (pf_cli_parse_u64(val, 0, 65535, &u) != 0)
+                pf_cli_usage_error("compare: --port wants 0..65535, not '%s'", val);
+            c->port = (uint16_t)u;
+            seen->port = true;
+        } else if (strcmp(name, "--url") == 0) {
+            pf_http_config probe;
+            if (pf_http_config_init(&probe, val) != PF_OK)
+                pf_cli_usage_error("compare: --url wants an http:// or https:// URL of at most "
+                                   "%d bytes, not '%s'",
+                                   PF_HTTP_URL_MAX - 1, val);
+            url = val;
+            seen->url = true;
+        } else if (strcmp(name, "--workers") == 0) {
+            if (pf_cli_parse_u64_list(val, 1, PF_MAX_WORKERS, c->workers, CMP_MAX_WORKERS,
+                                      &c->n_workers) != 0)
+                pf_cli_usage_error("compare: --workers wants a count or a list of counts "
+                                   "1..%d like 1,2,4,8, not '%s'",
+                                   PF_MAX_WORKERS, val);
+            seen->workers = true;
+        } else if (strcmp(name, "--in-flight") == 0) {
+            if (pf_cli_parse_u64(val, 1, 100000, &c->in_flight) != 0)
+                pf_cli_usage_error("compare: --in-flight wants 1..100000, not '%s'", val);
+            seen->in_flight = true;
+        } else if (strcmp(name, "--timeout") == 0) {
+            if (pf_cli_parse_duration(val, &d) != 0 || d <= 0)
+                pf_cli_usage_error("compare: --timeout wants a duration like 30s, not '%s'", val);
+            c->http.timeout = d;
+            seen->timeout = true;
+        } else if (strcmp(name, "--body") == 0) {
+            if (pf_http_config_set_body(&c->http, val) != PF_OK)
+                pf_cli_usage_error("compare: --body is longer than %d bytes", PF_HTTP_BODY_MAX - 1);
+            seen->body = true;
+        } else if (strcmp(name, "--bound") == 0) {
+            if (pf_cli_parse_u64(val, 10, 100000000, &c->bound) != 0)
+                pf_cli_usage_error("compare: --bound wants 10..100000000, not '%s'", val);
+            seen->bound = true;
+        } else if (strcmp(name, "--tasks") == 0) {
+            if (pf_cli_parse_u64(val, 1, 100000, &c->tasks) != 0)
+                pf_cli_usage_error("compare: --tasks wants 1..100000, not '%s'", val);
+            seen->tasks = true;
+        } else if (strcmp(name, "--reps") == 0) {
+            if (pf_cli_parse_u64(val, 1, CMP_MAX_REPS, &c->reps) != 0)
+                pf_cli_usage_error("compare: --reps wants 1..%d, not '%s'", CMP_MAX_REPS, val);
+        } else if (strcmp(name, "--out") == 0) {
+            if (!*val)
+                pf_cli_usage_error("compare: --out wants a folder");
+            c->out_dir = val;
+        } else if (strcmp(name, "--json") == 0 || strcmp(name, "--csv") == 0) {
+            if (!*val)
+                pf_cli_usage_error("compare: %s wants a file name", name);
+            if (name[2] == 'j')
+                c->json_path = val;
+            else
+                c->csv_path = val;
+        } else { /* --plot */
+            if (!ends_with(val, ".svg") && !ends_with(val, ".png"))
+                pf_cli_usage_error("compare: --plot wants a file name ending in .svg or .png, "
+                                   "not '%s'",
+                                   val);
+            c->plot_path = val;
+        }
+    }
+    if (url) {
+        /* The body (or its default) set so far is kept. */
+        char body[PF_HTTP_BODY_MAX];
+        memcpy(body, c->http.body, sizeof body);
+        double timeout = c->http.timeout;
+        (void)pf_http_config_init(&c->http, url);
+        if (seen->body)
+            memcpy(c->http.body, body, sizeof body);
+        c->http.timeout = timeout;
+        c->builtin = false;
+    }
+}
+
+/* Options that belong to the other workload, or to the built-in server. */
+static void check_combinations(const struct cmp_config *c, const struct seen *s)
+{
+    if (c->workload == CMP_CPU) {
+        const char *bad = s->sizes        ? "--sizes"
+                          : s->latency    ? "--latency"
+                          : s->error_rate ? "--error-rate"
+                          : s->port       ? "--port"
+                          : s->url        ? "--url"
+                          : s->in_flight  ? "--in-flight"
+                          : s->timeout    ? "--timeout"
+                          : s->body       ? "--body"
+                                          : NULL;
+        if (bad)
+            pf_cli_usage_error("compare: %s is for --workload http", bad);
+        if (c->exec_on[CMP_EVENT])
+            pf_cli_usage_error("compare: the event-driven mode is for --workload http (cpu runs "
+                               "sequential, processes, threads)");
+        return;
+    }
+    if (s->bound || s->tasks)
+        pf_cli_usage_error("compare: %s is for --workload cpu", s->bound ? "--bound" : "--tasks");
+    if (s->url && (s->error_rate || s->port))
+        pf_cli_usage_error("compare: %s is for the built-in server, not --url",
+                           s->error_rate ? "--error-rate" : "--port");
+}
+
+/* --- the machine ------------------------------------------------------------ */
+
+static void describe_machine(struct cmp_results *res)
+{
+    res->cores = pf_default_workers(PF_PROCESSES);
+    struct utsname u;
+    if (uname(&u) == 0)
+        snprintf(res->os, sizeof res->os, "%.40s %.60s %.20s", u.sysname, u.release, u.machine);
+    else
+        snprintf(res->os, sizeof res->os, "unknown");
+    snprintf(res->cpu_model, sizeof res->cpu_model, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            if (strncmp(line, "model name", 10) == 0 && strchr(line, ':')) {
+                const char *v = strchr(line, ':') + 1;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                snprintf(res->cpu_model, sizeof res->cpu_model, "%.*s", (int)strcspn(v, "\n"), v);
+                break;
+            }
+        }
+        fclose(f);
+    }
+    res->loadavg = NAN;
+    FILE *la = fopen("/proc/loadavg", "r");
+    if (la) {
+        if (fscanf(la, "%lf", &res->loadavg) != 1)
+            res->loadavg = NAN;
+        fclose(la);
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(res->started_utc, sizeof res->started_utc, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Raise the soft descriptor limit to the hard one; return the soft limit. */
+static uint64_t raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        if (want == RLIM_INFINITY || want > (1u << 20))
+            want = 1u << 20;
+        if (want > rl.rlim_cur) {
+            rlim_t old = rl.rlim_cur;
+            rl.rlim_cur = want;
+            if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                rl.rlim_cur = old;
+        }
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
+}
+
+/* mkdir -p; 0 or -1 with errno. */
+static int make_dirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* --- the table ------------------------------------------------------------- */
+
+static void fmt_num(char *buf, size_t size, double v, const char *fmt)
+{
+    if (isnan(v))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, fmt, v);
+}
+
+static void print_machine(const struct cmp_results *res)
+{
+    printf("machine: %d cores, %s", res->cores, res->os);
+    if (!isnan(res->loadavg))
+        printf(", load average %.2f at the start", res->loadavg);
+    printf("\n\n");
+}
+
+static void print_header(const struct cmp_config *c, const struct cmp_results *res, bool go)
+{
+    if (c->workload == CMP_HTTP) {
+        if (c->builtin) {
+            char lat[64];
+            if (c->latency_lo == c->latency_hi)
+                snprintf(lat, sizeof lat, "%g ms", c->latency_lo * 1e3);
+            else
+                snprintf(lat, sizeof lat, "%g..%g ms", c->latency_lo * 1e3, c->latency_hi * 1e3);
+            printf("pfor compare: POST %s (built-in mock API, latency %s", c->http.url, lat);
+            if (c->error_rate > 0)
+                printf(", error rate %g", c->error_rate);
+            printf(")\n");
+        } else {
+            printf("pfor compare: POST %s", c->http.url);
+            if (c->latency_known)
+                printf(" (expected latency %g ms)", (c->latency_lo + c->latency_hi) / 2 * 1e3);
+            printf("\n");
+        }
+        print_machine(res);
+        if (!go) {
+            printf("the API did not answer a first request (%s); nothing was measured\n",
+                   res->reasons[0].message);
+            fflush(stdout);
+            return;
+        }
+        printf("%-10s %7s %8s %9s %9s %8s %8s %7s %9s %10s\n", "executor", "workers", "requests",
+               "wall s", "req/s", "p50 ms", "p99 ms", "errors", "ideal s", "ideal/wall");
+    } else {
+        printf("pfor compare --workload cpu: count the primes below %llu in %llu tasks "
+               "(expect %llu)\n",
+               (unsigned long long)c->bound, (unsigned long long)c->tasks,
+               (unsigned long long)res->expected_primes);
+        print_machine(res);
+        printf("%-10s %7s %6s %9s %8s %10s %9s %7s\n", "executor", "workers", "tasks", "wall s",
+               "speedup", "ideal/wall", "primes", "check");
+    }
+    fflush(stdout);
+}
+
+static void print_row(const struct cmp_config *c, const struct cmp_row *r)
+{
+    char wall[32], rate[32], p50[32], p99[32], ideal[32], eff[32];
+    fmt_num(wall, sizeof wall, r->wall_s, "%.3f");
+    fmt_num(eff, sizeof eff, r->efficiency, "%.3f");
+    if (c->workload == CMP_HTTP) {
+        fmt_num(rate, sizeof rate, r->rate, "%.1f");
+        fmt_num(p50, sizeof p50, r->p50_ms, "%.2f");
+        fmt_num(p99, sizeof p99, r->p99_ms, "%.2f");
+        fmt_num(ideal, sizeof ideal, r->ideal_s, "%.3f");
+        printf("%-10s %7d %8llu %9s %9s %8s %8s %7llu %9s %10s\n", cmp_exec_names[r->exec],
+               r->workers, (unsigned long long)r->n, wall, rate, p50, p99,
+               (unsigned long long)r->errors, ideal, eff);
+    } else {
+        char sp[32];
+        fmt_num(sp, sizeof sp, r->speedup, "%.2f");
+        printf("%-10s %7d %6llu %9s %8s %10s %9llu %7s\n", cmp_exec_names[r->exec], r->workers,
+               (unsigned long long)r->n, wall, sp, eff, (unsigned long long)r->primes,
+               r->primes_ok ? "ok" : "WRONG");
+    }
+    fflush(stdout);
+}
+
+static struct cmp_row *new_row(struct cmp_results *res)
+{
+    if (res->n_rows == res->cap_rows) {
+        size_t cap = res->cap_rows ? res->cap_rows * 2 : 64;
+        struct cmp_row *v = realloc(res->rows, cap * sizeof *v);
+        if (!v) {
+            fprintf(stderr, "pfor: compare: out of memory\n");
+            exit(1);
+        }
+        res->rows = v;
+        res->cap_rows = cap;
+    }
+    return &res->rows[res->n_rows++];
+}
+
+static int by_wall(const void *a, const void *b)
+{
+    const struct cmp_row *x = a, *y = b;
+    return (x->wall_s > y->wall_s) - (x->wall_s < y->wall_s);
+}
+
+/* Run one measurement --reps times; *row gets the repetition with the
+ * median wall time, with the errors of all of them. */
+static void measure(const struct cmp_config *c, enum cmp_exec exec, int workers, uint64_t size,
+                    struct cmp_row *row, struct cmp_results *res, struct cmp_progress *pb)
+{
+    struct cmp_row runs[CMP_MAX_REPS];
+    uint64_t errors = 0;
+    for (uint64_t r = 0; r < c->reps; r++) {
+        int rc = c->workload == CMP_CPU ? cmp_run_cpu(c, exec, workers, &runs[r], res, pb)
+                                        : cmp_run_http(c, exec, workers, size, &runs[r], res, pb);
+        if (rc != PF_OK) {
+            fprintf(stderr, "pfor: compare: out of memory\n");
+            exit(1);
+        }
+        errors += runs[r].errors;
+    }
+    qsort(runs, c->reps, sizeof runs[0], by_wall);
+    *row = runs[(c->reps - 1) / 2];
+    row->errors = errors;
+    row->reps = (int)c->reps;
+    row->wall_min_s = runs[0].wall_s;
+    row->wall_max_s = runs[c->reps - 1].wall_s;
+    for (uint64_t r = 0; r < c->reps; r++)
+        row->primes_ok = row->primes_ok && runs[r].primes_ok;
+}
+
+/* Requests (or tasks) the sweep will make. */
+static uint64_t planned(const struct cmp_config *c)
+{
+    uint64_t total = 0;
+    for (size_t k = 0; k < c->n_exec; k++) {
+        uint64_t ws[CMP_MAX_WORKERS];
+        size_t n_ws = cmp_worker_list(c, c->exec_order[k], ws);
+        if (c->workload == CMP_CPU) {
+            total += n_ws * c->tasks * c->reps;
+            continue;
+        }
+        for (size_t s = 0; s < c->n_sizes; s++)
+            total += n_ws * c->sizes[s] * c->reps;
+    }
+    return total;
+}
+
+/* With --url, one request first.  An API that cannot be reached at all (no
+ * name, no connection, no answer in time) would make each request of the
+ * sweep wait out its time limit, for hours; then nothing is measured and
+ * every planned request is reported failed, with the probe's reason.  An
+ * API that answers, whatever the status, is measured.  True to go on. */
+static bool probe(const struct cmp_config *c, struct cmp_results *res)
+{
+    pf_http_client *cl;
+    pf_http_record rec = {0};
+    char msg[256];
+    int rc = pf_http_client_create(&cl, &c->http);
+    if (rc == PF_OK) {
+        rc = pf_http_client_post(cl, 0, &rec, msg, sizeof msg);
+        pf_http_client_destroy(cl);
+    } else {
+        snprintf(msg, sizeof msg, "cannot make an HTTP client: %s", pf_strerror(rc));
+    }
+    if (rc == PF_OK || rc == PF_EHTTP) /* an answer, or a connection that broke */
+        return true;
+    uint64_t n = planned(c);
+    cmp_reason_add(res, PF_ETASK, rc, msg, "the probe before the sweep");
+    res->reasons[0].count = n;
+    res->requests = res->failed = n;
+    return false;
+}
+
+/* --- the summaries ------------------------------------------------------- */
+
+/* HTTP: at the largest size every executor ran, how much faster the
+ * fastest one was. */
+static void http_summary(const struct cmp_config *c, const struct cmp_results *res)
+{
+    uint64_t size = 0;
+    for (size_t i = 0; i < c->n_sizes; i++) {
+        bool all = true;
+        for (size_t k = 0; k < c->n_exec; k++) {
+            bool has = false;
+            for (size_t r = 0; r < res->n_rows; r++)
+                has =
+                    has || (res->rows[r].exec == c->exec_order[k] && res->rows[r].n == c->sizes[i]);
+            all = all && has;
+        }
+        if (all && c->sizes[i] > size)
+            size = c->sizes[i];
+    }
+    if (size == 0 || c->n_exec < 2)
+        return;
+    const struct cmp_row *best[CMP_N_EXEC] = {NULL};
+    for (size_t r = 0; r < res->n_rows; r++) {
+        const struct cmp_row *row = &res->rows[r];
+        if (row->n == size && (!best[row->exec] || row->wall_s < best[row->exec]->wall_s))
+            best[row->exec] = row;
+    }
+    const struct cmp_row *fastest = NULL;
+    for (int e = 0; e < CMP_N_EXEC; e++)
+        if (best[e] && (!fastest || best[e]->wall_s < fastest->wall_s))
+            fastest = best[e];
+    printf("\nat %llu requests:", (unsigned long long)size);
+    for (size_t k = 0; k < c->n_exec; k++) {
+        const struct cmp_row *row = best[c->exec_order[k]];
+        printf("%s %s %.3f s", k ? "," : "", cmp_exec_names[row->exec], row->wall_s);
+    }
+    printf("\n%s was fastest:", cmp_exec_names[fastest->exec]);
+    bool first = true;
+    for (size_t k = 0; k < c->n_exec; k++) {
+        const struct cmp_row *row = best[c->exec_order[k]];
+        if (row == fastest || fastest->wall_s <= 0)
+            continue;
+        printf("%s %.1fx faster than %s", first ? "" : ",", row->wall_s / fastest->wall_s,
+               cmp_exec_names[row->exec]);
+        first = false;
+    }
+    printf("\n");
+}
+
+static void cpu_summary(const struct cmp_results *res)
+{
+    const struct cmp_row *best[CMP_N_EXEC] = {NULL};
+    for (size_t r = 0; r < res->n_rows; r++) {
+        const struct cmp_row *row = &res->rows[r];
+        if (!isnan(row->speedup) && (!best[row->exec] || row->speedup > best[row->exec]->speedup))
+            best[row->exec] = row;
+    }
+    if (!best[CMP_PROCESSES] && !best[CMP_THREADS])
+        return;
+    printf("\nbest speedup on %d cores:", res->cores);
+    bool first = true;
+    for (int e = CMP_PROCESSES; e <= CMP_THREADS; e++) {
+        if (!best[e])
+            continue;
+        printf("%s %s %.2fx with %d worker%s", first ? "" : ",", cmp_exec_names[e],
+               best[e]->speedup, best[e]->workers, best[e]->workers == 1 ? "" : "s");
+        first = false;
+    }
+    printf("\n");
+    /* Scaling: the best time of each pool against its own one-worker time. */
+    double scale[CMP_N_EXEC] = {0};
+    for (int e = CMP_PROCESSES; e <= CMP_THREADS; e++) {
+        double one = NAN, fastest = INFINITY;
+        for (size_t r = 0; r < res->n_rows; r++) {
+            const struct cmp_row *row = &res->rows[r];
+            if (row->exec != (enum cmp_exec)e)
+                continue;
+            if (row->workers == 1)
+                one = row->wall_s;
+            fastest = fmin(fastest, row->wall_s);
+        }
+        scale[e] = isnan(one) || fastest <= 0 ? 0 : one / fastest;
+    }
+    double most = fmax(scale[CMP_PROCESSES], scale[CMP_THREADS]);
+    if (most == 0)
+        return;
+    if (most < 1.2) {
+        printf("no pool ran much faster with more workers than with one: were the other cores "
+               "busy? (load average %.2f at the start)\n",
+               res->loadavg);
+    } else if (scale[CMP_PROCESSES] > 0 && scale[CMP_THREADS] > 0) {
+        if (scale[CMP_PROCESSES] >= 1.2 && scale[CMP_THREADS] >= 0.9 * scale[CMP_PROCESSES])
+            printf("threads scaled like processes (%.2fx and %.2fx over one worker): C threads "
+                   "run in parallel, there is no interpreter lock\n",
+                   scale[CMP_THREADS], scale[CMP_PROCESSES]);
+        else
+            printf("threads scaled %.2fx over one worker, processes %.2fx\n", scale[CMP_THREADS],
+                   scale[CMP_PROCESSES]);
+    }
+}
+
+/* CPU: speedup against sequential (or, without it, against the same
+ * executor with one worker), and the ideal time base / min(workers, cores). */
+static void cpu_speedups(struct cmp_results *res)
+{
+    double seq = NAN;
+    for (size_t r = 0; r < res->n_rows; r++)
+        if (res->rows[r].exec == CMP_SEQUENTIAL)
+            seq = res->rows[r].wall_s;
+    for (size_t r = 0; r < res->n_rows; r++) {
+        struct cmp_row *row = &res->rows[r];
+        double base = seq;
+        if (isnan(base))
+            for (size_t k = 0; k < res->n_rows; k++)
+                if (res->rows[k].exec == row->exec && res->rows[k].workers == 1)
+                    base = res->rows[k].wall_s;
+        if (isnan(base) || row->wall_s <= 0)
+            continue;
+        row->speedup = base / row->wall_s;
+        int w = row->workers < res->cores ? row->workers : res->cores;
+        row->ideal_s = base / (w > 0 ? w : 1);
+        row->efficiency = row->ideal_s / row->wall_s;
+    }
+}
+
+static int failure_summary(const struct cmp_config *c, const struct cmp_results *res)
+{
+    if (res->failed == 0)
+        return 0;
+    const char *what = c->workload == CMP_HTTP ? "requests" : "tasks";
+    const struct cmp_reason *top = NULL;
+    for (size_t i = 0; i < res->n_reasons; i++)
+        if (!top || res->reasons[i].count > top->count)
+            top = &res->reasons[i];
+    if (res->failed == res->requests)
+        fprintf(stderr, "pfor: compare: all %llu %s failed", (unsigned long long)res->failed, what);
+    else
+        fprintf(stderr, "pfor: compare: %llu of %llu %s failed", (unsigned long long)res->failed,
+                (unsigned long long)res->requests, what);
+    if (top && top->count == res->failed)
+        fprintf(stderr, ": %s", top->message);
+    else if (top)
+        fprintf(stderr, ", %llu of them: %s", (unsigned long long)top->count, top->message);
+    fputc('\n', stderr);
+    for (size_t i = 0; i < res->n_reasons; i++) {
+        const struct cmp_reason *r = &res->reasons[i];
+        if (r != top)
+            fprintf(stderr, "pfor: compare:   and %llu: %s (first in %s)\n",
+                    (unsigned long long)r->count, r->message, r->where);
+    }
+    if (res->other_failures)
+        fprintf(stderr, "pfor: compare:   and %llu of other kinds\n",
+                (unsigned long long)res->other_failures);
+    return 1;
+}
+
+/* --- the command --------------------------------------------------------- */
+
+static void set_defaults(struct cmp_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->workload = CMP_HTTP;
+    c->builtin = true;
+    c->latency_lo = c->latency_hi = DEFAULT_LATENCY;
+    c->in_flight = DEFAULT_IN_FLIGHT;
+    c->reps = 1;
+    c->out_dir = "results";
+    (void)pf_http_config_init(&c->http, "http://127.0.0.1/");
+    c->http.timeout = 30.0;
+}
+
+static void finish_defaults(struct cmp_config *c, const struct seen *s)
+{
+    if (!s->executors) {
+        c->n_exec = 0;
+        memset(c->exec_on, 0, sizeof c->exec_on);
+        static const enum cmp_exec http_order[] = {CMP_PROCESSES, CMP_THREADS, CMP_EVENT};
+        static const enum cmp_exec cpu_order[] = {CMP_SEQUENTIAL, CMP_PROCESSES, CMP_THREADS};
+        const enum cmp_exec *order = c->workload == CMP_HTTP ? http_order : cpu_order;
+        for (int i = 0; i < 3; i++) {
+            c->exec_order[c->n_exec++] = order[i];
+            c->exec_on[order[i]] = true;
+        }
+    }
+    if (c->workload == CMP_CPU) {
+        /* sequential first: it is every speedup's baseline */
+        for (size_t i = 1; i < c->n_exec; i++)
+            if (c->exec_order[i] == CMP_SEQUENTIAL) {
+                memmove(&c->exec_order[1], &c->exec_order[0], i * sizeof c->exec_order[0]);
+                c->exec_order[0] = CMP_SEQUENTIAL;
+            }
+        if (!s->bound)
+            c->bound = c->quick ? QUICK_BOUND : DEFAULT_BOUND;
+        if (!s->tasks)
+            c->tasks = DEFAULT_TASKS;
+        return;
+    }
+    if (!s->sizes) {
+        const uint64_t *src = c->quick ? quick_sizes : article_sizes;
+        c->n_sizes = c->quick ? sizeof quick_sizes / sizeof quick_sizes[0]
+                              : sizeof article_sizes / sizeof article_sizes[0];
+        memcpy(c->sizes, src, c->n_sizes * sizeof *src);
+    }
+    c->latency_known = c->builtin || s->latency;
+    if (!c->builtin && !s->latency)
+        c->latency_lo = c->latency_hi = 0;
+    /* --workers sets the event-driven mode's transfers too, unless
+     * --in-flight says otherwise. */
+    c->event_uses_workers = s->workers && !s->in_flight;
+}
+
+/* The output paths: explicit ones, or all four into the results folder. */
+static void output_paths(struct cmp_config *c)
+{
+    if (c->csv_path || c->json_path || c->plot_path)
+        return;
+    if (make_dirs(c->out_dir) != 0)
+        pf_cli_usage_error("compare: cannot create the results folder '%s': %s", c->out_dir,
+                           strerror(errno));
+    const char *stem = c->workload == CMP_HTTP ? "compare-http" : "compare-cpu";
+    snprintf(c->csv_buf, sizeof c->csv_buf, "%s/%s.csv", c->out_dir, stem);
+    snprintf(c->json_buf, sizeof c->json_buf, "%s/%s.json", c->out_dir, stem);
+    snprintf(c->svg_buf, sizeof c->svg_buf, "%s/%s.svg", c->out_dir, stem);
+    snprintf(c->png_buf, sizeof c->png_buf, "%s/%s.png", c->out_dir, stem);
+    c->csv_path = c->csv_buf;
+    c->json_path = c->json_buf;
+    c->plot_svg_default = c->plot_png_default = true;
+}
+
+int pf_cli_compare(int argc, char **argv)
+{
+    static struct cmp_config cfg; /* large (paths, the HTTP config): not on the stack */
+    struct cmp_config *c = &cfg;
+    struct seen seen = {0};
+    set_defaults(c);
+    parse_args(argc, argv, c, &seen);
+    check_combinations(c, &seen);
+    finish_defaults(c, &seen);
+    output_paths(c);
+
+    signal(SIGPIPE, SIG_IGN);
+    uint64_t fds = raise_fd_limit();
+    struct cmp_results res = {0};
+    describe_machine(&res);
+    struct cmp_progress pb = {.enabled = isatty(2) == 1};
+    double t_start = cmp_now();
+
+    pf_server *srv = NULL;
+    if (c->workload == CMP_HTTP) {
+        /* Event-driven transfers each hold a descriptor, and so does the
+         * built-in server's side of each connection. */
+        uint64_t room = fds > 128 ? (fds - 64) / (c->builtin ? 2 : 1) : 32;
+        if (c->in_flight > room) {
+            fprintf(stderr,
+                    "pfor: compare: %llu transfers in flight need more descriptors "
+                    "than RLIMIT_NOFILE allows; using %llu\n",
+                    (unsigned long long)c->in_flight, (unsigned long long)room);
+            c->in_flight = room;
+        }
+        if (c->builtin) {
+            pf_serve_opts so = {.bind_addr = "127.0.0.1",
+                                .port = c->port,
+                                .latency_min = c->latency_lo,
+                                .latency_max = c->latency_hi,
+                                .error_rate = c->error_rate};
+            int rc = pf_server_start(&srv, &so);
+            if (rc == PF_EADDRINUSE)
+                pf_cli_usage_error("compare: port %u on 127.0.0.1 is already in use", c->port);
+            if (rc == PF_EPERM)
+                pf_cli_usage_error("compare: not allowed to listen on port %u", c->port);
+            if (rc != PF_OK) {
+                fprintf(stderr, "pfor: compare: cannot start the built-in server: %s\n",
+                        pf_strerror(rc));
+                return 1;
+            }
+            char url[64];
+            snprintf(url, sizeof url, "http://127.0.0.1:%u/api/users", pf_server_port(srv));
+            memcpy(c->http.url, url, strlen(url) + 1);
+        }
+    } else {
+        res.expected_primes = cmp_sieve_count(c->bound);
+    }
+
+    bool go = c->workload == CMP_CPU || c->builtin || probe(c, &res);
+    print_header(c, &res, go);
+    for (size_t k = 0; go && k < c->n_exec; k++) {
+        enum cmp_exec exec = c->exec_order[k];
+        uint64_t ws[CMP_MAX_WORKERS];
+        size_t n_ws = cmp_worker_list(c, exec, ws);
+        for (size_t w = 0; w < n_ws; w++) {
+            int workers = (int)ws[w];
+            if (c->workload == CMP_CPU) {
+                struct cmp_row *row = new_row(&res);
+                measure(c, exec, workers, 0, row, &res, &pb);
+                cpu_speedups(&res);
+                print_row(c, row);
+                continue;
+            }
+            for (size_t s = 0; s < c->n_sizes; s++) {
+                struct cmp_row *row = new_row(&res);
+                measure(c, exec, workers, c->sizes[s], row, &res, &pb);
+                print_row(c, row);
+            }
+        }
+    }
+    if (srv)
+        pf_server_stop(srv);
+    res.total_s = cmp_now() - t_start;
+
+    if (c->workload == CMP_HTTP)
+        http_summary(c, &res);
+    else
+        cpu_summary(&res);
+
+    int status = 0;
+    if (c->csv_path && cmp_write_csv(c, &res, c->csv_path) != 0)
+        status = 1;
+    if (c->json_path && cmp_write_json(c, &res, c->json_path) != 0)
+        status = 1;
+    const char *svg = c->plot_svg_default                               ? c->svg_buf
+                      : c->plot_path && ends_with(c->plot_path, ".svg") ? c->plot_path
+                                                                        : NULL;
+    const char *png = c->plot_png_default                               ? c->png_buf
+                      : c->plot_path && ends_with(c->plot_path, ".png") ? c->plot_path
+                                                                        : NULL;
+    bool plotted = res.n_rows > 0 && cmp_plot(c, &res, svg, png) == 0;
+    if (!plotted && c->plot_path)
+        status = 1; /* asked for by name; by default a missing gnuplot is only a warning */
+    printf("\nwritten:");
+    if (c->csv_path)
+        printf(" %s", c->csv_path);
+    if (c->json_path)
+        printf(" %s", c->json_path);
+    if (plotted && svg)
+        printf(" %s", svg);
+    if (plotted && png)
+        printf(" %s", png);
+    printf("\n");
+    fflush(stdout);
+
+    if (failure_summary(c, &res))
+        status = 1;
+    if (res.cpu_wrong) {
+        fprintf(stderr, "pfor: compare: a prime count differs from the sieve's %llu\n",
+                (unsigned long long)res.expected_primes);
+        status = 1;
+    }
+    free(res.rows);
+    return status;
+}

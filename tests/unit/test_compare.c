@@ -1,0 +1,444 @@
+/*
+ * `pfor compare`, end to end: the command is run from the build directory
+ * (the tests' working directory) with short sweeps, and its table, CSV,
+ * JSON and plot files are checked; bad input must give one line and exit
+ * status 2; failed requests a summary and exit status 1.
+ *
+ * Assertions are on behaviour (fields, counts, statuses), never on speed.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+/* --- helpers --------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static size_t min_size(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
+
+struct run {
+    int status; /* exit status, or -1 if killed for the time limit or a signal */
+    char out[65536];
+    char err[16384];
+};
+
+/* Run ./pfor with argv (argv[0] is "pfor"), collect stdout and stderr, wait
+ * up to `seconds` (scaled). */
+static void run_pfor(char *const argv[], double seconds, struct run *r)
+{
+    if (access("./pfor", X_OK) != 0)
+        SKIP("./pfor not found (run the tests from the build directory)");
+    int o[2], e[2];
+    ASSERT(pipe2(o, O_CLOEXEC) == 0 && pipe2(e, O_CLOEXEC) == 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        dup2(o[1], 1);
+        dup2(e[1], 2);
+        execv("./pfor", argv);
+        _exit(127);
+    }
+    close(o[1]);
+    close(e[1]);
+    size_t n_out = 0, n_err = 0;
+    bool open_out = true, open_err = true;
+    double deadline = now_s() + seconds * pf_test_scale();
+    while ((open_out || open_err) && now_s() < deadline) {
+        struct pollfd p[2] = {{.fd = open_out ? o[0] : -1, .events = POLLIN},
+                              {.fd = open_err ? e[0] : -1, .events = POLLIN}};
+        if (poll(p, 2, 100) <= 0)
+            continue;
+        char buf[4096];
+        if (p[0].revents) {
+            ssize_t k = read(o[0], buf, sizeof buf);
+            if (k <= 0) {
+                open_out = false;
+            } else {
+                size_t take = min_size((size_t)k, sizeof r->out - 1 - n_out);
+                memcpy(r->out + n_out, buf, take);
+                n_out += take;
+            }
+        }
+        if (p[1].revents) {
+            ssize_t k = read(e[0], buf, sizeof buf);
+            if (k <= 0) {
+                open_err = false;
+            } else {
+                size_t take = min_size((size_t)k, sizeof r->err - 1 - n_err);
+                memcpy(r->err + n_err, buf, take);
+                n_err += take;
+            }
+        }
+    }
+    r->out[n_out] = '\0';
+    r->err[n_err] = '\0';
+    close(o[0]);
+    close(e[0]);
+    int status;
+    r->status = -1;
+    while (now_s() < deadline + 5) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) {
+            r->status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            return;
+        }
+        pf_test_sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL("pfor %s did not finish in time; stderr: %s", argv[1], r->err);
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* A fresh folder under /tmp, removed (one level deep) by rm_dir. */
+static void make_dir(char *path, size_t size)
+{
+    snprintf(path, size, "/tmp/pfor-compare-test-XXXXXX");
+    ASSERT(mkdtemp(path) != NULL);
+}
+
+static void rm_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static bool have_gnuplot(void)
+{
+    const char *path = getenv("PATH");
+    if (!path)
+        return false;
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *save, *dir = strtok_r(buf, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/gnuplot", dir);
+        if (access(p, X_OK) == 0)
+            return true;
+    }
+    return false;
+}
+
+static json_t *load_json(const char *path)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    if (!j)
+        FAIL("%s is not valid JSON: %s (line %d)", path, jerr.text, jerr.line);
+    return j;
+}
+
+static double num(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || !json_is_number(v))
+        FAIL("field %s is missing or not a number", key);
+    return json_number_value(v);
+}
+
+static size_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+/* A port nothing listens on. */
+static uint16_t closed_port(void)
+{
+    pf_server *s;
+    ASSERT_OK(pf_server_start(&s, NULL));
+    uint16_t port = pf_server_port(s);
+    pf_server_stop(s);
+    return port;
+}
+
+/* --- tests ----------------------------------------------------------------- */
+
+/* The default outputs of --quick: table, CSV, JSON, SVG and PNG. */
+TEST(compare_quick_end_to_end_writes_table_csv_json_and_plots)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    char *argv[] = {"pfor", "compare", "--quick", "--out", dir, NULL};
+    struct run r;
+    run_pfor(argv, 60, &r);
+    if (r.status != 0)
+        FAIL("status %d, stderr: %s", r.status, r.err);
+    ASSERT(strstr(r.out, "ideal/wall") != NULL);
+    ASSERT(strstr(r.out, "built-in mock API") != NULL);
+    ASSERT_STREQ(r.err, ""); /* stderr is not a terminal: no progress bar */
+
+    char path[256];
+    snprintf(path, sizeof path, "%s/compare-http.json", dir);
+    json_t *j = load_json(path);
+    ASSERT_STREQ(json_string_value(json_object_get(j, "workload")), "http");
+    json_t *m = json_object_get(j, "machine");
+    ASSERT(num(m, "cores") >= 1);
+    ASSERT(json_string_value(json_object_get(m, "os")) != NULL);
+    json_t *p = json_object_get(j, "parameters");
+    ASSERT_STREQ(json_string_value(json_object_get(p, "server")), "built-in");
+    ASSERT(num(json_object_get(p, "latency_ms"), "min") == 10.0);
+    json_t *sizes = json_object_get(p, "sizes");
+    ASSERT_EQ(json_array_size(sizes), 5);
+    json_t *rows = json_object_get(j, "results");
+    ASSERT_EQ(json_array_size(rows), 15); /* processes, threads, event x 5 sizes */
+    const char *order[] = {"processes", "threads", "event"};
+    const uint64_t expect_sizes[] = {5, 10, 50, 100, 500};
+    for (size_t i = 0; i < 15; i++) {
+        json_t *row = json_array_get(rows, i);
+        ASSERT_STREQ(json_string_value(json_object_get(row, "executor")), order[i / 5]);
+        double n = num(row, "requests");
+        ASSERT_EQ((uint64_t)n, expect_sizes[i % 5]);
+        double w = num(row, "workers");
+        double wall = num(row, "wall_s");
+        ASSERT(w >= 1 && wall > 0);
+        ASSERT(num(row, "requests_per_s") > 0);
+        ASSERT_EQ(num(row, "errors"), 0);
+        double p50 = num(row, "p50_ms"), p99 = num(row, "p99_ms");
+        ASSERT(p50 >= 10.0 && p99 >= p50); /* every request waited out the latency */
+        double ideal = num(row, "ideal_s");
+        uint64_t wi = (uint64_t)w, ni = (uint64_t)n;
+        double want = (double)((ni + wi - 1) / wi) * 0.010;
+        ASSERT(ideal > want - 1e-9 && ideal < want + 1e-9);
+        ASSERT(num(row, "efficiency") > 0);
+    }
+    json_t *f = json_object_get(j, "failures");
+    ASSERT_EQ(num(f, "failed"), 0);
+    json_decref(j);
+
+    snprintf(path, sizeof path, "%s/compare-http.csv", dir);
+    FILE *csv = fopen(path, "r");
+    ASSERT(csv != NULL);
+    char line[512];
+    ASSERT(fgets(line, sizeof line, csv) != NULL);
+    ASSERT(strncmp(line,
+                   "executor,workers,requests,latency_ms,wall_s,requests_per_s,p50_ms,"
+                   "p99_ms,errors,ideal_s,efficiency,cores,os",
+                   73) == 0);
+    int data_lines = 0;
+    while (fgets(line, sizeof line, csv)) {
+        int commas = 0;
+        for (char *s = line; *s; s++)
+            commas += *s == ',';
+        ASSERT_EQ(commas, 12);
+        data_lines++;
+    }
+    fclose(csv);
+    ASSERT_EQ(data_lines, 15);
+
+    if (have_gnuplot()) {
+        snprintf(path, sizeof path, "%s/compare-http.svg", dir);
+        FILE *svg = fopen(path, "r");
+        ASSERT(svg != NULL);
+        char head[4096];
+        size_t k = fread(head, 1, sizeof head - 1, svg);
+        head[k] = '\0';
+        fclose(svg);
+        ASSERT(strstr(head, "<svg") != NULL);
+        snprintf(path, sizeof path, "%s/compare-http.png", dir);
+        FILE *png = fopen(path, "rb");
+        ASSERT(png != NULL);
+        unsigned char magic[8];
+        ASSERT_EQ(fread(magic, 1, 8, png), 8);
+        fclose(png);
+        ASSERT(memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0);
+        ASSERT(file_size(path) > 1000);
+    }
+    rm_dir(dir);
+}
+
+/* The CPU workload counts the primes below a million (78,498) right on
+ * every executor and worker count. */
+TEST(compare_cpu_counts_primes_right_on_every_executor)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    char json[128];
+    snprintf(json, sizeof json, "%s/cpu.json", dir);
+    char *argv[] = {"pfor",  "compare", "--workload", "cpu",    "--quick", "--workers",
+                    "1,2,3", "--tasks", "24",         "--json", json,      NULL};
+    struct run r;
+    run_pfor(argv, 60, &r);
+    if (r.status != 0)
+        FAIL("status %d, stderr: %s", r.status, r.err);
+    ASSERT(strstr(r.out, "speedup") != NULL);
+    json_t *j = load_json(json);
+    ASSERT_STREQ(json_string_value(json_object_get(j, "workload")), "cpu");
+    json_t *p = json_object_get(j, "parameters");
+    ASSERT_EQ(num(p, "bound"), 1000000);
+    ASSERT_EQ(num(p, "expected_primes"), 78498);
+    json_t *rows = json_object_get(j, "results");
+    ASSERT_EQ(json_array_size(rows), 7); /* sequential + processes x 3 + threads x 3 */
+    int seen[3] = {0};
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *row = json_array_get(rows, i);
+        const char *ex = json_string_value(json_object_get(row, "executor"));
+        seen[strcmp(ex, "sequential") == 0 ? 0 : strcmp(ex, "processes") == 0 ? 1 : 2]++;
+        ASSERT_EQ(num(row, "primes"), 78498);
+        ASSERT(json_is_true(json_object_get(row, "primes_ok")));
+        ASSERT_EQ(num(row, "tasks"), 24);
+        ASSERT_EQ(num(row, "errors"), 0);
+        ASSERT(num(row, "speedup") > 0);
+    }
+    ASSERT(seen[0] == 1 && seen[1] == 3 && seen[2] == 3);
+    json_decref(j);
+    rm_dir(dir);
+}
+
+/* Injected errors: counted per row, the run completes, the summary says
+ * why, exit status 1.  Also covers sequential and a worker sweep. */
+TEST(compare_failed_requests_are_counted_and_summarised)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    char json[128];
+    snprintf(json, sizeof json, "%s/e.json", dir);
+    char *argv[] = {"pfor",      "compare", "--latency", "1ms",         "--error-rate",
+                    "0.3",       "--sizes", "40",        "--executors", "sequential,threads,event",
+                    "--workers", "1,3",     "--json",    json,          NULL};
+    struct run r;
+    run_pfor(argv, 60, &r);
+    ASSERT_EQ(r.status, 1);
+    ASSERT(strstr(r.err, "requests failed") != NULL);
+    ASSERT(strstr(r.err, "HTTP 500") != NULL);
+    json_t *j = load_json(json);
+    json_t *rows = json_object_get(j, "results");
+    ASSERT_EQ(json_array_size(rows), 5); /* sequential; threads 1 and 3; event 1 and 3 */
+    double failed = 0;
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *row = json_array_get(rows, i);
+        double e = num(row, "errors");
+        ASSERT(e > 0 && e < 40); /* 30 % of 40, on each side */
+        failed += e;
+    }
+    json_t *wk =
+        json_object_get(json_object_get(json_object_get(j, "parameters"), "workers"), "threads");
+    ASSERT_EQ(json_array_size(wk), 2);
+    ASSERT_EQ(json_integer_value(json_array_get(wk, 1)), 3);
+    json_t *f = json_object_get(j, "failures");
+    ASSERT_EQ(num(f, "failed"), failed);
+    ASSERT_EQ(num(f, "requests"), 200);
+    json_t *reason = json_array_get(json_object_get(f, "reasons"), 0);
+    ASSERT(reason != NULL);
+    ASSERT_EQ(num(reason, "task_code"), 500);
+    json_decref(j);
+    rm_dir(dir);
+}
+
+/* An API nobody answers: a first probe request finds out, every planned
+ * request is reported failed, one summary line says why, exit status 1,
+ * and the JSON is still written. */
+TEST(compare_unreachable_url_fails_every_request_with_a_summary)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    char url[64], json[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/api/users", closed_port());
+    snprintf(json, sizeof json, "%s/u.json", dir);
+    char *argv[] = {"pfor", "compare", "--url", url, "--sizes", "5,20", "--json", json, NULL};
+    struct run r;
+    run_pfor(argv, 60, &r);
+    ASSERT_EQ(r.status, 1);
+    ASSERT_EQ(count_lines(r.err), 1);
+    ASSERT(strstr(r.err, "all 75 requests failed: cannot connect") != NULL);
+    ASSERT(strstr(r.out, "did not answer") != NULL);
+    json_t *j = load_json(json);
+    json_t *f = json_object_get(j, "failures");
+    ASSERT_EQ(num(f, "failed"), 75);
+    ASSERT_EQ(num(f, "requests"), 75);
+    json_t *reason = json_array_get(json_object_get(f, "reasons"), 0);
+    ASSERT_EQ(num(reason, "task_code"), PF_ECONNECT);
+    ASSERT_EQ(num(reason, "count"), 75);
+    json_t *p = json_object_get(j, "parameters");
+    ASSERT_STREQ(json_string_value(json_object_get(p, "server")), "url");
+    ASSERT(json_is_null(json_object_get(p, "latency_ms")));       /* unknown without --latency */
+    ASSERT_EQ(json_array_size(json_object_get(j, "results")), 0); /* nothing measured */
+    json_decref(j);
+    rm_dir(dir);
+}
+
+TEST(compare_bad_input_exits_2_with_one_line)
+{
+    pf_server *taken;
+    ASSERT_OK(pf_server_start(&taken, NULL));
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%u", pf_server_port(taken));
+    char *cases[][10] = {
+        {"pfor", "compare", "--bogus", NULL},
+        {"pfor", "compare", "stray", NULL},
+        {"pfor", "compare", "--latency", "abc", NULL},
+        {"pfor", "compare", "--latency", "300ms..100ms", NULL},
+        {"pfor", "compare", "--sizes", "5,,10", NULL},
+        {"pfor", "compare", "--sizes", "0", NULL},
+        {"pfor", "compare", "--sizes", "ten", NULL},
+        {"pfor", "compare", "--executors", "threads,fibers", NULL},
+        {"pfor", "compare", "--executors", "threads,threads", NULL},
+        {"pfor", "compare", "--workers", "0", NULL},
+        {"pfor", "compare", "--workload", "gpu", NULL},
+        {"pfor", "compare", "--url", "ftp://example.org/", NULL},
+        {"pfor", "compare", "--url", "http://127.0.0.1:1/", "--error-rate", "0.1", NULL},
+        {"pfor", "compare", "--workload", "cpu", "--sizes", "5", NULL},
+        {"pfor", "compare", "--workload", "cpu", "--executors", "event", NULL},
+        {"pfor", "compare", "--plot", "graph.txt", NULL},
+        {"pfor", "compare", "--timeout", "0", NULL},
+        {"pfor", "compare", "--port", NULL},
+        {"pfor", "compare", "--port", port_s, "--sizes", "5", "--json", "/dev/null", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct run r;
+        run_pfor(cases[i], 30, &r);
+        if (r.status != 2)
+            FAIL("case %zu (%s %s): status %d, stderr '%s'", i, cases[i][2],
+                 cases[i][3] ? cases[i][3] : "", r.status, r.err);
+        ASSERT_EQ(count_lines(r.err), 1);
+        ASSERT(strncmp(r.err, "pfor: compare: ", 15) == 0);
+        if (i == sizeof cases / sizeof cases[0] - 1) {
+            ASSERT(strstr(r.err, "in use") != NULL);
+            ASSERT_STREQ(r.out, ""); /* refused before the table */
+        }
+    }
+    pf_server_stop(taken);
+}
+
+TEST(compare_help_exits_0)
+{
+    char *argv[] = {"pfor", "compare", "--help", NULL};
+    struct run r;
+    run_pfor(argv, 10, &r);
+    ASSERT_EQ(r.status, 0);
+    ASSERT(strstr(r.out, "--executors") && strstr(r.out, "--workload") && strstr(r.out, "--url"));
+}
