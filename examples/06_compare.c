@@ -31,7 +31,8 @@ static double now(void)
  * requests got 201. */
 static int post_all(pf_kind kind, const pf_http_config *cfg, uint64_t n)
 {
-    pf_executor_opts o = {.initializer = pf_http_worker_init, /* workers: Python's defaults */
+    pf_executor_opts o = {.max_workers = PF_DEFAULT_WORKERS, /* Python's defaults */
+                          .initializer = pf_http_worker_init,
                           .finalizer = pf_http_worker_fini,
                           .init_arg = cfg,
                           .init_arg_len = sizeof *cfg};
