@@ -13,5 +13,6 @@
 #include "pfor/task.h"
 #include "pfor/executor.h"
 #include "pfor/loop.h"
+#include "pfor/dict.h"
 
 #endif /* PFOR_PFOR_H */
