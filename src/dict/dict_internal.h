@@ -97,6 +97,8 @@ int pf__dict_shm_open(pf_dict **out, const char *name, const unsigned char nonce
 int pf__dict_shm_remove(const char *name);
 /* Reopen from the payload of a shm ref (nonce, then name). */
 int pf__dict_shm_from_ref(pf_dict **out, const unsigned char *bytes);
+/* How long pf_dict_open_shm waits for a creator to finish (tests shorten it). */
+extern uint64_t pf__dict_open_wait_ns;
 /* The engine behind a local or shm dict (NULL for redis); for tests. */
 struct pf__eng *pf__dict_engine(pf_dict *d);
 int pf__dict_redis_open(pf_dict **out, const char *host, int port, const char *name,

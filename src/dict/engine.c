@@ -90,6 +90,7 @@ struct pf__eng_hdr {
     uint64_t size;        /* atomic: bytes backed from base; grows only, under g_mu */
     uint32_t destroyed;   /* atomic: set by the owner's close */
     uint32_t corrupt;     /* atomic: a repair or check found damage it cannot mend */
+    uint64_t repairs;     /* atomic: locks recovered from a dead holder (statistics) */
     pthread_mutex_t g_mu __attribute__((aligned(64)));
     uint64_t top;       /* g_mu: first arena byte not yet handed to a stripe */
     uint64_t grows;     /* g_mu: how many times the backing grew */
@@ -902,6 +903,7 @@ int pf__eng_copy_stripe(pf__eng *e, unsigned s, pf__eng_emit_fn emit, void *u)
 static int g_repair(pf__eng *e)
 {
     struct pf__eng_hdr *h = e->h;
+    __atomic_fetch_add(&h->repairs, 1, __ATOMIC_RELAXED);
     if (__atomic_load_n(&h->g_tx.state, __ATOMIC_ACQUIRE) == TX_ACTIVE)
         return tx_redo(e, &h->g_tx);
     return 0;
@@ -912,6 +914,7 @@ static int g_repair(pf__eng *e)
  * seqlock even.  Idempotent: a repairer killed half way is repaired again. */
 static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
 {
+    __atomic_fetch_add(&e->h->repairs, 1, __ATOMIC_RELAXED);
     if (!(ld(&st->seq) & 1))
         seq_begin(st);
     /* The global lock first: the dead holder may have died inside a chunk
@@ -1076,6 +1079,11 @@ unsigned pf__eng_stripe_of(const pf__eng *e, const void *key, size_t klen)
 uint64_t pf__eng_grows(const pf__eng *e)
 {
     return __atomic_load_n(&e->h->grows, __ATOMIC_RELAXED);
+}
+
+uint64_t pf__eng_repairs(const pf__eng *e)
+{
+    return __atomic_load_n(&e->h->repairs, __ATOMIC_RELAXED);
 }
 
 uint64_t pf__eng_size(const pf__eng *e)

@@ -79,9 +79,11 @@ int pf__eng_copy_stripe(pf__eng *e, unsigned s, pf__eng_emit_fn emit, void *u);
 
 int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap);
 
-/* For tests: the stripe a key belongs to, and the number of file growths. */
+/* For tests and statistics: the stripe of a key, growths, backed size. */
 unsigned pf__eng_stripe_of(const pf__eng *e, const void *key, size_t klen);
 uint64_t pf__eng_grows(const pf__eng *e);
 uint64_t pf__eng_size(const pf__eng *e);
+/* Locks recovered from a dead holder so far (each ran a repair). */
+uint64_t pf__eng_repairs(const pf__eng *e);
 
 #endif /* PF_DICT_ENGINE_H */

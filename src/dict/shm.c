@@ -30,7 +30,6 @@
 #define DEFAULT_STRIPES 256u
 #define MAX_STRIPES     4096u
 #define ARENA_FIRST     (64ull << 10) /* arena bytes backed at creation */
-#define OPEN_WAIT_NS    2000000000ull /* how long an opener waits for a creator */
 
 struct eng_dict {
     struct pf_dict base;
@@ -43,6 +42,9 @@ struct eng_dict {
 };
 
 static const pf__dict_ops eng_ops;
+
+/* How long an opener waits for a creator to finish the header (tests shorten it). */
+uint64_t pf__dict_open_wait_ns = 2000000000ull;
 
 static struct eng_dict *ed(pf_dict *d)
 {
@@ -272,7 +274,7 @@ fail:
 /* Wait (bounded) until the creator has written the header, then validate it. */
 static int peek_header(int fd, const struct stat *sb0, uint64_t *max_bytes, uint64_t *nonce)
 {
-    uint64_t deadline = pf__now_ns() + OPEN_WAIT_NS;
+    uint64_t deadline = pf__now_ns() + pf__dict_open_wait_ns;
     size_t hsz = (pf__eng_header_size() + 4095) & ~(size_t)4095;
     struct stat sb = *sb0;
     for (;;) {
