@@ -78,9 +78,10 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
-    /* One thread here, which held g_mu through fork(): start it afresh. */
-    pthread_mutex_init(&g_mu, NULL);
+    /* One thread here, the one that took g_mu in fork_prepare (a normal
+     * mutex: its unlock in the child is fine). */
     pf__dict_redis_atfork_child();
+    pthread_mutex_unlock(&g_mu);
 }
 
 static void once_init(void)

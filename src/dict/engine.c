@@ -63,7 +63,7 @@
 #define KIND_TABLE 2ull
 
 enum { TX_IDLE = 0, TX_ACTIVE = 1 };
-enum { PEND_NONE = 0, PEND_POP = 1, PEND_BUMP = 2, PEND_EXACT = 3 };
+enum { PEND_NONE = 0, PEND_POP = 1, PEND_EXACT = 3 };
 
 /* A commit record: `n` (offset, value) word stores, applied while state is
  * TX_ACTIVE.  Guarded by the lock of its owner (stripe or global). */
@@ -98,31 +98,27 @@ struct pf__eng_hdr {
 };
 
 struct pf__eng_stripe {
+    /* Line 0: what lock-free readers load, and the lock. */
     pthread_mutex_t mu;
     uint64_t seq;   /* atomic: seqlock counter, odd while a commit is being applied */
     uint64_t table; /* mu, atomic stores: table block (0: none yet); read by lock-free readers */
     uint64_t cap;   /* mu, as table: slots in the table (power of two) */
+    /* Line 1: what every write touches. */
     uint64_t count; /* mu, atomic stores: live entries (pf_dict_len sums without locks) */
     uint64_t tombs; /* mu: deleted slots in the table */
-    /* The bump chunk and the bytes this stripe owns.  mu; also written by the
-     * g_mu holder, who always holds mu too (or repairs for a dead holder of both). */
-    uint64_t chunk_cur, chunk_end, chunk_next;
-    uint64_t owned;  /* bytes of arena handed to this stripe */
-    uint64_t wasted; /* chunk tails dropped when a new chunk was taken */
+    /* The bump chunk [chunk_cur, chunk_end).  mu; also written by the g_mu
+     * holder, who always holds mu too (or repairs for a dead holder of both). */
+    uint64_t chunk_cur, chunk_end;
     /* The block reservation of the operation in progress (mu): how to undo it if
-     * the operation dies before its commit. */
+     * the operation dies before its commit (PEND_POP, PEND_EXACT). */
     uint64_t pend_kind, pend_block, pend_next, pend_cls;
-    struct eng_tx tx;             /* mu */
+    struct eng_tx tx; /* mu */
+    /* Cold: written when a chunk is taken (mu and g_mu, as chunk_cur). */
+    uint64_t chunk_next;          /* size of the next chunk */
+    uint64_t owned;               /* bytes of arena handed to this stripe */
+    uint64_t wasted;              /* chunk tails dropped when a new chunk was taken */
     uint64_t free_head[NCLASSES]; /* mu: free list per class, linked through word 0 */
 } __attribute__((aligned(64)));
-
-/* Transaction builder (process-local). */
-struct txb {
-    unsigned n;
-    struct {
-        uint64_t off, val;
-    } p[TX_MAX];
-};
 
 struct hit {
     uint64_t idx, blk, klen, vlen;
@@ -199,8 +195,9 @@ static inline uint64_t fmix(uint64_t x)
     return x;
 }
 
-/* Keyed hash of a byte string, 8 bytes at a time.  Reads key with plain loads:
- * callers pass either caller memory or shm bytes they hold the lock for. */
+/* Keyed hash of a byte string, 8 bytes at a time: two multiplies a word, and a
+ * full avalanche (fmix) at the end; the seed is random per dict.  Reads key with
+ * plain loads: callers pass caller memory or shm bytes they hold the lock for. */
 static uint64_t key_hash(uint64_t seed, const void *key, size_t n)
 {
     const unsigned char *p = key;
@@ -208,15 +205,16 @@ static uint64_t key_hash(uint64_t seed, const void *key, size_t n)
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        h = (h ^ fmix(w + 0x632be59bd9b4e019ull)) * 0x9e3779b97f4a7c15ull;
-        h = (h << 29) | (h >> 35);
+        h ^= w * 0xc2b2ae3d27d4eb4full;
+        h = ((h << 31) | (h >> 33)) * 0x9e3779b97f4a7c15ull;
         p += 8;
         n -= 8;
     }
     if (n) {
         uint64_t w = 0;
         memcpy(&w, p, n);
-        h = (h ^ fmix(w + 0x8cb92ba72f3d8dd7ull)) * 0x9e3779b97f4a7c15ull;
+        h ^= w * 0xc2b2ae3d27d4eb4full;
+        h = ((h << 31) | (h >> 33)) * 0x9e3779b97f4a7c15ull;
     }
     return fmix(h);
 }
@@ -282,6 +280,34 @@ static inline bool in_arena(const pf__eng *e, uint64_t size, uint64_t off, uint6
     return off >= e->arena_off && (off & 15) == 0 && off <= size && n <= size - off;
 }
 
+/* Make this process's view of the region cover `size` bytes.  The reservation
+ * is PROT_NONE past what this process has seen backed, so nothing (a debugger,
+ * valgrind's leak scan, a stray pointer) can touch pages of the file that do not
+ * exist yet.  Threads may race here: mprotect of overlapping ranges is harmless
+ * and `mapped` only ever rises. */
+static bool map_upto(pf__eng *e, uint64_t size)
+{
+    uint64_t m = __atomic_load_n(&e->mapped, __ATOMIC_ACQUIRE);
+    if (size <= m)
+        return true;
+    if (mprotect(e->base + m, size - m, PROT_READ | PROT_WRITE) != 0)
+        return false;
+    while (m < size && !__atomic_compare_exchange_n(&e->mapped, &m, size, true, __ATOMIC_RELEASE,
+                                                    __ATOMIC_ACQUIRE)) {
+    }
+    return true;
+}
+
+/* The published backed size, with this process's view covering it.  Every
+ * offset is checked against this before it is followed. */
+static inline uint64_t cur_size(pf__eng *e)
+{
+    uint64_t s = __atomic_load_n(&e->h->size, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(s > __atomic_load_n(&e->mapped, __ATOMIC_ACQUIRE), 0) && !map_upto(e, s))
+        return __atomic_load_n(&e->mapped, __ATOMIC_ACQUIRE); /* use what we can see */
+    return s;
+}
+
 static void set_msg(char *msg, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void set_msg(char *msg, size_t cap, const char *fmt, ...)
@@ -302,9 +328,17 @@ static int mark_corrupt(pf__eng *e)
 
 /* ------------------------------------------------------------------- commits -- */
 
-static void tx_put(struct txb *t, uint64_t off, uint64_t val)
+/* Start a record in place (its lock held, its state idle: a holder that dies
+ * while building it leaves nothing to apply). */
+static inline struct eng_tx *tx_begin(struct eng_tx *t)
 {
-    for (unsigned i = 0; i < t->n; i++) {
+    t->n = 0;
+    return t;
+}
+
+static void tx_put(struct eng_tx *t, uint64_t off, uint64_t val)
+{
+    for (uint64_t i = 0; i < t->n; i++) {
         if (t->p[i].off == off) {
             t->p[i].val = val;
             return;
@@ -317,40 +351,35 @@ static void tx_put(struct txb *t, uint64_t off, uint64_t val)
 }
 
 /* The value a word will have once t is applied. */
-static uint64_t tx_get(const pf__eng *e, const struct txb *t, uint64_t off)
+static uint64_t tx_get(const pf__eng *e, const struct eng_tx *t, uint64_t off)
 {
-    for (unsigned i = 0; i < t->n; i++)
+    for (uint64_t i = 0; i < t->n; i++)
         if (t->p[i].off == off)
             return t->p[i].val;
     return ld(word(e, off));
 }
 
-/* Write t to the record, mark it active (the commit point), apply it, mark it
- * idle.  The caller holds the record's lock. */
-static void tx_commit(pf__eng *e, struct eng_tx *log, const struct txb *t, int half_point)
+/* Mark the record active (the commit point), apply it, mark it idle.  The
+ * caller holds the record's lock. */
+static void tx_commit(pf__eng *e, struct eng_tx *t, int half_point)
 {
-    for (unsigned i = 0; i < t->n; i++) {
-        log->p[i].off = t->p[i].off;
-        log->p[i].val = t->p[i].val;
-    }
-    log->n = t->n;
     crash_order();
-    __atomic_store_n(&log->state, (uint64_t)TX_ACTIVE, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->state, (uint64_t)TX_ACTIVE, __ATOMIC_RELEASE);
     crash_order();
-    for (unsigned i = 0; i < t->n; i++) {
+    for (uint64_t i = 0; i < t->n; i++) {
         if (i == t->n / 2)
             PF__DICT_POINT(half_point);
         st_(word(e, t->p[i].off), t->p[i].val);
     }
     crash_order();
-    __atomic_store_n(&log->state, (uint64_t)TX_IDLE, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->state, (uint64_t)TX_IDLE, __ATOMIC_RELEASE);
 }
 
 /* Apply an active record again (repair).  Every target must be a backed,
  * aligned word. */
 static int tx_redo(pf__eng *e, struct eng_tx *log)
 {
-    uint64_t size = __atomic_load_n(&e->h->size, __ATOMIC_ACQUIRE);
+    uint64_t size = cur_size(e);
     if (log->n > TX_MAX)
         return mark_corrupt(e);
     for (uint64_t i = 0; i < log->n; i++)
@@ -363,10 +392,39 @@ static int tx_redo(pf__eng *e, struct eng_tx *log)
     return 0;
 }
 
+/* The seqlock as in Boehm, "Can seqlocks get along with programming language
+ * memory models?" (2012): the writer's store of the odd count is followed by a
+ * release fence, the reader's relaxed data loads by an acquire fence before it
+ * loads the count again.  ThreadSanitizer does not model fences (GCC refuses
+ * them under -fsanitize=thread), so sanitizer builds use read-modify-writes
+ * with the same ordering instead: slower, and equivalent. */
+#if defined(__SANITIZE_THREAD__)
+#define PF__NO_FENCES 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PF__NO_FENCES 1
+#endif
+#endif
+
 static inline void seq_begin(struct pf__eng_stripe *st)
 {
+#ifdef PF__NO_FENCES
+    __atomic_fetch_add(&st->seq, 1, __ATOMIC_ACQ_REL);
+#else
     st_(&st->seq, ld(&st->seq) + 1);
     atomic_thread_fence(memory_order_release);
+#endif
+}
+
+/* The count again, after a reader's data loads. */
+static inline uint64_t seq_recheck(struct pf__eng_stripe *st)
+{
+#ifdef PF__NO_FENCES
+    return __atomic_fetch_add(&st->seq, 0, __ATOMIC_ACQ_REL);
+#else
+    atomic_thread_fence(memory_order_acquire);
+    return ld(&st->seq);
+#endif
 }
 
 static inline void seq_end(struct pf__eng_stripe *st)
@@ -375,10 +433,10 @@ static inline void seq_end(struct pf__eng_stripe *st)
 }
 
 /* Apply t to stripe st inside a seqlock write section. */
-static void publish(pf__eng *e, struct pf__eng_stripe *st, const struct txb *t)
+static void publish(pf__eng *e, struct pf__eng_stripe *st, struct eng_tx *t)
 {
     seq_begin(st);
-    tx_commit(e, &st->tx, t, PF__DP_TX_HALF);
+    tx_commit(e, t, PF__DP_TX_HALF);
     PF__DICT_POINT(PF__DP_COMMITTED);
     seq_end(st);
 }
@@ -435,46 +493,85 @@ static inline void g_unlock(pf__eng *e)
 
 /* ----------------------------------------------------------------- allocator -- */
 
-/* Back the region up to `need` bytes (g_mu held).  Grows in big steps. */
+/* Back [from, to) and make it accessible in this process: posix_fallocate
+ * (shm), which reserves the pages now so that a full /dev/shm is an error here
+ * and never a SIGBUS on first touch later, and mprotect (which for a local dict
+ * is what commits the memory).  Needs no lock: both are idempotent, and no one
+ * uses the range before `size` says it exists. */
+static int back_range(pf__eng *e, uint64_t from, uint64_t to)
+{
+    int err = 0;
+    if (e->fd >= 0) {
+        do
+            err = posix_fallocate(e->fd, (off_t)from, (off_t)(to - from));
+        while (err == EINTR);
+    }
+    if (err == 0 && !map_upto(e, to))
+        err = errno == ENOMEM ? ENOMEM : EINVAL;
+    if (err == 0)
+        return 0;
+    if (err == ENOSPC || err == EFBIG || (e->fd >= 0 && err == ENOMEM))
+        return PF_ENOSPC;
+    return err == ENOMEM ? PF_ENOMEM : PF_ESYS;
+}
+
+/* Publish that `want` bytes are backed (g_mu held). */
+static void publish_size_locked(pf__eng *e, uint64_t want)
+{
+    if (want <= ld(&e->h->size))
+        return;
+    PF__DICT_POINT(PF__DP_GROW);
+    __atomic_store_n(&e->h->size, want, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&e->h->grows, 1, __ATOMIC_RELAXED);
+}
+
+/* The next size when growing from `size`: a quarter more, at least GROW_MIN. */
+static uint64_t next_size(const pf__eng *e, uint64_t size, uint64_t need)
+{
+    uint64_t want = PF__MAX(need, size + PF__MAX(size / 4, GROW_MIN));
+    want = (want + GROW_ALIGN - 1) & ~(GROW_ALIGN - 1);
+    return want > e->max_bytes ? e->max_bytes : want;
+}
+
+/* Back the region up to `need` bytes now (g_mu held): the slow path, when a
+ * chunk is needed and growing ahead (below) did not keep up. */
 static int ensure_size_locked(pf__eng *e, uint64_t need)
 {
-    struct pf__eng_hdr *h = e->h;
-    uint64_t size = ld(&h->size);
+    uint64_t size = cur_size(e); /* another process may have grown it: map that too */
     if (need <= size)
         return 0;
     if (need > e->max_bytes)
         return PF_ENOSPC;
-    uint64_t step = PF__MAX(size / 4, GROW_MIN);
-    uint64_t want = PF__MAX(need, size + step);
-    want = (want + GROW_ALIGN - 1) & ~(GROW_ALIGN - 1);
-    if (want > e->max_bytes)
-        want = e->max_bytes;
-    for (;;) {
-        int err;
-        if (e->fd >= 0) {
-            /* posix_fallocate reserves the pages now: a full /dev/shm is an error
-             * here, never a SIGBUS on first touch later. */
-            do
-                err = posix_fallocate(e->fd, (off_t)size, (off_t)(want - size));
-            while (err == EINTR);
-        } else {
-            err = mprotect(e->base + size, want - size, PROT_READ | PROT_WRITE) ? errno : 0;
-        }
-        if (err == 0)
-            break;
-        uint64_t exact = (need + 4095) & ~4095ull;
-        if (want > exact) {
-            want = exact; /* the big step did not fit: try just what is needed */
-            continue;
-        }
-        if (err == ENOSPC || err == EFBIG || (e->fd >= 0 && err == ENOMEM))
-            return PF_ENOSPC;
-        return err == ENOMEM ? PF_ENOMEM : PF_ESYS;
+    uint64_t want = next_size(e, size, need);
+    int rc = back_range(e, size, want);
+    if (rc && want > ((need + 4095) & ~4095ull)) {
+        want = (need + 4095) & ~4095ull; /* the big step did not fit: just what is needed */
+        rc = back_range(e, size, want);
     }
-    PF__DICT_POINT(PF__DP_GROW);
-    __atomic_store_n(&h->size, want, __ATOMIC_RELEASE);
-    __atomic_fetch_add(&h->grows, 1, __ATOMIC_RELAXED);
+    if (rc)
+        return rc;
+    publish_size_locked(e, want);
     return 0;
+}
+
+/* Set by grab_locked when the arena is nearly full: the write that took the
+ * chunk grows the backing after it released every lock (grow_ahead), so the
+ * page allocation and zeroing of a growth never happen under a lock. */
+static __thread bool grow_wanted;
+
+static void grow_ahead(pf__eng *e)
+{
+    grow_wanted = false;
+    uint64_t size = cur_size(e), top = ld(&e->h->top);
+    if (size - top >= PF__MAX(size / 8, GROW_MIN) || size >= e->max_bytes)
+        return; /* someone grew it meanwhile */
+    uint64_t want = next_size(e, size, size);
+    if (back_range(e, size, want) != 0)
+        return; /* the slow path will report it when it matters */
+    if (g_lock(e) != 0)
+        return;
+    publish_size_locked(e, want);
+    g_unlock(e);
 }
 
 /* Hand stripe st (locked) a new chunk of n bytes from the top of the arena.
@@ -494,20 +591,23 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         if (rc)
             goto out;
     }
-    struct txb t = {0};
-    tx_put(&t, OFF(e, &h->top), top + csize);
-    tx_put(&t, OFF(e, &st->owned), st->owned + csize);
+    struct eng_tx *t = tx_begin(&h->g_tx);
+    tx_put(t, OFF(e, &h->top), top + csize);
+    tx_put(t, OFF(e, &st->owned), st->owned + csize);
     if (exact) {
-        tx_put(&t, OFF(e, &st->pend_block), top);
-        tx_put(&t, OFF(e, &st->pend_cls), c);
-        tx_put(&t, OFF(e, &st->pend_kind), PEND_EXACT);
+        tx_put(t, OFF(e, &st->pend_block), top);
+        tx_put(t, OFF(e, &st->pend_cls), c);
+        tx_put(t, OFF(e, &st->pend_kind), PEND_EXACT);
     } else {
-        tx_put(&t, OFF(e, &st->wasted), st->wasted + (st->chunk_end - st->chunk_cur));
-        tx_put(&t, OFF(e, &st->chunk_cur), top);
-        tx_put(&t, OFF(e, &st->chunk_end), top + csize);
-        tx_put(&t, OFF(e, &st->chunk_next), PF__MIN(st->chunk_next * 2, (uint64_t)CHUNK_MAX));
+        tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end - st->chunk_cur));
+        tx_put(t, OFF(e, &st->chunk_cur), top);
+        tx_put(t, OFF(e, &st->chunk_end), top + csize);
+        tx_put(t, OFF(e, &st->chunk_next), PF__MIN(st->chunk_next * 2, (uint64_t)CHUNK_MAX));
     }
-    tx_commit(e, &h->g_tx, &t, PF__DP_GTX_HALF);
+    tx_commit(e, t, PF__DP_GTX_HALF);
+    top += csize;
+    if (ld(&h->size) - top < PF__MAX(ld(&h->size) / 8, GROW_MIN) && ld(&h->size) < e->max_bytes)
+        grow_wanted = true;
 out:
     g_unlock(e);
     return rc;
@@ -527,40 +627,43 @@ static inline void set_pend(struct pf__eng_stripe *st, uint64_t kind, uint64_t b
 /* Reserve a block of class c for the operation in progress (stripe locked): its
  * allocation becomes part of t, and the stripe's pending note says how to undo
  * it if the operation dies before committing t. */
-static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, struct txb *t,
+static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, struct eng_tx *t,
                           uint64_t *out)
 {
     uint64_t n = class_size(c);
     uint64_t b = st->free_head[c];
     if (b) {
-        uint64_t size = ld(&e->h->size);
+        uint64_t size = cur_size(e);
         if (!in_arena(e, size, b, n) || ((ld(word(e, b + 8)) >> 32) & 0xff) != c)
             return mark_corrupt(e);
+        /* The new contents will overwrite the free-list link: note it first. */
         uint64_t next = ld(word(e, b));
         set_pend(st, PEND_POP, b, next, c);
         tx_put(t, OFF(e, &st->free_head[c]), next);
+        tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
     } else if (n >= EXACT_MIN) {
-        int rc = grab_locked(e, st, n, c, true);
+        int rc = grab_locked(e, st, n, c, true); /* notes PEND_EXACT itself */
         if (rc)
             return rc;
         b = st->pend_block;
+        tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
     } else {
+        /* From the bump chunk: until the commit moves chunk_cur the block is
+         * unallocated space, so a death before it needs no undo and no note. */
         if (st->chunk_end - st->chunk_cur < n) {
             int rc = grab_locked(e, st, n, c, false);
             if (rc)
                 return rc;
         }
         b = st->chunk_cur;
-        set_pend(st, PEND_BUMP, b, 0, c);
         tx_put(t, OFF(e, &st->chunk_cur), b + n);
     }
-    tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
     *out = b;
     return 0;
 }
 
 /* Add "push block b of class c on its free list" to t. */
-static void tx_free(pf__eng *e, struct pf__eng_stripe *st, struct txb *t, uint64_t b, unsigned c)
+static void tx_free(pf__eng *e, struct pf__eng_stripe *st, struct eng_tx *t, uint64_t b, unsigned c)
 {
     uint64_t head_off = OFF(e, &st->free_head[c]);
     tx_put(t, b, tx_get(e, t, head_off));
@@ -667,13 +770,12 @@ int pf__eng_get(pf__eng *e, const void *key, size_t klen, void *buf, size_t cap,
             pf__cpu_relax();
             continue;
         }
-        uint64_t size = __atomic_load_n(&e->h->size, __ATOMIC_ACQUIRE);
+        uint64_t size = cur_size(e);
         int p = probe(e, size, ld(&st->table), ld(&st->cap), tag, key, klen, &hit, NULL);
         rc = p == P_HIT ? rd_take(e, &hit, &rd) : PF_ENOTFOUND;
         if (rc == PF_ENOMEM)
             goto out;
-        atomic_thread_fence(memory_order_acquire);
-        if (ld(&st->seq) != s1)
+        if (seq_recheck(st) != s1)
             continue;
         if (p == P_TORN)
             break; /* stable yet inconsistent: let the locked path judge */
@@ -684,7 +786,7 @@ int pf__eng_get(pf__eng *e, const void *key, size_t klen, void *buf, size_t cap,
     rc = stripe_lock(e, st);
     if (rc)
         goto out;
-    int p = probe(e, ld(&e->h->size), st->table, st->cap, tag, key, klen, &hit, NULL);
+    int p = probe(e, cur_size(e), st->table, st->cap, tag, key, klen, &hit, NULL);
     rc = p == P_HIT ? rd_take(e, &hit, &rd) : p == P_MISS ? PF_ENOTFOUND : mark_corrupt(e);
     stripe_unlock(st);
 out:
@@ -708,9 +810,9 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     int c = class_of(BLK_HDR + newcap * 8);
     if (c < 0 || newcap > MAX_CAP)
         return PF_ENOSPC;
-    struct txb t = {0};
+    struct eng_tx *t = tx_begin(&st->tx);
     uint64_t b;
-    int rc = reserve_locked(e, st, (unsigned)c, &t, &b);
+    int rc = reserve_locked(e, st, (unsigned)c, t, &b);
     if (rc)
         return rc;
     st_(word(e, b), newcap);
@@ -729,12 +831,12 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
         st_(&ns[j], w);
     }
     PF__DICT_POINT(PF__DP_REHASH_FILLED);
-    tx_put(&t, OFF(e, &st->table), b);
-    tx_put(&t, OFF(e, &st->cap), newcap);
-    tx_put(&t, OFF(e, &st->tombs), 0);
+    tx_put(t, OFF(e, &st->table), b);
+    tx_put(t, OFF(e, &st->cap), newcap);
+    tx_put(t, OFF(e, &st->tombs), 0);
     if (old)
-        tx_free(e, st, &t, old, (unsigned)((ld(word(e, old + 8)) >> 32) & 0xff));
-    publish(e, st, &t);
+        tx_free(e, st, t, old, (unsigned)((ld(word(e, old + 8)) >> 32) & 0xff));
+    publish(e, st, t);
     return 0;
 }
 
@@ -744,7 +846,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     uint32_t tag = (uint32_t)h;
     struct hit hit;
     uint64_t ins;
-    int p = probe(e, ld(&e->h->size), st->table, st->cap, tag, key, klen, &hit, &ins);
+    int p = probe(e, cur_size(e), st->table, st->cap, tag, key, klen, &hit, &ins);
     if (p == P_TORN)
         return mark_corrupt(e);
     bool found = p == P_HIT;
@@ -752,15 +854,15 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     int d = op->decide(op, old, found ? hit.vlen : 0);
     if (d < 0 || d == PF_DICT_KEEP)
         return d < 0 ? d : 0;
-    struct txb t = {0};
     if (d == PF_DICT_DELETE) {
         if (!found)
             return 0;
-        tx_put(&t, slot_off(st->table, hit.idx), SLOT_TOMB);
-        tx_put(&t, OFF(e, &st->count), st->count - 1);
-        tx_put(&t, OFF(e, &st->tombs), st->tombs + 1);
-        tx_free(e, st, &t, hit.blk, hit.cls);
-        publish(e, st, &t);
+        struct eng_tx *t = tx_begin(&st->tx);
+        tx_put(t, slot_off(st->table, hit.idx), SLOT_TOMB);
+        tx_put(t, OFF(e, &st->count), st->count - 1);
+        tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
+        tx_free(e, st, t, hit.blk, hit.cls);
+        publish(e, st, t);
         return 0;
     }
     PF__CHECK(d == PF_DICT_SET);
@@ -776,14 +878,15 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
          * takes one more entry (one stays empty to end every probe). */
         if (rc && !(rc == PF_ENOSPC && st->cap && st->count + st->tombs + 2 <= st->cap))
             return rc;
-        p = probe(e, ld(&e->h->size), st->table, st->cap, tag, key, klen, &hit, &ins);
+        p = probe(e, cur_size(e), st->table, st->cap, tag, key, klen, &hit, &ins);
         if (p != P_MISS || ins == UINT64_MAX)
             return mark_corrupt(e);
     }
     int c = class_of(entry_size(klen, vlen));
     PF__CHECK(c >= 0);
     uint64_t b;
-    int rc = reserve_locked(e, st, (unsigned)c, &t, &b);
+    struct eng_tx *t = tx_begin(&st->tx); /* after the rehash, which has its own */
+    int rc = reserve_locked(e, st, (unsigned)c, t, &b);
     if (rc)
         return rc;
     st_(word(e, b), (uint64_t)klen | (uint64_t)vlen << 32);
@@ -793,15 +896,15 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     PF__DICT_POINT(PF__DP_FILLED);
     uint64_t w = (uint64_t)tag << 32 | b >> 4;
     if (found) {
-        tx_put(&t, slot_off(st->table, hit.idx), w);
-        tx_free(e, st, &t, hit.blk, hit.cls);
+        tx_put(t, slot_off(st->table, hit.idx), w);
+        tx_free(e, st, t, hit.blk, hit.cls);
     } else {
         if (ld(word(e, slot_off(st->table, ins))) == SLOT_TOMB)
-            tx_put(&t, OFF(e, &st->tombs), st->tombs - 1);
-        tx_put(&t, slot_off(st->table, ins), w);
-        tx_put(&t, OFF(e, &st->count), st->count + 1);
+            tx_put(t, OFF(e, &st->tombs), st->tombs - 1);
+        tx_put(t, slot_off(st->table, ins), w);
+        tx_put(t, OFF(e, &st->count), st->count + 1);
     }
-    publish(e, st, &t);
+    publish(e, st, t);
     return 0;
 }
 
@@ -815,6 +918,8 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
     PF__DICT_POINT(PF__DP_LOCKED);
     rc = write_locked(e, st, h, key, klen, op);
     stripe_unlock(st);
+    if (grow_wanted)
+        grow_ahead(e);
     return rc;
 }
 
@@ -838,19 +943,19 @@ static void clear_locked(pf__eng *e, struct pf__eng_stripe *st)
         if (w == SLOT_EMPTY || w == SLOT_TOMB)
             continue;
         uint64_t b = (w & 0xffffffffull) << 4;
-        struct txb t = {0};
-        tx_put(&t, slot_off(tab, i), SLOT_TOMB);
-        tx_put(&t, OFF(e, &st->count), st->count - 1);
-        tx_put(&t, OFF(e, &st->tombs), st->tombs + 1);
-        tx_free(e, st, &t, b, (unsigned)((ld(word(e, b + 8)) >> 32) & 0xff));
-        publish(e, st, &t);
+        struct eng_tx *t = tx_begin(&st->tx);
+        tx_put(t, slot_off(tab, i), SLOT_TOMB);
+        tx_put(t, OFF(e, &st->count), st->count - 1);
+        tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
+        tx_free(e, st, t, b, (unsigned)((ld(word(e, b + 8)) >> 32) & 0xff));
+        publish(e, st, t);
     }
-    struct txb t = {0};
-    tx_put(&t, OFF(e, &st->table), 0);
-    tx_put(&t, OFF(e, &st->cap), 0);
-    tx_put(&t, OFF(e, &st->tombs), 0);
-    tx_free(e, st, &t, tab, (unsigned)((ld(word(e, tab + 8)) >> 32) & 0xff));
-    publish(e, st, &t);
+    struct eng_tx *t = tx_begin(&st->tx);
+    tx_put(t, OFF(e, &st->table), 0);
+    tx_put(t, OFF(e, &st->cap), 0);
+    tx_put(t, OFF(e, &st->tombs), 0);
+    tx_free(e, st, t, tab, (unsigned)((ld(word(e, tab + 8)) >> 32) & 0xff));
+    publish(e, st, t);
 }
 
 int pf__eng_clear(pf__eng *e)
@@ -878,7 +983,7 @@ int pf__eng_copy_stripe(pf__eng *e, unsigned s, pf__eng_emit_fn emit, void *u)
         if (w == SLOT_EMPTY || w == SLOT_TOMB)
             continue;
         uint64_t b = (w & 0xffffffffull) << 4;
-        uint64_t size = ld(&e->h->size);
+        uint64_t size = cur_size(e);
         if (!in_arena(e, size, b, BLK_HDR)) {
             rc = mark_corrupt(e);
             break;
@@ -929,10 +1034,9 @@ static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
         if (rc)
             return rc;
     }
-    uint64_t size = ld(&e->h->size);
+    uint64_t size = cur_size(e);
     uint64_t kind = st->pend_kind, b = st->pend_block, c = st->pend_cls;
-    if (kind != PEND_NONE && kind != PEND_BUMP &&
-        (c >= NCLASSES || !in_arena(e, size, b, class_size((unsigned)c))))
+    if (kind != PEND_NONE && (c >= NCLASSES || !in_arena(e, size, b, class_size((unsigned)c))))
         return mark_corrupt(e);
     if (kind == PEND_POP) {
         /* The block is still first on its free list (the pop was not
@@ -942,11 +1046,11 @@ static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
         st_(word(e, b), st->pend_next);
     } else if (kind == PEND_EXACT) {
         /* A chunk of its own, already counted as owned: free it. */
-        struct txb t = {0};
-        tx_put(&t, b + 8, c << 32);
-        tx_free(e, st, &t, b, (unsigned)c);
-        tx_put(&t, OFF(e, &st->pend_kind), PEND_NONE);
-        tx_commit(e, &st->tx, &t, PF__DP_NONE);
+        struct eng_tx *t = tx_begin(&st->tx);
+        tx_put(t, b + 8, c << 32);
+        tx_free(e, st, t, b, (unsigned)c);
+        tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
+        tx_commit(e, t, PF__DP_NONE);
     }
     crash_order();
     __atomic_store_n(&st->pend_kind, (uint64_t)PEND_NONE, __ATOMIC_RELEASE);
@@ -988,10 +1092,14 @@ static void init_mutex(pthread_mutex_t *m, bool pshared)
     pthread_mutexattr_destroy(&a);
 }
 
-void pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, unsigned stripes,
-                    int fd, bool pshared, uint64_t nonce, uint64_t seed)
+int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, unsigned stripes,
+                   int fd, bool pshared, uint64_t nonce, uint64_t seed)
 {
     struct pf__eng_hdr *h = (struct pf__eng_hdr *)base;
+    e->base = base;
+    e->mapped = 0;
+    if (!map_upto(e, usable))
+        return PF_ENOMEM;
     h->version = ENG_VERSION;
     h->hdr_size = sizeof *h;
     h->stripe_size = sizeof(struct pf__eng_stripe);
@@ -1011,10 +1119,10 @@ void pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable,
         st[s].chunk_next = CHUNK_FIRST;
     }
     __atomic_store_n(&h->magic, ENG_MAGIC, __ATOMIC_RELEASE);
-    pf__eng_attach(e, base, fd, pshared);
+    return pf__eng_attach(e, base, fd, pshared, usable);
 }
 
-int pf__eng_peek(const void *hdr, uint64_t file_size, uint64_t *max_bytes, uint64_t *nonce)
+int pf__eng_peek(const void *hdr, uint64_t *max_bytes, uint64_t *nonce, uint64_t *backed)
 {
     const struct pf__eng_hdr *h = hdr;
     uint64_t magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
@@ -1027,17 +1135,20 @@ int pf__eng_peek(const void *hdr, uint64_t file_size, uint64_t *max_bytes, uint6
     if (n == 0 || n > 4096 || (n & (n - 1)) || h->stripes_off != stripes_off() ||
         h->arena_off != pf__eng_fixed_size(n) || h->max_bytes % 4096 ||
         h->max_bytes > PF_DICT_LIMIT_MAX_BYTES || h->max_bytes < h->arena_off ||
-        h->size < h->arena_off || h->size > h->max_bytes || h->size > file_size)
+        h->size < h->arena_off || h->size > h->max_bytes)
         return PF_ECORRUPT;
     *max_bytes = h->max_bytes;
     *nonce = h->nonce;
+    *backed = __atomic_load_n(&h->size, __ATOMIC_ACQUIRE);
     return 0;
 }
 
-void pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared)
+int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t backed)
 {
     struct pf__eng_hdr *h = (struct pf__eng_hdr *)base;
-    e->base = base;
+    e->base = base; /* e->mapped: 0 in a fresh view, or what format made */
+    if (!map_upto(e, backed))
+        return PF_ENOMEM;
     e->h = h;
     e->max_bytes = h->max_bytes;
     e->fd = fd;
@@ -1047,6 +1158,7 @@ void pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared)
     e->sbits = (unsigned)__builtin_ctz(h->nstripes);
     e->seed = h->seed;
     e->arena_off = h->arena_off;
+    return 0;
 }
 
 void pf__eng_fini_locks(pf__eng *e)
@@ -1251,33 +1363,46 @@ static int chk_stripe(struct chk *k, unsigned s)
     return 0;
 }
 
+/* The check needs no moment where every lock is held.  Each stripe is checked
+ * whole under its own lock.  Chunks are handed to one stripe for good and never
+ * reused, so blocks of different stripes may not overlap whenever each was
+ * seen; and `owned` changes only under the global lock, which is enough to
+ * compare the stripes' sum with the arena's top. */
 int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap)
 {
     struct chk k = {.e = e, .msg = msg, .cap = msg_cap};
-    unsigned locked = 0;
-    bool g = false;
+    struct pf__eng_hdr *h = e->h;
     int rc = 0;
     set_msg(msg, msg_cap, "ok");
-    /* Lock order: stripes in index order, then the global lock. */
-    for (; locked < e->nstripes; locked++) {
-        if ((rc = stripe_lock(e, &e->st[locked]))) {
-            chk_fail(&k, "stripe %u: cannot be locked or repaired", locked);
+    for (unsigned s = 0; s < e->nstripes; s++) {
+        if ((rc = stripe_lock(e, &e->st[s]))) {
+            chk_fail(&k, "stripe %u: cannot be locked or repaired", s);
             goto out;
         }
+        cur_size(e);         /* the view covers top, which is below size */
+        k.top = ld(&h->top); /* no chunk of this stripe can be above it */
+        rc = chk_stripe(&k, s);
+        stripe_unlock(&e->st[s]);
+        if (rc)
+            goto out;
     }
     if ((rc = g_lock(e))) {
         chk_fail(&k, "global lock cannot be locked or repaired");
         goto out;
     }
-    g = true;
-    struct pf__eng_hdr *h = e->h;
     k.top = h->top;
-    uint64_t size = ld(&h->size);
-    if (h->g_tx.state != TX_IDLE || k.top < e->arena_off || k.top > size || size > e->max_bytes) {
+    uint64_t size = ld(&h->size), owned = 0;
+    for (unsigned s = 0; s < e->nstripes; s++)
+        owned += e->st[s].owned;
+    if (h->g_tx.state != TX_IDLE || k.top < e->arena_off || k.top > size || size > e->max_bytes)
         rc = chk_fail(&k, "header: top %#llx, size %#llx, max %#llx", (unsigned long long)k.top,
                       (unsigned long long)size, (unsigned long long)e->max_bytes);
+    else if (owned != k.top - e->arena_off)
+        rc = chk_fail(&k, "stripes own %llu bytes, the arena handed out %llu",
+                      (unsigned long long)owned, (unsigned long long)(k.top - e->arena_off));
+    g_unlock(e);
+    if (rc)
         goto out;
-    }
     if (e->fd >= 0) {
         off_t fsz = lseek(e->fd, 0, SEEK_END);
         if (fsz < 0 || (uint64_t)fsz < size) {
@@ -1285,17 +1410,6 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap)
                           (long long)fsz, (unsigned long long)size);
             goto out;
         }
-    }
-    uint64_t owned = 0;
-    for (unsigned s = 0; s < e->nstripes; s++) {
-        if ((rc = chk_stripe(&k, s)))
-            goto out;
-        owned += e->st[s].owned;
-    }
-    if (owned != k.top - e->arena_off) {
-        rc = chk_fail(&k, "stripes own %llu bytes, the arena handed out %llu",
-                      (unsigned long long)owned, (unsigned long long)(k.top - e->arena_off));
-        goto out;
     }
     if (k.nr)
         qsort(k.r, k.nr, sizeof *k.r, cmp_region);
@@ -1308,10 +1422,6 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap)
 out:
     if (rc == PF_ENOMEM)
         set_msg(msg, msg_cap, "out of memory while checking");
-    if (g)
-        g_unlock(e);
-    while (locked > 0)
-        stripe_unlock(&e->st[--locked]);
     free(k.r);
     return rc;
 }

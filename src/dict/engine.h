@@ -24,9 +24,11 @@
 struct pf__eng_hdr;
 struct pf__eng_stripe;
 
-/* A process's view of one region.  Every field is immutable after attach. */
+/* A process's view of one region.  Every field but `mapped` is immutable after
+ * attach. */
 typedef struct pf__eng {
     char *base;         /* start of the mapping (the header) */
+    uint64_t mapped;    /* atomic: bytes from base this process made accessible */
     uint64_t max_bytes; /* bytes reserved at base; the region never grows past it */
     int fd;             /* shm: the object, grown with posix_fallocate; local: -1 (mprotect) */
     bool pshared;       /* robust process-shared locks (shm) or private ones (local) */
@@ -44,19 +46,21 @@ uint64_t pf__eng_fixed_size(unsigned stripes);
 /* The first bytes of a region that pf__eng_peek needs. */
 size_t pf__eng_header_size(void);
 
-/* Format a new region at base: `usable` bytes (>= fixed size) are already backed,
- * `max_bytes` reserved.  Writes the magic last (release), so a reader that sees
- * it sees a whole header. */
-void pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, unsigned stripes,
-                    int fd, bool pshared, uint64_t nonce, uint64_t seed);
+/* Format a new region at base: max_bytes reserved PROT_NONE, of which `usable`
+ * bytes (>= fixed size) are backed; this makes them accessible.  Writes the magic
+ * last (release), so a reader that sees it sees a whole header.  PF_ENOMEM. */
+int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, unsigned stripes,
+                   int fd, bool pshared, uint64_t nonce, uint64_t seed);
 
-/* Validate the header bytes of an existing region whose backing file has
- * file_size bytes.  0 with *max_bytes and *nonce; PF_EBUSY while the magic is
- * not written yet; PF_ECORRUPT if it is not a region of this version. */
-int pf__eng_peek(const void *hdr, uint64_t file_size, uint64_t *max_bytes, uint64_t *nonce);
+/* Validate the header bytes of an existing region.  0 with *max_bytes, *nonce
+ * and *backed (its published size now; the caller checks its file is at least
+ * that big); PF_EBUSY while the magic is not written yet; PF_ECORRUPT if it is
+ * not a region of this version. */
+int pf__eng_peek(const void *hdr, uint64_t *max_bytes, uint64_t *nonce, uint64_t *backed);
 
-/* Attach to a validated region mapped at base (max_bytes reserved). */
-void pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared);
+/* Attach a zeroed view to a validated region reserved (PROT_NONE) at base, of
+ * which `backed` bytes are known to exist.  PF_ENOMEM. */
+int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t backed);
 
 /* Local regions: destroy the process-private locks before unmapping. */
 void pf__eng_fini_locks(pf__eng *e);

@@ -3,10 +3,11 @@
  *
  * shm:   a POSIX shm object "/pfor-dict-<name>", created with O_EXCL and mode
  *        0600, grown with posix_fallocate.  Every process maps the whole
- *        reservation (opts.max_bytes) once, MAP_SHARED, so the region never
- *        moves: bytes past the backed size are never touched (the engine checks
- *        every offset against the published size).  Opening checks the owner,
- *        the mode and the header before trusting anything in it.
+ *        reservation (opts.max_bytes) once, MAP_SHARED and PROT_NONE, so the
+ *        region never moves; the engine makes the backed part accessible as it
+ *        learns the published size, and checks every offset against that size.
+ *        Opening checks the owner, the mode and the header before trusting
+ *        anything in it.
  * local: the same region in private anonymous memory: PROT_NONE reserved,
  *        made readable and writable with mprotect as it grows.
  *
@@ -112,20 +113,22 @@ int pf__dict_local_open(pf_dict **out, const pf_dict_opts *opts)
     if (!d)
         return PF_ENOMEM;
     uint64_t usable = pf__eng_fixed_size(stripes) + ARENA_FIRST;
+    /* Reserved inaccessible: the engine makes it accessible (committing memory)
+     * as it grows. */
     char *base =
         mmap(NULL, max_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) {
         free(d);
         return PF_ENOMEM;
     }
-    if (mprotect(base, usable, PROT_READ | PROT_WRITE) != 0) {
-        munmap(base, max_bytes);
-        free(d);
-        return PF_ENOMEM;
-    }
     uint64_t nonce, seed;
     random_words(&nonce, &seed);
-    pf__eng_format(&d->eng, base, max_bytes, usable, stripes, -1, false, nonce, seed);
+    rc = pf__eng_format(&d->eng, base, max_bytes, usable, stripes, -1, false, nonce, seed);
+    if (rc) {
+        munmap(base, max_bytes);
+        free(d);
+        return rc;
+    }
     rc = pf__dict_local_register(&d->base);
     if (rc) {
         pf__eng_fini_locks(&d->eng);
@@ -251,12 +254,15 @@ int pf__dict_shm_create(pf_dict **out, const char *name, const pf_dict_opts *opt
         rc = (err == ENOMEM || err == ENOSPC || err == EFBIG) ? PF_ENOSPC : PF_ESYS;
         goto fail;
     }
-    base = mmap(NULL, max_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    /* The whole reservation, inaccessible past what is backed: it never moves. */
+    base = mmap(NULL, max_bytes, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (base == MAP_FAILED) {
         rc = PF_ENOMEM;
         goto fail;
     }
-    pf__eng_format(&d->eng, base, max_bytes, usable, stripes, fd, true, nonce, seed);
+    rc = pf__eng_format(&d->eng, base, max_bytes, usable, stripes, fd, true, nonce, seed);
+    if (rc)
+        goto fail;
     d->fd = fd;
     d->owner = true;
     d->owner_pid = getpid();
@@ -272,7 +278,8 @@ fail:
 }
 
 /* Wait (bounded) until the creator has written the header, then validate it. */
-static int peek_header(int fd, const struct stat *sb0, uint64_t *max_bytes, uint64_t *nonce)
+static int peek_header(int fd, const struct stat *sb0, uint64_t *max_bytes, uint64_t *nonce,
+                       uint64_t *backed)
 {
     uint64_t deadline = pf__now_ns() + pf__dict_open_wait_ns;
     size_t hsz = (pf__eng_header_size() + 4095) & ~(size_t)4095;
@@ -283,8 +290,15 @@ static int peek_header(int fd, const struct stat *sb0, uint64_t *max_bytes, uint
             void *p = mmap(NULL, hsz, PROT_READ, MAP_SHARED, fd, 0);
             if (p == MAP_FAILED)
                 return PF_ENOMEM;
-            rc = pf__eng_peek(p, (uint64_t)sb.st_size, max_bytes, nonce);
+            rc = pf__eng_peek(p, max_bytes, nonce, backed);
             munmap(p, hsz);
+        }
+        if (rc == 0) {
+            /* The size is published after the file grew: the file, looked at
+             * now, is at least that big (unless someone truncated it). */
+            if (fstat(fd, &sb) != 0)
+                return PF_ESYS;
+            return (uint64_t)sb.st_size < *backed ? PF_ECORRUPT : 0;
         }
         if (rc != PF_EBUSY)
             return rc;
@@ -308,11 +322,11 @@ int pf__dict_shm_open(pf_dict **out, const char *name, const unsigned char want_
         return map_errno(errno);
     struct eng_dict *d = NULL;
     struct stat sb;
-    uint64_t max_bytes, nonce;
+    uint64_t max_bytes, nonce, backed;
     int rc = check_owner(fd, &sb);
     if (rc)
         goto fail;
-    rc = peek_header(fd, &sb, &max_bytes, &nonce);
+    rc = peek_header(fd, &sb, &max_bytes, &nonce, &backed);
     if (rc)
         goto fail;
     if (want_nonce) {
@@ -328,13 +342,17 @@ int pf__dict_shm_open(pf_dict **out, const char *name, const unsigned char want_
         rc = PF_ENOMEM;
         goto fail;
     }
-    char *base = mmap(NULL, max_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    char *base = mmap(NULL, max_bytes, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (base == MAP_FAILED) {
         rc = PF_ENOMEM;
         goto fail;
     }
     pf__strlcpy(d->base.name, name, sizeof d->base.name);
-    pf__eng_attach(&d->eng, base, fd, true);
+    rc = pf__eng_attach(&d->eng, base, fd, true, backed);
+    if (rc) {
+        munmap(base, max_bytes);
+        goto fail;
+    }
     d->fd = fd;
     d->dev = sb.st_dev;
     d->ino = sb.st_ino;

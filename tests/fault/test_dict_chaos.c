@@ -117,8 +117,9 @@ static void child(struct shared *sh, unsigned s, const pf_dict_ref *ref, uint64_
     struct slot_log *L = &sh->slot[s];
     pf_dict *d;
     static char buf[BIG], want[BIG], val[BIG];
-    if (pf_dict_from_ref(&d, ref))
-        fail_child(L, "slot %u: from_ref failed%u %s", s, 0, 0);
+    int orc = pf_dict_from_ref(&d, ref);
+    if (orc)
+        fail_child(L, "slot %u (incarnation %u): pf_dict_from_ref gave %s", s, 0, orc);
     if (settle(d, L, s, buf, want)) {
         L->failed = 1;
         _exit(11);
