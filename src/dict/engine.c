@@ -1080,16 +1080,17 @@ size_t pf__eng_header_size(void)
     return sizeof(struct pf__eng_hdr);
 }
 
-static void init_mutex(pthread_mutex_t *m, bool pshared)
+/* false if this system has no robust process-shared mutexes. */
+static bool init_mutex(pthread_mutex_t *m, bool pshared)
 {
     pthread_mutexattr_t a;
-    PF__CHECK(pthread_mutexattr_init(&a) == 0);
-    if (pshared) {
-        PF__CHECK(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) == 0);
-        PF__CHECK(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) == 0);
-    }
-    PF__CHECK(pthread_mutex_init(m, &a) == 0);
+    bool ok = pthread_mutexattr_init(&a) == 0;
+    if (ok && pshared)
+        ok = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) == 0 &&
+             pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) == 0;
+    ok = ok && pthread_mutex_init(m, &a) == 0;
     pthread_mutexattr_destroy(&a);
+    return ok;
 }
 
 int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, unsigned stripes,
@@ -1112,10 +1113,12 @@ int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, 
     h->creator_pid = (uint64_t)getpid();
     h->size = usable;
     h->top = h->arena_off;
-    init_mutex(&h->g_mu, pshared);
+    if (!init_mutex(&h->g_mu, pshared))
+        return PF_ENOTSUP;
     struct pf__eng_stripe *st = (struct pf__eng_stripe *)(base + h->stripes_off);
     for (unsigned s = 0; s < stripes; s++) {
-        init_mutex(&st[s].mu, pshared);
+        if (!init_mutex(&st[s].mu, pshared))
+            return PF_ENOTSUP; /* the magic is not written: nobody will use it */
         st[s].chunk_next = CHUNK_FIRST;
     }
     __atomic_store_n(&h->magic, ENG_MAGIC, __ATOMIC_RELEASE);

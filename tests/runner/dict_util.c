@@ -62,17 +62,18 @@ static bool pings(int port)
     return ok;
 }
 
-void pf_test_redis_start(pf_test_redis *r)
+/* Start on `port` (0: a free one, retried a few times). */
+static void start(pf_test_redis *r, int want_port)
 {
     memset(r, 0, sizeof *r);
     if (!in_path("redis-server"))
         SKIP("redis-server is not installed (tools/setup.sh installs it)");
-    for (int attempt = 0; attempt < 5; attempt++) {
+    for (int attempt = 0; attempt < (want_port ? 50 : 5); attempt++) {
         snprintf(r->dir, sizeof r->dir, "/tmp/pf-redis-XXXXXX");
         if (!mkdtemp(r->dir))
             FAIL("mkdtemp: %s", strerror(errno));
         snprintf(r->sock, sizeof r->sock, "%s/redis.sock", r->dir);
-        r->port = pf_test_free_port();
+        r->port = want_port ? want_port : pf_test_free_port();
         char port[16], log[96];
         snprintf(port, sizeof port, "%d", r->port);
         snprintf(log, sizeof log, "%s/redis.log", r->dir);
@@ -106,8 +107,20 @@ void pf_test_redis_start(pf_test_redis *r)
             pf_test_sleep_ms(10);
         }
         pf_test_redis_stop(r);
+        if (want_port)
+            pf_test_sleep_ms(100); /* the port may still be in TIME_WAIT use */
     }
     FAIL("redis-server did not start");
+}
+
+void pf_test_redis_start(pf_test_redis *r)
+{
+    start(r, 0);
+}
+
+void pf_test_redis_start_on(pf_test_redis *r, int port)
+{
+    start(r, port);
 }
 
 void pf_test_redis_stop(pf_test_redis *r)

@@ -20,6 +20,8 @@ typedef struct pf_test_redis {
 /* Start one on a free port and wait for PING.  SKIPs the test if redis-server
  * is not installed; FAILs it if the server does not come up. */
 void pf_test_redis_start(pf_test_redis *r);
+/* The same on a given port (to bring a server back where it was). */
+void pf_test_redis_start_on(pf_test_redis *r, int port);
 /* SIGTERM, wait (SIGKILL after a while), remove its files.  Idempotent. */
 void pf_test_redis_stop(pf_test_redis *r);
 
