@@ -20,8 +20,9 @@
  * Writers change nothing readers can reach until one commit: a new entry is
  * written out of place into a reserved block, then a small redo record (at most
  * TX_MAX word stores: the slot, the counts, the allocator heads, the free link of
- * the replaced block) is written, marked active with one release store, and
- * applied.  A process killed at any instant leaves either no active record
+ * the replaced block; or, for a small value that fits its entry's block, the new
+ * value's words themselves) is written, marked active with one release store,
+ * and applied.  A process killed at any instant leaves either no active record
  * (the change did not happen; a reservation note says how to undo the block
  * reservation) or an active one (the next lock holder applies it again: every
  * store is of an absolute value, so applying twice is harmless).  On EOWNERDEAD
@@ -37,6 +38,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "platform/sync.h"
@@ -869,6 +871,24 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     size_t vlen = op->new_len;
     if (vlen > PF_DICT_MAX_VALUE)
         return PF_ETOOBIG;
+    if (found && entry_size(klen, vlen) <= class_size(hit.cls) &&
+        pad8(vlen) / 8 + (vlen != hit.vlen) <= TX_MAX) {
+        /* A small new value that fits the entry's block: overwrite it in place.
+         * The commit record carries the new words (copied from new_val before
+         * any is applied, so new_val may even point at the old value), so a
+         * death half way is finished by the repair like any other commit. */
+        struct eng_tx *t = tx_begin(&st->tx);
+        uint64_t voff = hit.blk + BLK_HDR + pad8(klen);
+        for (size_t i = 0; i < vlen; i += 8) {
+            uint64_t w = 0;
+            memcpy(&w, (const char *)op->new_val + i, PF__MIN((size_t)8, vlen - i));
+            tx_put(t, voff + i, w);
+        }
+        if (vlen != hit.vlen)
+            tx_put(t, hit.blk, (uint64_t)klen | (uint64_t)vlen << 32);
+        publish(e, st, t);
+        return 0;
+    }
     if (!found && (st->cap == 0 || (st->count + st->tombs + 1) * 4 > st->cap * 3)) {
         uint64_t newcap = MIN_CAP;
         while (newcap < (st->count + 1) * 2)
@@ -1406,13 +1426,11 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap)
     g_unlock(e);
     if (rc)
         goto out;
-    if (e->fd >= 0) {
-        off_t fsz = lseek(e->fd, 0, SEEK_END);
-        if (fsz < 0 || (uint64_t)fsz < size) {
-            rc = chk_fail(&k, "the segment is smaller (%lld) than its published size %llu",
-                          (long long)fsz, (unsigned long long)size);
-            goto out;
-        }
+    struct stat sb;
+    if (e->fd >= 0 && (fstat(e->fd, &sb) != 0 || (uint64_t)sb.st_size < size)) {
+        rc = chk_fail(&k, "the segment is smaller than its published size %llu",
+                      (unsigned long long)size);
+        goto out;
     }
     if (k.nr)
         qsort(k.r, k.nr, sizeof *k.r, cmp_region);

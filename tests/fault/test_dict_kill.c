@@ -133,12 +133,17 @@ TEST(dict_kill_after_filling_a_new_block)
     kill_at(d, PF__DP_FILLED, OP_SET, "n", "new", 3);
     expect(d, "n", NULL);
     check_here(d); /* the reserved block went back: accounting is exact */
-    /* Replacement whose block comes off a free list: the kill lands after the
+    /* An insert whose block comes off a free list: the kill lands after the
      * new contents overwrote the free-list link, which the repair restores. */
-    ASSERT_OK(pf_dict_set_str(d, "k", "mid")); /* "old"'s block is now free */
-    kill_at(d, PF__DP_FILLED, OP_SET, "k", "new", 3);
+    char v40[40];
+    memset(v40, 'x', sizeof v40);
+    ASSERT_OK(pf_dict_set(d, "k", 1, v40, sizeof v40)); /* bigger class: "old"'s block is freed */
+    kill_at(d, PF__DP_FILLED, OP_SET, "m", "abc", 3);   /* pops that block */
     check_fresh(pf_dict_name(d));
-    expect(d, "k", "mid");
+    expect(d, "m", NULL);
+    /* A small replacement is done in place, inside the commit record. */
+    kill_at(d, PF__DP_TX_HALF, OP_SET, "k", "in-place", 8);
+    expect(d, "k", "in-place");
     for (int i = 0; i < 100; i++) /* the free list still works */
         ASSERT_OK(pf_dict_set(d, "k", 1, "abc", 3));
     check_here(d);
