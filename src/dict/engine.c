@@ -60,6 +60,7 @@
 #define GROW_MIN    (1ull << 20) /* the backing grows by at least this */
 #define GROW_ALIGN  (64ull << 10)
 #define OPT_TRIES   256 /* optimistic read attempts before taking the lock */
+#define LOCK_SPINS  100 /* trylock attempts before sleeping on a busy lock */
 
 #define KIND_ENTRY 1ull
 #define KIND_TABLE 2ull
@@ -450,7 +451,16 @@ static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st);
 
 static int lock_mutex(pf__eng *e, pthread_mutex_t *m, struct pf__eng_stripe *st)
 {
-    int rc = pthread_mutex_lock(m);
+    /* Critical sections are short: spin a little before sleeping in the kernel
+     * (glibc's robust mutexes do not spin by themselves). */
+    int rc = EBUSY;
+    for (int i = 0; i < LOCK_SPINS && rc == EBUSY; i++) {
+        rc = pthread_mutex_trylock(m);
+        if (rc == EBUSY)
+            pf__cpu_relax();
+    }
+    if (rc == EBUSY)
+        rc = pthread_mutex_lock(m);
     if (rc == EOWNERDEAD) {
         /* The holder died.  Repair what it left half done, then mark the lock
          * consistent; if this process dies during the repair, the next locker
