@@ -55,7 +55,7 @@
 #define SLOT_TOMB  1ull /* block offset 16 is inside the header: never a block */
 
 #define CHUNK_FIRST 1024u        /* a stripe's first chunk of the arena */
-#define CHUNK_MAX   (1u << 20)   /* chunks double up to this */
+#define CHUNK_MAX   (1u << 20)   /* the biggest shared chunk (bigger blocks get their own) */
 #define EXACT_MIN   (64u << 10)  /* blocks this big get a chunk of their own */
 #define GROW_MIN    (1ull << 20) /* the backing grows by at least this */
 #define GROW_ALIGN  (64ull << 10)
@@ -117,7 +117,6 @@ struct pf__eng_stripe {
     uint64_t pend_kind, pend_block, pend_next, pend_cls;
     struct eng_tx tx; /* mu */
     /* Cold: written when a chunk is taken (mu and g_mu, as chunk_cur). */
-    uint64_t chunk_next;          /* size of the next chunk */
     uint64_t owned;               /* bytes of arena handed to this stripe */
     uint64_t wasted;              /* chunk tails dropped when a new chunk was taken */
     uint64_t free_head[NCLASSES]; /* mu: free list per class, linked through word 0 */
@@ -596,7 +595,11 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         return rc;
     struct pf__eng_hdr *h = e->h;
     uint64_t top = h->top;
-    uint64_t csize = exact ? n : PF__MAX((uint64_t)st->chunk_next, n);
+    /* A quarter of what the stripe owns (1 KiB .. 1 MiB): a small dict stays
+     * small, and the last chunk's unused tail stays under a fifth. */
+    uint64_t csize = PF__MIN(PF__MAX((st->owned / 4 + 1023) & ~1023ull, (uint64_t)CHUNK_FIRST),
+                             (uint64_t)CHUNK_MAX);
+    csize = exact ? n : PF__MAX(csize, n);
     if (top + csize > e->max_bytes || ensure_size_locked(e, top + csize) != 0) {
         csize = n;
         rc = ensure_size_locked(e, top + csize);
@@ -614,7 +617,6 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end - st->chunk_cur));
         tx_put(t, OFF(e, &st->chunk_cur), top);
         tx_put(t, OFF(e, &st->chunk_end), top + csize);
-        tx_put(t, OFF(e, &st->chunk_next), PF__MIN(st->chunk_next * 2, (uint64_t)CHUNK_MAX));
     }
     tx_commit(e, t, PF__DP_GTX_HALF);
     top += csize;
@@ -636,12 +638,38 @@ static inline void set_pend(struct pf__eng_stripe *st, uint64_t kind, uint64_t b
     crash_order(); /* the note is down before the block is written */
 }
 
+/* Make a free block of at least max(n, CHUNK_FIRST) bytes the stripe's bump
+ * chunk (stripe locked, its record not yet in use): old tables and big values
+ * come back as room for entries instead of lying idle on lists no one draws
+ * from.  One commit; nothing readers see changes.  false if there is none. */
+static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n)
+{
+    int lo = class_of(PF__MAX(n, (uint64_t)CHUNK_FIRST));
+    unsigned c = lo < 0 ? NCLASSES : (unsigned)lo;
+    while (c < NCLASSES && !st->free_head[c])
+        c++;
+    if (c == NCLASSES)
+        return false;
+    uint64_t b = st->free_head[c], size = cur_size(e);
+    if (!in_arena(e, size, b, class_size(c)))
+        return false; /* the next lookup of this list will report it */
+    struct eng_tx *t = tx_begin(&st->tx);
+    tx_put(t, OFF(e, &st->free_head[c]), ld(word(e, b)));
+    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end - st->chunk_cur));
+    tx_put(t, OFF(e, &st->chunk_cur), b);
+    tx_put(t, OFF(e, &st->chunk_end), b + class_size(c));
+    tx_commit(e, t, PF__DP_NONE);
+    tx_begin(t); /* the caller's record starts empty again */
+    return true;
+}
+
 /* Reserve a block of class c for the operation in progress (stripe locked): its
  * allocation becomes part of t, and the stripe's pending note says how to undo
  * it if the operation dies before committing t. */
 static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, struct eng_tx *t,
                           uint64_t *out)
 {
+    PF__CHECK(t == &st->tx && t->n == 0); /* the reservation opens the record */
     uint64_t n = class_size(c);
     uint64_t b = st->free_head[c];
     if (b) {
@@ -662,7 +690,7 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
     } else {
         /* From the bump chunk: until the commit moves chunk_cur the block is
          * unallocated space, so a death before it needs no undo and no note. */
-        if (st->chunk_end - st->chunk_cur < n) {
+        if (st->chunk_end - st->chunk_cur < n && !recycle_chunk_locked(e, st, n)) {
             int rc = grab_locked(e, st, n, c, false);
             if (rc)
                 return rc;
@@ -1149,7 +1177,6 @@ int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, 
     for (unsigned s = 0; s < stripes; s++) {
         if (!init_mutex(&st[s].mu, pshared))
             return PF_ENOTSUP; /* the magic is not written: nobody will use it */
-        st[s].chunk_next = CHUNK_FIRST;
     }
     __atomic_store_n(&h->magic, ENG_MAGIC, __ATOMIC_RELEASE);
     return pf__eng_attach(e, base, fd, pshared, usable);
@@ -1229,6 +1256,11 @@ uint64_t pf__eng_grows(const pf__eng *e)
 uint64_t pf__eng_repairs(const pf__eng *e)
 {
     return __atomic_load_n(&e->h->repairs, __ATOMIC_RELAXED);
+}
+
+uint64_t pf__eng_used(const pf__eng *e)
+{
+    return __atomic_load_n(&e->h->top, __ATOMIC_RELAXED) - e->arena_off;
 }
 
 uint64_t pf__eng_size(const pf__eng *e)

@@ -87,6 +87,8 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap);
 unsigned pf__eng_stripe_of(const pf__eng *e, const void *key, size_t klen);
 uint64_t pf__eng_grows(const pf__eng *e);
 uint64_t pf__eng_size(const pf__eng *e);
+/* Arena bytes handed to stripes so far. */
+uint64_t pf__eng_used(const pf__eng *e);
 /* Locks recovered from a dead holder so far (each ran a repair). */
 uint64_t pf__eng_repairs(const pf__eng *e);
 
