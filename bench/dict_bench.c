@@ -8,11 +8,14 @@
  *          operation ("plain") and pf_dict_set_many / pf_dict_get_many in
  *          batches of 1000 ("pipelined")
  *
- * Each figure is the median of --reps repetitions (fresh dict each time).  A
- * repetition's rate is (all workers' operations) / (first worker's start to
- * last worker's end); workers are started and waiting before the clock runs.
+ * Each figure is the median of --reps repetitions (fresh dict each time; the
+ * repetitions of all configurations are interleaved); min and max are given
+ * too.  A repetition's rate is (all workers' operations) / (first worker's
+ * start to last worker's end); workers are started and waiting before the
+ * clock runs.
  * The set phase inserts new keys into an empty dict (so it includes the
- * dict's growth); the get phase reads them all back and checks every value.
+ * dict's growth); the get phase reads them all back and checks every value;
+ * the update phase sets every key again to a new value.
  *
  * Prints one JSON object per line, in the format of ../shared/anchors.
  * bench/dict_bench.sh runs this next to the Python anchors and prints ratios.
@@ -302,7 +305,7 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void emit(const char *anchor, const char *metric, double *s, int n, const char *extra)
+static void emit(const char *anchor, const char *metric, const double *s, int n, const char *extra)
 {
     double sorted[16];
     memcpy(sorted, s, (size_t)n * sizeof *s);
@@ -329,54 +332,65 @@ static int open_redis(pf_dict **d, void *arg)
     return pf_dict_open_redis(d, r->host, r->port, r->name, NULL);
 }
 
-static int bench_one(const char *what, unsigned workers, uint64_t n, int reps, struct redis_arg *ra)
-{
+/* One configuration: a backend, a worker count, a size, and its samples. */
+struct config {
+    const char *what; /* shm, local, redis, redis_pipelined */
+    unsigned workers;
+    uint64_t n;
     double sets[16], gets[16], upds[16];
-    uint64_t per = n / workers;
-    for (int rep = 0; rep < reps; rep++) {
-        struct result r = {0};
-        int rc;
-        pf_dict *d = NULL;
-        if (!strcmp(what, "shm")) {
-            rc = pf_dict_create_shm(&d, NULL, NULL);
-            if (!rc)
-                rc = run_procs(d, NULL, NULL, workers, per, PLAIN, &r);
-        } else if (!strcmp(what, "local")) {
-            rc = pf_dict_open_local(&d, NULL);
-            if (!rc)
-                rc = run_threads(d, workers, per, &r);
-        } else {
-            snprintf(ra->name, sizeof ra->name, "dict-bench-%d-%d", (int)getpid(), rep);
-            rc = pf_dict_open_redis(&d, ra->host, ra->port, ra->name, NULL);
-            if (!rc)
-                rc = run_procs(NULL, open_redis, ra, workers, per,
-                               !strcmp(what, "redis_pipelined") ? PIPELINED : PLAIN, &r);
-            if (d)
-                pf_dict_clear(d);
-        }
-        pf_dict_close(d);
-        if (rc) {
-            fprintf(stderr, "dict_bench: %s with %u workers failed: %s\n", what, workers,
-                    pf_strerror(rc));
-            return rc;
-        }
-        sets[rep] = r.set_rate;
-        gets[rep] = r.get_rate;
-        upds[rep] = r.upd_rate;
+};
+
+/* One repetition of one configuration, on a fresh dict. */
+static int run_config(struct config *c, int rep, struct redis_arg *ra)
+{
+    struct result r = {0};
+    uint64_t per = c->n / c->workers;
+    pf_dict *d = NULL;
+    int rc;
+    if (!strcmp(c->what, "shm")) {
+        rc = pf_dict_create_shm(&d, NULL, NULL);
+        if (!rc)
+            rc = run_procs(d, NULL, NULL, c->workers, per, PLAIN, &r);
+    } else if (!strcmp(c->what, "local")) {
+        rc = pf_dict_open_local(&d, NULL);
+        if (!rc)
+            rc = run_threads(d, c->workers, per, &r);
+    } else {
+        snprintf(ra->name, sizeof ra->name, "dict-bench-%d-%d", (int)getpid(), rep);
+        rc = pf_dict_open_redis(&d, ra->host, ra->port, ra->name, NULL);
+        if (!rc)
+            rc = run_procs(NULL, open_redis, ra, c->workers, per,
+                           !strcmp(c->what, "redis_pipelined") ? PIPELINED : PLAIN, &r);
+        if (d)
+            pf_dict_clear(d);
     }
+    pf_dict_close(d);
+    if (rc) {
+        fprintf(stderr, "dict_bench: %s with %u workers failed: %s\n", c->what, c->workers,
+                pf_strerror(rc));
+        return rc;
+    }
+    c->sets[rep] = r.set_rate;
+    c->gets[rep] = r.get_rate;
+    c->upds[rep] = r.upd_rate;
+    return 0;
+}
+
+static void report(const struct config *c, int reps)
+{
     char anchor[64], metric[64], extra[128];
-    const char *unit = !strcmp(what, "local") ? "thread" : "proc";
-    snprintf(anchor, sizeof anchor, "dict_bench.%s", what);
+    const char *unit = !strcmp(c->what, "local") ? "thread" : "proc";
+    uint64_t per = c->n / c->workers;
+    snprintf(anchor, sizeof anchor, "dict_bench.%s", c->what);
     snprintf(extra, sizeof extra,
              ", \"n\": %llu, \"workers\": %u, \"key_bytes\": %d, \"value_bytes\": %d",
-             (unsigned long long)per * workers, workers, KLEN, VLEN);
-    snprintf(metric, sizeof metric, "set_throughput_%u%s", workers, unit);
-    emit(anchor, metric, sets, reps, extra);
-    snprintf(metric, sizeof metric, "get_throughput_%u%s", workers, unit);
-    emit(anchor, metric, gets, reps, extra);
-    snprintf(metric, sizeof metric, "update_throughput_%u%s", workers, unit);
-    emit(anchor, metric, upds, reps, extra);
-    return 0;
+             (unsigned long long)per * c->workers, c->workers, KLEN, VLEN);
+    snprintf(metric, sizeof metric, "set_throughput_%u%s", c->workers, unit);
+    emit(anchor, metric, c->sets, reps, extra);
+    snprintf(metric, sizeof metric, "get_throughput_%u%s", c->workers, unit);
+    emit(anchor, metric, c->gets, reps, extra);
+    snprintf(metric, sizeof metric, "update_throughput_%u%s", c->workers, unit);
+    emit(anchor, metric, c->upds, reps, extra);
 }
 
 int main(int argc, char **argv)
@@ -412,23 +426,28 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* a worker that failed early closed its pipes */
     printf("{\"anchor\": \"dict_bench\", \"metric\": \"info\", \"cpus\": %ld, \"reps\": %d}\n",
            sysconf(_SC_NPROCESSORS_ONLN), reps);
+    struct config cs[8];
+    int nc = 0;
     for (unsigned w = 1; w <= 2; w++) {
-        if (strstr(only, "shm") && bench_one("shm", w, n, reps, &ra))
-            return 1;
-        if (strstr(only, "local") && bench_one("local", w, n, reps, &ra))
-            return 1;
-    }
-    if (strstr(only, "redis")) {
-        if (ra.port <= 0) {
-            fprintf(stderr, "dict_bench: redis skipped (no --redis-port)\n");
-            return 0;
+        if (strstr(only, "shm"))
+            cs[nc++] = (struct config){.what = "shm", .workers = w, .n = n};
+        if (strstr(only, "local"))
+            cs[nc++] = (struct config){.what = "local", .workers = w, .n = n};
+        if (strstr(only, "redis") && ra.port > 0) {
+            cs[nc++] = (struct config){.what = "redis", .workers = w, .n = n_redis};
+            cs[nc++] = (struct config){.what = "redis_pipelined", .workers = w, .n = n_pipe};
         }
-        for (unsigned w = 1; w <= 2; w++) {
-            if (bench_one("redis", w, n_redis, reps, &ra) ||
-                bench_one("redis_pipelined", w, n_pipe, reps, &ra))
+    }
+    if (strstr(only, "redis") && ra.port <= 0)
+        fprintf(stderr, "dict_bench: redis skipped (no --redis-port)\n");
+    /* Repetitions are interleaved (every configuration once, then again), so a
+     * burst of load on this shared machine hits them all alike. */
+    for (int rep = 0; rep < reps; rep++)
+        for (int i = 0; i < nc; i++)
+            if (run_config(&cs[i], rep, &ra))
                 return 1;
-        }
-    }
+    for (int i = 0; i < nc; i++)
+        report(&cs[i], reps);
     return 0;
 usage:
     fprintf(stderr, "usage: dict_bench [--n N] [--n-redis N] [--n-pipelined N] [--reps R] "

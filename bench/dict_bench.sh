@@ -91,9 +91,9 @@ for name in ("dict_bench.jsonl", "py_dict.jsonl"):
         o = json.loads(line)
         if "value" in o:
             rows[(o["anchor"], o["metric"])] = o
-def v(a, m):
+def v(a, m, key="value"):
     o = rows.get((a, m))
-    return o["value"] if o else None
+    return o[key] if o else None
 mgr = {1: {"set": v("py_dict.manager", "set_throughput_1proc"), "get": v("py_dict.manager", "get_throughput_1proc")},
        2: {"set": v("py_dict.manager", "set_throughput_2proc"), "get": v("py_dict.manager", "get_throughput_2proc")}}
 def fmt(x):
@@ -102,6 +102,8 @@ def fmt(x):
     return "%.2f M" % (x / 1e6) if x >= 1e6 else "%.0f k" % (x / 1e3)
 def ratio(x, y):
     return "-" if x is None or not y else "%.0fx" % (x / y) if x / y >= 10 else "%.1fx" % (x / y)
+print("Median of the repetitions, best in brackets.")
+print()
 print("| backend | workers | N | sets/s | gets/s | updates/s | sets vs Manager | gets vs Manager |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 order = [("dict_bench.shm", "proc", "shm dict, processes"), ("dict_bench.local", "thread", "local dict, threads"),
@@ -112,9 +114,12 @@ for anchor, unit, label in order:
         s = rows.get((anchor, "set_throughput_%d%s" % (w, unit)))
         if not s:
             continue
+        cells = []
+        for ph in ("set", "get", "update"):
+            m = "%s_throughput_%d%s" % (ph, w, unit)
+            cells.append("%s (%s)" % (fmt(v(anchor, m)), fmt(v(anchor, m, "max"))))
         g = v(anchor, "get_throughput_%d%s" % (w, unit))
-        u = v(anchor, "update_throughput_%d%s" % (w, unit))
-        print("| %s | %d | %s | %s | %s | %s | %s | %s |" % (label, w, "{:,}".format(s["n"]), fmt(s["value"]), fmt(g), fmt(u),
+        print("| %s | %d | %s | %s | %s | %s | %s | %s |" % (label, w, "{:,}".format(s["n"]), cells[0], cells[1], cells[2],
               ratio(s["value"], mgr[w]["set"]), ratio(g, mgr[w]["get"])))
 for w in (1, 2):
     print("| Python Manager().dict() | %d | 20,000 | %s | %s | - | 1x | 1x |" % (w, fmt(mgr[w]["set"]), fmt(mgr[w]["get"])))
@@ -125,10 +130,17 @@ for m, label in (("set_throughput_1thread_lock_n20000", "Python dict + Lock, 1 t
         print("| %s | %d | %s | %s | - | - | %s | - |" % (label, o["threads"], "{:,}".format(o["n"]), fmt(o["value"]),
               ratio(o["value"], mgr[1]["set"])))
 print()
-for anchor, unit in (("dict_bench.shm", "proc"), ("dict_bench.local", "thread"), ("dict_bench_large.shm", "proc")):
+print("2 workers / 1 worker (medians; bests in brackets):")
+print()
+for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_bench.local", "thread", "local, N = 200k"),
+                            ("dict_bench_large.shm", "proc", "shm, N = 2M"), ("dict_bench_large.local", "thread", "local, N = 2M")):
+    parts = []
     for phase in ("set", "get", "update"):
-        a, b = v(anchor, "%s_throughput_1%s" % (phase, unit)), v(anchor, "%s_throughput_2%s" % (phase, unit))
+        m1, m2 = "%s_throughput_1%s" % (phase, unit), "%s_throughput_2%s" % (phase, unit)
+        a, b = v(anchor, m1), v(anchor, m2)
         if a and b:
-            print("- %s %ss: 2 workers / 1 worker = %.2fx" % (anchor.replace("dict_bench", "").strip(".") or anchor, phase, b / a))
+            parts.append("%ss %.2fx (%.2fx)" % (phase, b / a, v(anchor, m2, "max") / v(anchor, m1, "max")))
+    if parts:
+        print("- %s: %s" % (label, ", ".join(parts)))
 EOF
 echo "(JSON lines and the table are in $out)"
