@@ -130,7 +130,19 @@ for m, label in (("set_throughput_1thread_lock_n20000", "Python dict + Lock, 1 t
         print("| %s | %d | %s | %s | - | - | %s | - |" % (label, o["threads"], "{:,}".format(o["n"]), fmt(o["value"]),
               ratio(o["value"], mgr[1]["set"])))
 print()
-print("2 workers / 1 worker (medians; bests in brackets):")
+print("The same operations per CPU-second of the busiest worker (medians): what the")
+print("workers achieve while they hold a core, whatever else the machine runs.")
+print()
+print("| backend | workers | N | sets/s | gets/s | updates/s |")
+print("|---|---:|---:|---:|---:|---:|")
+for anchor, unit, label in order[:4]:
+    for w in (1, 2):
+        s = rows.get((anchor, "set_cpu_throughput_%d%s" % (w, unit)))
+        if s:
+            print("| %s | %d | %s | %s | %s | %s |" % (label, w, "{:,}".format(s["n"]), fmt(s["value"]),
+                  fmt(v(anchor, "get_cpu_throughput_%d%s" % (w, unit))), fmt(v(anchor, "update_cpu_throughput_%d%s" % (w, unit)))))
+print()
+print("2 workers / 1 worker (medians; bests in brackets; per CPU-second after the semicolon):")
 print()
 for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_bench.local", "thread", "local, N = 200k"),
                             ("dict_bench_large.shm", "proc", "shm, N = 2M"), ("dict_bench_large.local", "thread", "local, N = 2M")):
@@ -139,7 +151,9 @@ for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_
         m1, m2 = "%s_throughput_1%s" % (phase, unit), "%s_throughput_2%s" % (phase, unit)
         a, b = v(anchor, m1), v(anchor, m2)
         if a and b:
-            parts.append("%ss %.2fx (%.2fx)" % (phase, b / a, v(anchor, m2, "max") / v(anchor, m1, "max")))
+            c1 = v(anchor, "%s_cpu_throughput_1%s" % (phase, unit))
+            c2 = v(anchor, "%s_cpu_throughput_2%s" % (phase, unit))
+            parts.append("%ss %.2fx (%.2fx; %.2fx)" % (phase, b / a, v(anchor, m2, "max") / v(anchor, m1, "max"), c2 / c1))
     if parts:
         print("- %s: %s" % (label, ", ".join(parts)))
 EOF
