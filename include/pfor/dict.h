@@ -28,10 +28,12 @@
  * and processes never lose an update.
  *
  * Handles: all functions are thread-safe on one handle.  A pf_dict * is valid in
- * the process that opened it (and, for local and shm dicts, in children forked
- * after, as their own copy of the handle).  To hand a dict to tasks of any
- * executor kind, copy a pf_dict_ref into the task's argument bytes and call
- * pf_dict_from_ref() in the task: it is cheap (one open per process, cached).
+ * the process that opened it and in children forked after (a shm handle keeps
+ * working there, a redis handle opens its own connection there, a local dict
+ * is the child's private copy).  To hand a dict to tasks of any executor kind,
+ * created before or after the executor, copy a pf_dict_ref into the task's
+ * argument bytes and call pf_dict_from_ref() in the task: it is cheap (one open
+ * per process, then cached).
  */
 #ifndef PFOR_DICT_H
 #define PFOR_DICT_H
@@ -281,7 +283,9 @@ PF_EXTERN int pf_dict_get_str(pf_dict *d, const char *key, char **val);
  * cached per process, so only the first call in a process opens the dict (a
  * process-pool worker forked before the dict existed opens it by name).
  * A local dict's ref works only in the process that made it (PF_ENOTSUP
- * elsewhere); PF_ENOTFOUND once the dict was closed by its owner.
+ * elsewhere); PF_ENOTFOUND once the dict was closed by its owner (a shm ref
+ * also carries a nonce, so it never opens a newer dict of the same name).
+ * A redis ref carries the host, port, name, timeout and password in clear.
  */
 #define PF_DICT_REF_SIZE 1024
 typedef struct pf_dict_ref {
