@@ -13,6 +13,7 @@
 #include "pfor/task.h"
 #include "pfor/executor.h"
 #include "pfor/loop.h"
+#include "pfor/dict.h"
 #include "pfor/serve.h"
 #include "pfor/http.h"
 

@@ -1,0 +1,160 @@
+#!/bin/sh
+# The shared-dictionary benchmark, in one run on one machine:
+#   1. bench/dict_bench (C): sets/s, gets/s and updates/s with 16-byte keys and
+#      values, 1 and 2 workers on distinct keys, for the shm dict from forked
+#      processes and the local dict from threads (N = 200 000 and 2 000 000),
+#      and the redis backend plain and pipelined, against a private
+#      redis-server started here (no persistence, 127.0.0.1, free port);
+#   2. ../shared/anchors/py_dict.py: Python's Manager().dict() and a dict
+#      behind a threading.Lock, on the same machine, right after;
+#   3. a Markdown table of the figures and their ratios to Manager().dict().
+#
+# Usage:  sh bench/dict_bench.sh            (from the repository root; ~3 min)
+# Environment:
+#   BUILD_DIR    build folder holding bench/dict_bench (default: build; built if missing)
+#   ANCHORS_DIR  the anchors (default: <repo>/../shared/anchors, else /work/shared/anchors)
+#   REPS         repetitions per figure (default 5; the median is reported)
+#   OUT          folder for the JSON lines and the table (default: a new temp folder)
+# The 2-core machine is shared: the 1-minute load average is printed before and
+# after; figures taken while other work runs are lower and noisier.
+set -eu
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+reps="${REPS:-5}"
+anchors="${ANCHORS_DIR:-$root/../shared/anchors}"
+[ -f "$anchors/py_dict.py" ] || anchors=/work/shared/anchors
+out="${OUT:-$(mktemp -d)}"
+mkdir -p "$out"
+
+if [ ! -x "$build/bench/dict_bench" ]; then
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$build" --target bench_dict_bench -j2 >/dev/null
+fi
+
+tmp="$(mktemp -d)"
+rpid=""
+cleanup() {
+  if [ -n "$rpid" ]; then
+    kill "$rpid" 2>/dev/null || true
+    wait "$rpid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+load() { cut -d' ' -f1 /proc/loadavg; }
+echo "load average before: $(load)" | tee "$out/load.txt"
+
+port=""
+if command -v redis-server >/dev/null 2>&1; then
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$tmp" \
+    --logfile "$tmp/redis.log" --daemonize no >/dev/null 2>&1 &
+  rpid=$!
+  i=0
+  until [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = "PONG" ]; do
+    i=$((i + 1))
+    [ $i -gt 100 ] && { echo "redis-server did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+else
+  echo "redis-server not installed: the redis rows are skipped" >&2
+fi
+
+bench="$build/bench/dict_bench"
+{
+  "$bench" --only shm,local --reps "$reps" --n 200000
+  "$bench" --only shm,local --reps "$reps" --n 2000000 | sed 's/"anchor": "dict_bench\./"anchor": "dict_bench_large./'
+  if [ -n "$port" ]; then
+    "$bench" --only redis --reps "$reps" --redis-port "$port" --n-redis 50000 --n-pipelined 1000000
+  fi
+} | tee "$out/dict_bench.jsonl"
+if [ -n "$rpid" ]; then
+  kill "$rpid" 2>/dev/null || true
+  wait "$rpid" 2>/dev/null || true
+  rpid=""
+fi
+
+timeout 600 python3 "$anchors/py_dict.py" --reps 3 | tee "$out/py_dict.jsonl"
+echo "load average after: $(load)" | tee -a "$out/load.txt"
+
+python3 - "$out" <<'EOF' | tee "$out/table.md"
+import json, sys, os
+out = sys.argv[1]
+rows = {}
+for name in ("dict_bench.jsonl", "py_dict.jsonl"):
+    for line in open(os.path.join(out, name)):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        o = json.loads(line)
+        if "value" in o:
+            rows[(o["anchor"], o["metric"])] = o
+def v(a, m, key="value"):
+    o = rows.get((a, m))
+    return o[key] if o else None
+mgr = {1: {"set": v("py_dict.manager", "set_throughput_1proc"), "get": v("py_dict.manager", "get_throughput_1proc")},
+       2: {"set": v("py_dict.manager", "set_throughput_2proc"), "get": v("py_dict.manager", "get_throughput_2proc")}}
+def fmt(x):
+    if x is None:
+        return "-"
+    return "%.2f M" % (x / 1e6) if x >= 1e6 else "%.0f k" % (x / 1e3)
+def ratio(x, y):
+    return "-" if x is None or not y else "%.0fx" % (x / y) if x / y >= 10 else "%.1fx" % (x / y)
+print("Median of the repetitions, best in brackets.")
+print()
+print("| backend | workers | N | sets/s | gets/s | updates/s | sets vs Manager | gets vs Manager |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+order = [("dict_bench.shm", "proc", "shm dict, processes"), ("dict_bench.local", "thread", "local dict, threads"),
+         ("dict_bench_large.shm", "proc", "shm dict, processes"), ("dict_bench_large.local", "thread", "local dict, threads"),
+         ("dict_bench.redis", "proc", "redis, plain"), ("dict_bench.redis_pipelined", "proc", "redis, pipelined (batches of 1000)")]
+for anchor, unit, label in order:
+    for w in (1, 2):
+        s = rows.get((anchor, "set_throughput_%d%s" % (w, unit)))
+        if not s:
+            continue
+        cells = []
+        for ph in ("set", "get", "update"):
+            m = "%s_throughput_%d%s" % (ph, w, unit)
+            cells.append("%s (%s)" % (fmt(v(anchor, m)), fmt(v(anchor, m, "max"))))
+        g = v(anchor, "get_throughput_%d%s" % (w, unit))
+        print("| %s | %d | %s | %s | %s | %s | %s | %s |" % (label, w, "{:,}".format(s["n"]), cells[0], cells[1], cells[2],
+              ratio(s["value"], mgr[w]["set"]), ratio(g, mgr[w]["get"])))
+for w in (1, 2):
+    print("| Python Manager().dict() | %d | 20,000 | %s | %s | - | 1x | 1x |" % (w, fmt(mgr[w]["set"]), fmt(mgr[w]["get"])))
+for m, label in (("set_throughput_1thread_lock_n20000", "Python dict + Lock, 1 thread"), ("set_throughput_2thread_lock_n20000", "Python dict + Lock, 2 threads"),
+                 ("set_throughput_2thread_lock_n1000000", "Python dict + Lock, 2 threads")):
+    o = rows.get(("py_dict.plain_dict", m))
+    if o:
+        print("| %s | %d | %s | %s | - | - | %s | - |" % (label, o["threads"], "{:,}".format(o["n"]), fmt(o["value"]),
+              ratio(o["value"], mgr[1]["set"])))
+print()
+print("The same operations per CPU-second of the busiest worker (medians): what the")
+print("workers achieve while they hold a core, whatever else the machine runs.")
+print()
+print("| backend | workers | N | sets/s | gets/s | updates/s |")
+print("|---|---:|---:|---:|---:|---:|")
+for anchor, unit, label in order[:4]:
+    for w in (1, 2):
+        s = rows.get((anchor, "set_cpu_throughput_%d%s" % (w, unit)))
+        if s:
+            print("| %s | %d | %s | %s | %s | %s |" % (label, w, "{:,}".format(s["n"]), fmt(s["value"]),
+                  fmt(v(anchor, "get_cpu_throughput_%d%s" % (w, unit))), fmt(v(anchor, "update_cpu_throughput_%d%s" % (w, unit)))))
+print()
+print("2 workers / 1 worker (medians; bests in brackets; per CPU-second after the semicolon):")
+print()
+for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_bench.local", "thread", "local, N = 200k"),
+                            ("dict_bench_large.shm", "proc", "shm, N = 2M"), ("dict_bench_large.local", "thread", "local, N = 2M")):
+    parts = []
+    for phase in ("set", "get", "update"):
+        m1, m2 = "%s_throughput_1%s" % (phase, unit), "%s_throughput_2%s" % (phase, unit)
+        a, b = v(anchor, m1), v(anchor, m2)
+        if a and b:
+            c1 = v(anchor, "%s_cpu_throughput_1%s" % (phase, unit))
+            c2 = v(anchor, "%s_cpu_throughput_2%s" % (phase, unit))
+            parts.append("%ss %.2fx (%.2fx; %.2fx)" % (phase, b / a, v(anchor, m2, "max") / v(anchor, m1, "max"), c2 / c1))
+    if parts:
+        print("- %s: %s" % (label, ", ".join(parts)))
+EOF
+echo "(JSON lines and the table are in $out)"

@@ -1,0 +1,95 @@
+/*
+ * The striped hash-table engine behind the local and shm dicts.
+ *
+ * It lives in one contiguous region that starts at `base`: a header, an array of
+ * stripes (each with its lock, seqlock counter, table, allocator and commit
+ * record) and an arena that grows at the end.  Everything in the region is
+ * addressed by offsets from base, so each process may map it anywhere; the
+ * region is reserved once at its maximum size and never moves.  The layout and
+ * the crash-repair protocol are in docs/internals/dict-shm.md.
+ *
+ * The shm backend maps a POSIX shm object (grown with posix_fallocate) and uses
+ * robust process-shared locks; the local backend maps private anonymous memory
+ * (grown with mprotect) and uses plain process-private locks.
+ */
+#ifndef PF_DICT_ENGINE_H
+#define PF_DICT_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dict/dict_internal.h"
+
+struct pf__eng_hdr;
+struct pf__eng_stripe;
+
+/* A process's view of one region.  Every field but `mapped` is immutable after
+ * attach. */
+typedef struct pf__eng {
+    char *base;         /* start of the mapping (the header) */
+    uint64_t mapped;    /* atomic: bytes from base this process made accessible */
+    uint64_t max_bytes; /* bytes reserved at base; the region never grows past it */
+    int fd;             /* shm: the object, grown with posix_fallocate; local: -1 (mprotect) */
+    bool pshared;       /* robust process-shared locks (shm) or private ones (local) */
+    struct pf__eng_hdr *h;
+    struct pf__eng_stripe *st;
+    unsigned nstripes;
+    unsigned sbits; /* log2(nstripes) */
+    uint64_t seed;  /* hash seed, from the header */
+    uint64_t arena_off;
+} pf__eng;
+
+/* Bytes the header and the stripes of a region with `stripes` stripes take
+ * before the arena (page aligned). */
+uint64_t pf__eng_fixed_size(unsigned stripes);
+/* The first bytes of a region that pf__eng_peek needs. */
+size_t pf__eng_header_size(void);
+
+/* Format a new region at base: max_bytes reserved PROT_NONE, of which `usable`
+ * bytes (>= fixed size) are backed; this makes them accessible.  Writes the magic
+ * last (release), so a reader that sees it sees a whole header.  PF_ENOMEM. */
+int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, unsigned stripes,
+                   int fd, bool pshared, uint64_t nonce, uint64_t seed);
+
+/* Validate the header bytes of an existing region.  0 with *max_bytes, *nonce
+ * and *backed (its published size now; the caller checks its file is at least
+ * that big); PF_EBUSY while the magic is not written yet; PF_ECORRUPT if it is
+ * not a region of this version. */
+int pf__eng_peek(const void *hdr, uint64_t *max_bytes, uint64_t *nonce, uint64_t *backed);
+
+/* Attach a zeroed view to a validated region reserved (PROT_NONE) at base, of
+ * which `backed` bytes are known to exist.  PF_ENOMEM. */
+int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t backed);
+
+/* Local regions: destroy the process-private locks before unmapping. */
+void pf__eng_fini_locks(pf__eng *e);
+
+uint64_t pf__eng_nonce(const pf__eng *e);
+void pf__eng_set_destroyed(pf__eng *e);
+bool pf__eng_destroyed(const pf__eng *e);
+
+/* Operations (arguments already validated by the front end). */
+int pf__eng_get(pf__eng *e, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen,
+                void **alloc);
+int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op);
+size_t pf__eng_len(pf__eng *e);
+int pf__eng_clear(pf__eng *e);
+
+/* Copy every entry of stripe s, under its lock, through emit (library code
+ * only: it runs with the lock held).  A non-zero return from emit stops. */
+typedef int (*pf__eng_emit_fn)(void *u, const void *key, size_t klen, const void *val, size_t vlen);
+int pf__eng_copy_stripe(pf__eng *e, unsigned s, pf__eng_emit_fn emit, void *u);
+
+int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap);
+
+/* For tests and statistics: the stripe of a key, growths, backed size. */
+unsigned pf__eng_stripe_of(const pf__eng *e, const void *key, size_t klen);
+uint64_t pf__eng_grows(const pf__eng *e);
+uint64_t pf__eng_size(const pf__eng *e);
+/* Arena bytes handed to stripes so far. */
+uint64_t pf__eng_used(const pf__eng *e);
+/* Locks recovered from a dead holder so far (each ran a repair). */
+uint64_t pf__eng_repairs(const pf__eng *e);
+
+#endif /* PF_DICT_ENGINE_H */

@@ -1,0 +1,389 @@
+/*
+ * What only the shared-memory backend has: names, ownership and modes, refusing
+ * segments it did not create, growth and its limit, refs across fork.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dict/dict_internal.h"
+#include "dict/engine.h"
+#include "dict_util.h"
+#include "test.h"
+
+static void uniq(char *buf, size_t cap, const char *what)
+{
+    static int n;
+    snprintf(buf, cap, "%s-%d-%d", what, (int)getpid(), ++n);
+}
+
+static bool shm_exists(const char *name)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/dev/shm/pfor-dict-%s", name);
+    return access(path, F_OK) == 0;
+}
+
+static int wait_child(pid_t pid)
+{
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return WEXITSTATUS(st);
+}
+
+TEST(dict_shm_owner_close_removes_name)
+{
+    char name[64], path[300];
+    uniq(name, sizeof name, "own");
+    pf_dict *d, *other;
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    ASSERT(shm_exists(name));
+    snprintf(path, sizeof path, "/dev/shm/pfor-dict-%s", name);
+    struct stat sb;
+    ASSERT_EQ(stat(path, &sb), 0);
+    ASSERT_EQ(sb.st_mode & 07777, 0600);
+    ASSERT_EQ(sb.st_uid, geteuid());
+    ASSERT_STREQ(pf_dict_name(d), name);
+    ASSERT_OK(pf_dict_set_str(d, "k", "v"));
+
+    /* A second handle is not the owner: its close leaves the name. */
+    ASSERT_OK(pf_dict_open_shm(&other, name));
+    pf_dict_close(other);
+    ASSERT(shm_exists(name));
+
+    /* A forked child's copy of the owner handle does not unlink either. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        pf_dict_close(d);
+        _exit(0);
+    }
+    ASSERT_EQ(wait_child(pid), 0);
+    ASSERT(shm_exists(name));
+
+    /* The owner's close removes the name; open handles keep working. */
+    ASSERT_OK(pf_dict_open_shm(&other, name));
+    pf_dict_close(d);
+    ASSERT(!shm_exists(name));
+    char *s;
+    ASSERT_OK(pf_dict_get_str(other, "k", &s));
+    ASSERT_STREQ(s, "v");
+    free(s);
+    ASSERT_OK(pf_dict_set_str(other, "k2", "v2"));
+    pf_dict_close(other);
+    ASSERT_ERR(pf_dict_open_shm(&other, name), PF_ENOTFOUND);
+    ASSERT(other == NULL);
+}
+
+TEST(dict_shm_exclusive_create)
+{
+    char name[64];
+    uniq(name, sizeof name, "excl");
+    pf_dict *d, *d2 = NULL;
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    ASSERT_ERR(pf_dict_create_shm(&d2, name, NULL), PF_EEXIST);
+    ASSERT(d2 == NULL);
+    pf_dict_close(d);
+    ASSERT_OK(pf_dict_create_shm(&d2, name, NULL)); /* free again */
+    pf_dict_close(d2);
+}
+
+/* Pre-create the segment the way an attacker (or a stale file) would. */
+static int precreate(const char *name, mode_t mode, size_t size, int fill)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/pfor-dict-%s", name);
+    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, mode);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(fchmod(fd, mode), 0);
+    if (size) {
+        ASSERT_EQ(ftruncate(fd, (off_t)size), 0);
+        char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        ASSERT(p != MAP_FAILED);
+        memset(p, fill, size);
+        munmap(p, size);
+    }
+    return fd;
+}
+
+static void unlink_name(const char *name)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/pfor-dict-%s", name);
+    shm_unlink(path);
+}
+
+TEST(dict_shm_refuses_foreign_segments)
+{
+    char name[64];
+    pf_dict *d = NULL;
+    uniq(name, sizeof name, "evil");
+    pf__dict_open_wait_ns = 100000000; /* 0.1 s for a creator that never finishes */
+
+    /* Someone else's mode: refused, and the name cannot be taken over. */
+    int fd = precreate(name, 0644, 65536, 0);
+    ASSERT_ERR(pf_dict_open_shm(&d, name), PF_EPERM);
+    ASSERT_ERR(pf_dict_create_shm(&d, name, NULL), PF_EEXIST);
+    ASSERT(d == NULL);
+
+    /* Another user's segment (made ours to chown only because tests run as
+     * root; as any other user the open would fail the same way). */
+    ASSERT_EQ(fchmod(fd, 0600), 0);
+    if (geteuid() == 0) {
+        ASSERT_EQ(fchown(fd, 65534, 65534), 0);
+        ASSERT_ERR(pf_dict_open_shm(&d, name), PF_EPERM);
+        ASSERT_ERR(pf_dict_remove_shm(name), PF_EPERM);
+        ASSERT_EQ(fchown(fd, 0, 0), 0);
+    }
+
+    /* Ours, 0600, but not a dict: garbage, then a zeroed header (a creator
+     * that died before writing it). */
+    char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ASSERT(p != MAP_FAILED);
+    memset(p, 0x5a, 65536);
+    ASSERT_ERR(pf_dict_open_shm(&d, name), PF_ECORRUPT);
+    memcpy(p, "PFORDICT", 8); /* right magic, wrong everything else */
+    ASSERT_ERR(pf_dict_open_shm(&d, name), PF_ECORRUPT);
+    memset(p, 0, 65536);
+    ASSERT_ERR(pf_dict_open_shm(&d, name), PF_EBUSY);
+    munmap(p, 65536);
+    ASSERT_EQ(ftruncate(fd, 0), 0);
+    ASSERT_ERR(pf_dict_open_shm(&d, name), PF_EBUSY);
+    ASSERT(d == NULL);
+    close(fd);
+    ASSERT_OK(pf_dict_remove_shm(name));
+    ASSERT(!shm_exists(name));
+    unlink_name(name);
+}
+
+TEST(dict_shm_names)
+{
+    pf_dict *d = NULL;
+    char longname[PF_DICT_MAX_NAME + 2];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    const char *bad[] = {"", "a/b", "x y", "../x", "\xc3\xa9", longname};
+    for (size_t i = 0; i < PF__ARRAY_SIZE(bad); i++) {
+        ASSERT_ERR(pf_dict_create_shm(&d, bad[i], NULL), PF_EINVAL);
+        ASSERT_ERR(pf_dict_open_shm(&d, bad[i]), PF_EINVAL);
+    }
+    longname[PF_DICT_MAX_NAME] = '\0';
+    longname[0] = 'A' + (char)(getpid() % 26);
+    ASSERT_OK(pf_dict_create_shm(&d, longname, NULL));
+    pf_dict_close(d);
+    ASSERT_ERR(pf_dict_open_shm(&d, "no-such-dict-here"), PF_ENOTFOUND);
+    ASSERT_ERR(pf_dict_remove_shm("no-such-dict-here"), PF_ENOTFOUND);
+    ASSERT_ERR(pf_dict_open_shm(&d, NULL), PF_EINVAL);
+    ASSERT_ERR(pf_dict_create_shm(NULL, "x", NULL), PF_EINVAL);
+    pf_dict_opts o = {.stripes = 5};
+    ASSERT_ERR(pf_dict_create_shm(&d, "x-opts", &o), PF_EINVAL);
+
+    /* No name: a fresh unique one, removed by the owner's close. */
+    pf_dict *a, *b;
+    ASSERT_OK(pf_dict_create_shm(&a, NULL, NULL));
+    ASSERT_OK(pf_dict_create_shm(&b, NULL, NULL));
+    ASSERT(strcmp(pf_dict_name(a), pf_dict_name(b)) != 0);
+    ASSERT(shm_exists(pf_dict_name(a)));
+    pf_dict *a2;
+    ASSERT_OK(pf_dict_open_shm(&a2, pf_dict_name(a)));
+    pf_dict_close(a2);
+    pf_dict_close(a);
+    pf_dict_close(b);
+}
+
+TEST(dict_shm_growth_limit_is_enospc)
+{
+    char name[64], msg[256];
+    uniq(name, sizeof name, "full");
+    pf_dict_opts o = {.stripes = 16, .max_bytes = pf__eng_fixed_size(16) + (512 << 10)};
+    pf_dict *d;
+    ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+    char val[100];
+    memset(val, 'v', sizeof val);
+    int n = 0, rc;
+    for (;; n++) {
+        rc = pf_dict_set(d, &n, sizeof n, val, sizeof val);
+        if (rc)
+            break;
+        ASSERT(n < 100000);
+    }
+    ASSERT_ERR(rc, PF_ENOSPC);
+    ASSERT(n > 1000);
+    /* The refused insert left nothing behind, and everything before it is there. */
+    ASSERT_ERR(pf_dict_contains(d, &n, sizeof n), PF_ENOTFOUND);
+    ASSERT_OK(pf_dict_check(d, msg, sizeof msg));
+    size_t len;
+    ASSERT_OK(pf_dict_len(d, &len));
+    ASSERT_EQ(len, n);
+    for (int i = 0; i < n; i++)
+        ASSERT_OK(pf_dict_contains(d, &i, sizeof i));
+    char *big = calloc(1, 200000);
+    ASSERT_ERR(pf_dict_set(d, "big", 3, big, 200000), PF_ENOSPC);
+    free(big);
+    ASSERT_EQ(pf__eng_size(pf__dict_engine(d)), o.max_bytes);
+    /* Space freed by deletes is used again. */
+    for (int i = 0; i < n; i += 2)
+        ASSERT_OK(pf_dict_delete(d, &i, sizeof i));
+    for (int i = 0; i < n / 4; i++) {
+        int k = -1 - i;
+        ASSERT_OK(pf_dict_set(d, &k, sizeof k, val, sizeof val));
+    }
+    ASSERT_OK(pf_dict_check(d, msg, sizeof msg));
+    pf_dict_close(d);
+}
+
+TEST(dict_shm_grows_across_processes)
+{
+    char name[64], msg[256];
+    uniq(name, sizeof name, "grow");
+    pf_dict *d;
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    uint64_t size0 = pf__eng_size(pf__dict_engine(d));
+    enum { N = 60000 };
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Like an unrelated process: open by name, not the inherited handle. */
+        pf_dict *c;
+        if (pf_dict_open_shm(&c, name))
+            _exit(1);
+        for (int i = 0; i < N; i++) {
+            char v[40];
+            int vl = snprintf(v, sizeof v, "value %d", i);
+            if (pf_dict_set(c, &i, sizeof i, v, (size_t)vl))
+                _exit(2);
+        }
+        pf_dict_close(c);
+        _exit(0);
+    }
+    ASSERT_EQ(wait_child(pid), 0);
+    ASSERT(pf__eng_size(pf__dict_engine(d)) > size0);
+    ASSERT(pf__eng_grows(pf__dict_engine(d)) > 0);
+    for (int i = 0; i < N; i++) {
+        char v[40], got[40];
+        size_t n;
+        int vl = snprintf(v, sizeof v, "value %d", i);
+        ASSERT_OK(pf_dict_get(d, &i, sizeof i, got, sizeof got, &n));
+        ASSERT(n == (size_t)vl && memcmp(got, v, n) == 0);
+    }
+    ASSERT_OK(pf_dict_check(d, msg, sizeof msg));
+    pf_dict_close(d);
+}
+
+TEST(dict_shm_refs_across_fork)
+{
+    char name[64];
+    uniq(name, sizeof name, "ref");
+    /* A worker forked before the dict exists, as a process-pool worker is:
+     * it gets the ref's bytes through a pipe. */
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t early = fork();
+    if (early == 0) {
+        pf_dict_ref ref;
+        if (read(fds[0], &ref, sizeof ref) != (ssize_t)sizeof ref)
+            _exit(1);
+        pf_dict *first = NULL;
+        for (int i = 0; i < 100; i++) {
+            pf_dict *h;
+            if (pf_dict_from_ref(&h, &ref))
+                _exit(2);
+            if (first && h != first)
+                _exit(3); /* cached: one open per process */
+            first = h;
+            if (pf_dict_incr(h, "n", 1, 1, NULL))
+                _exit(4);
+            pf_dict_close(h);
+        }
+        _exit(0);
+    }
+    pf_dict *d;
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    pf_dict_ref ref;
+    ASSERT_OK(pf_dict_ref_get(d, &ref));
+    ASSERT_EQ(write(fds[1], &ref, sizeof ref), (ssize_t)sizeof ref);
+    /* Children forked after: the inherited cache state is fine too. */
+    pf_dict *mine;
+    ASSERT_OK(pf_dict_from_ref(&mine, &ref));
+    pid_t kids[3];
+    for (int k = 0; k < 3; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            for (int i = 0; i < 100; i++) {
+                pf_dict *h;
+                if (pf_dict_from_ref(&h, &ref) || pf_dict_incr(h, "n", 1, 1, NULL))
+                    _exit(1);
+                pf_dict_close(h);
+            }
+            _exit(0);
+        }
+    }
+    for (int k = 0; k < 3; k++)
+        ASSERT_EQ(wait_child(kids[k]), 0);
+    ASSERT_EQ(wait_child(early), 0);
+    close(fds[0]);
+    close(fds[1]);
+    int64_t n;
+    ASSERT_OK(pf_dict_get_i64(d, "n", 1, &n));
+    ASSERT_EQ(n, 400);
+    pf_dict_close(mine);
+
+    /* Once the owner closed it, the ref finds nothing, even when a new dict
+     * takes the same name. */
+    pf_dict_close(d);
+    pf_dict *h = NULL;
+    ASSERT_ERR(pf_dict_from_ref(&h, &ref), PF_ENOTFOUND);
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    ASSERT_ERR(pf_dict_from_ref(&h, &ref), PF_ENOTFOUND);
+    ASSERT(h == NULL);
+    pf_dict_close(d);
+}
+
+TEST(dict_local_ref_stays_in_its_process)
+{
+    pf_dict *d, *h = NULL;
+    ASSERT_OK(pf_dict_open_local(&d, NULL));
+    pf_dict_ref ref;
+    ASSERT_OK(pf_dict_ref_get(d, &ref));
+    ASSERT_OK(pf_dict_from_ref(&h, &ref));
+    ASSERT(h == d);
+    pid_t pid = fork();
+    if (pid == 0) {
+        pf_dict *c = NULL;
+        _exit(pf_dict_from_ref(&c, &ref) == PF_ENOTSUP && c == NULL ? 0 : 1);
+    }
+    ASSERT_EQ(wait_child(pid), 0);
+    /* The ref keeps the dict alive until it is closed too. */
+    pf_dict_close(d);
+    ASSERT_OK(pf_dict_set_str(h, "still", "here"));
+    pf_dict_close(h);
+    ASSERT_ERR(pf_dict_from_ref(&h, &ref), PF_ENOTFOUND);
+}
+
+TEST(dict_shm_survives_its_owner)
+{
+    char name[64];
+    uniq(name, sizeof name, "orphan");
+    pid_t pid = fork();
+    if (pid == 0) {
+        pf_dict *d;
+        if (pf_dict_create_shm(&d, name, NULL) || pf_dict_set_str(d, "k", "v"))
+            _exit(1);
+        _exit(0); /* dies without closing */
+    }
+    ASSERT_EQ(wait_child(pid), 0);
+    ASSERT(shm_exists(name));
+    pf_dict *d;
+    ASSERT_OK(pf_dict_open_shm(&d, name));
+    char *s;
+    ASSERT_OK(pf_dict_get_str(d, "k", &s));
+    ASSERT_STREQ(s, "v");
+    free(s);
+    pf_dict_close(d);
+    ASSERT(shm_exists(name)); /* not the owner */
+    ASSERT_OK(pf_dict_remove_shm(name));
+    ASSERT(!shm_exists(name));
+}
