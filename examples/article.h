@@ -28,7 +28,7 @@
 /* The article's `data`. */
 static const char article_data[] = "{\"name\": \"morpheus\", \"job\": \"leader\"}";
 
-static double article_now(void)
+static inline double article_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -57,12 +57,12 @@ static const char *article_api(int argc, char **argv, pf_server **server)
  * open from one request to the next. */
 static pthread_once_t article_curl_once = PTHREAD_ONCE_INIT;
 
-static void article_curl_global(void)
+static inline void article_curl_global(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static size_t article_discard(char *p, size_t size, size_t n, void *user)
+static inline size_t article_discard(char *p, size_t size, size_t n, void *user)
 {
     (void)p;
     (void)user;
@@ -70,7 +70,7 @@ static size_t article_discard(char *p, size_t size, size_t n, void *user)
 }
 
 /* A pfor worker initializer: arg is the URL (a C string). */
-static int article_worker_init(void **state, const void *arg, size_t len, int index)
+static inline int article_worker_init(void **state, const void *arg, size_t len, int index)
 {
     (void)len;
     (void)index;
@@ -90,30 +90,40 @@ static int article_worker_init(void **state, const void *arg, size_t len, int in
     return 0;
 }
 
-static void article_worker_fini(void *state, int index)
+static inline void article_worker_fini(void *state, int index)
 {
     (void)index;
     curl_easy_cleanup(state);
 }
 
-/* The article's post_req(data): POST, and give back the status code. */
-static int post_req(pf_task *t, const void *arg, size_t len)
+/* One POST with the worker's handle: 0 with the HTTP status, or the task
+ * failed with libcurl's reason. */
+static inline int article_post(pf_task *t, long *status)
 {
-    (void)arg;
-    (void)len;
     CURL *curl = pf_task_worker_state(t);
     CURLcode rc = curl_easy_perform(curl);
     if (rc != CURLE_OK)
         return pf_task_fail(t, (int)rc, "%s", curl_easy_strerror(rc));
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    return 0;
+}
+
+/* The article's post_req(data): POST, and give back the status code. */
+static inline int post_req(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
     long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    int rc = article_post(t, &status);
+    if (rc != 0)
+        return rc;
     int32_t code = (int32_t)status;
     return pf_task_set_result(t, &code, sizeof code);
 }
 
 /* The article's loop, on any executor: submit every request, then collect
  * the status codes.  Returns how many got 201. */
-static int article_loop(pf_kind kind, int workers, const char *url, int n)
+static inline int article_loop(pf_kind kind, int workers, const char *url, int n)
 {
     pf_executor_opts o = {.max_workers = workers,
                           .initializer = article_worker_init,
@@ -144,6 +154,47 @@ static int article_loop(pf_kind kind, int workers, const char *url, int n)
     free(futures);
     pf_executor_destroy(ex);
     return created;
+}
+
+/* Print a dict whose keys are request numbers as Python prints it:
+ * {0: 201, 1: 201, ...}, in key order. */
+struct article_entry {
+    long key;
+    long value;
+};
+
+static inline int article_collect(void *user, const void *key, size_t klen, const void *val,
+                                  size_t vlen)
+{
+    struct article_entry **cursor = user;
+    char k[32] = {0}, v[32] = {0};
+    memcpy(k, key, klen < 31 ? klen : 31);
+    memcpy(v, val, vlen < 31 ? vlen : 31);
+    (*cursor)->key = atol(k);
+    (*cursor)->value = atol(v);
+    (*cursor)++;
+    return 0;
+}
+
+static inline int article_by_key(const void *a, const void *b)
+{
+    long x = ((const struct article_entry *)a)->key, y = ((const struct article_entry *)b)->key;
+    return (x > y) - (x < y);
+}
+
+static inline void article_print_dict(pf_dict *d)
+{
+    size_t n = 0;
+    pf_dict_len(d, &n);
+    struct article_entry *all = calloc(n + 1, sizeof *all), *cursor = all;
+    pf_dict_foreach(d, article_collect, &cursor);
+    n = (size_t)(cursor - all);
+    qsort(all, n, sizeof *all, article_by_key);
+    printf("{");
+    for (size_t i = 0; i < n; i++)
+        printf("%s%ld: %ld", i ? ", " : "", all[i].key, all[i].value);
+    printf("}\n");
+    free(all);
 }
 
 #endif /* ARTICLE_H */

@@ -44,6 +44,8 @@
 #include <string.h>
 
 #include "pfor/error.h"
+#include "pfor/executor.h"
+#include "pfor/loop.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -294,6 +296,52 @@ typedef struct pf_dict_ref {
 
 PF_EXTERN int pf_dict_ref_get(pf_dict *d, pf_dict_ref *out);
 PF_EXTERN int pf_dict_from_ref(pf_dict **out, const pf_dict_ref *ref);
+
+/*
+ * Combining at the end (the article's section 5): tasks return key-value
+ * pairs instead of writing a shared dict, and the caller merges them into
+ * one dict.  No shared state while the tasks run, any executor kind.
+ *
+ *     static int post_req(pf_task *t, const void *arg, size_t len)
+ *     {
+ *         ... status = ...;
+ *         return pf_task_return_pair(t, arg, len, &status, sizeof status);
+ *     }
+ *     pf_dict *d;  pf_dict_open_local(&d, NULL);
+ *     pf_dict_combine(d, ex, post_req, numbers, n, sizeof *numbers, PF_COMBINE_LAST, NULL);
+ *
+ * The rule for a key that more than one task returns, or that `into`
+ * already holds, is chosen by the caller; pairs are applied in input order
+ * (and, within a task, in the order the task added them), so the outcome
+ * does not depend on which worker finished first.
+ */
+typedef enum pf_combine_rule {
+    PF_COMBINE_LAST = 0,  /* the later value replaces the earlier: Python's dict.update */
+    PF_COMBINE_FIRST = 1, /* the first value stays */
+    PF_COMBINE_ERROR = 2, /* a duplicate key is an error: PF_EEXIST, merging stops there */
+    PF_COMBINE_SUM = 3    /* values are int64 as decimal text (pf_dict_set_i64) and add up */
+} pf_combine_rule;
+
+/* Make the running task's result one key-value pair.  PF_ETOOBIG past the
+ * dict limits. */
+PF_EXTERN int pf_task_return_pair(pf_task *t, const void *key, size_t klen, const void *val,
+                                  size_t vlen);
+/* Make the running task's result every entry of d (typically a local dict the
+ * task filled: a worker-local dict returned at the end). */
+PF_EXTERN int pf_task_return_dict(pf_task *t, pf_dict *d);
+
+/* Merge the pairs a finished task returned (waits for f) into `into` with
+ * `rule`.  The future's own error if the task failed; PF_EPROTO if its result
+ * is not pairs. */
+PF_EXTERN int pf_dict_merge_result(pf_dict *into, pf_future *f, pf_combine_rule rule);
+
+/* Run fn over n items (pf_map_array, in input order) and merge every task's
+ * pairs into `into` with `rule`.  Returns 0, or the first error: a failed task
+ * (its pairs are missing, the others are merged), a duplicate under
+ * PF_COMBINE_ERROR, or a dict error. */
+PF_EXTERN int pf_dict_combine(pf_dict *into, pf_executor *ex, pf_task_fn fn, const void *items,
+                              size_t n, size_t item_size, pf_combine_rule rule,
+                              const pf_map_opts *opts);
 
 #ifdef __cplusplus
 }
