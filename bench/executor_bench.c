@@ -253,6 +253,81 @@ static void bench_primes(pf_kind kind, const char *tag, pf_schedule sched, size_
     emit(metric, speed, "x", extra);
 }
 
+/* Combining at the end: each item becomes {str(x): str(x)} (like the
+ * anchor's worker returning a one-pair dict), merged into one local dict. */
+static int pair_task(pf_task *t, const void *arg, size_t len)
+{
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    (void)len;
+    char key[24];
+    int n = snprintf(key, sizeof key, "%lld", (long long)x);
+    return pf_task_return_pair(t, key, (size_t)n, key, (size_t)n);
+}
+
+static void bench_combine(size_t chunk, const char *tag, long n)
+{
+    int64_t *items = malloc((size_t)n * sizeof *items);
+    for (long i = 0; i < n; i++)
+        items[i] = i;
+    double v[MAXREPS];
+    for (int r = 0; r < reps; r++) {
+        pf_executor *ex = make(PF_PROCESSES, workers);
+        pf_dict *d;
+        if (pf_dict_open_local(&d, NULL))
+            die("dict", PF_ENOMEM);
+        pf_map_opts o = {.chunksize = chunk};
+        double t0 = now();
+        int rc =
+            pf_dict_combine(d, ex, pair_task, items, (size_t)n, sizeof *items, PF_COMBINE_LAST, &o);
+        v[r] = (double)n / (now() - t0);
+        size_t len = 0;
+        pf_dict_len(d, &len);
+        if (rc || (long)len != n)
+            die("combine", rc ? rc : PF_ECORRUPT);
+        pf_dict_close(d);
+        pf_executor_destroy(ex);
+    }
+    free(items);
+    char metric[96], extra[64];
+    snprintf(metric, sizeof metric, "processes_combine_%s_throughput", tag);
+    snprintf(extra, sizeof extra, "\"n\": %ld", n);
+    emit(metric, v, "items/s", extra);
+}
+
+/* The article's own shape: one future per item, then d.update(f.result()). */
+static void bench_combine_futures(long n)
+{
+    double v[MAXREPS];
+    pf_future **fs = malloc((size_t)n * sizeof *fs);
+    for (int r = 0; r < reps; r++) {
+        pf_executor *ex = make(PF_PROCESSES, workers);
+        pf_dict *d;
+        if (pf_dict_open_local(&d, NULL))
+            die("dict", PF_ENOMEM);
+        double t0 = now();
+        for (long i = 0; i < n; i++) {
+            int64_t x = i;
+            int rc = pf_submit(ex, pair_task, &x, sizeof x, &fs[i]);
+            if (rc)
+                die("submit", rc);
+        }
+        for (long i = 0; i < n; i++) {
+            int rc = pf_dict_merge_result(d, fs[i], PF_COMBINE_LAST);
+            if (rc)
+                die("merge", rc);
+            pf_future_release(fs[i]);
+        }
+        v[r] = (double)n / (now() - t0);
+        pf_dict_close(d);
+        pf_executor_destroy(ex);
+    }
+    free(fs);
+    char extra[64];
+    snprintf(extra, sizeof extra, "\"n\": %ld", n);
+    emit("processes_combine_submit_per_item_throughput", v, "items/s", extra);
+}
+
 static int empty_body(size_t b, size_t e, void *ctx)
 {
     (void)ctx;
@@ -330,6 +405,11 @@ int main(int argc, char **argv)
         bench_primes(PF_PROCESSES, "processes", PF_SCHEDULE_AUTO, 0, "auto");
     if (want("empty_loop"))
         bench_empty_loop();
+    if (want("combine")) {
+        bench_combine_futures(20000);
+        bench_combine(256, "map_chunksize_256", 200000);
+        bench_combine(0, "map_auto", 200000);
+    }
     pf_fini();
     return 0;
 }

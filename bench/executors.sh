@@ -27,6 +27,8 @@ gcc -O2 -fopenmp -o "$out/omp_for" "$anchors/omp_for.c"
 timeout 300 "$out/omp_for" --reps "$reps" > "$out/omp_for.jsonl"
 echo "bench: Python executors anchor" >&2
 timeout 400 python3 "$anchors/py_executors.py" --reps "$reps" > "$out/py_executors.jsonl"
+echo "bench: Python dict anchor (combining at the end)" >&2
+timeout 400 python3 "$anchors/py_dict.py" --reps "$reps" > "$out/py_dict.jsonl"
 echo "bench: pfor" >&2
 timeout 600 "$bin" --reps "$reps" > "$out/pfor_executors.jsonl"
 

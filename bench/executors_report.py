@@ -24,12 +24,15 @@ def load(name):
 
 
 py = load("py_executors.jsonl")
+pyd = load("py_dict.jsonl")
 omp = load("omp_for.jsonl")
 pf = load("pfor_executors.jsonl")
 
 
 def v(rows, anchor, metric):
     r = rows.get((anchor, metric))
+    if r is None:  # omp_for labels its rows by kernel ("primes", "empty"): match the metric
+        r = next((x for (a, m), x in rows.items() if m == metric), None)
     return None if r is None else r["value"]
 
 
@@ -88,10 +91,10 @@ for metric, what in [("processes_map_unordered_chunksize_256_throughput", "proce
     row(what, m, "Pool.imap_unordered(256)", imap, r, "≥ 5× (aim 10×)", r is not None and r >= 5, "items/s")
 sp = p("threads_primes_dynamic1_2worker_speedup")
 omp_sp = None
-r2 = omp.get(("omp_for", "primes_dynamic1_2thr_seconds"))
-r1 = omp.get(("omp_for", "primes_dynamic1_1thr_seconds"))
-if r1 and r2:
-    omp_sp = r1["value"] / r2["value"]
+o2 = v(omp, "primes", "primes_dynamic1_2thr_seconds")
+o1 = v(omp, "primes", "primes_dynamic1_1thr_seconds")
+if o1 and o2:
+    omp_sp = o1 / o2
 r = ratio(sp, omp_sp)
 row("parallel_reduce primes < 3M, dynamic chunk 1: 2-worker speedup", sp, "OpenMP dynamic,1", omp_sp, r, "≥ OpenMP's", r is not None and r >= 1, "×")
 spa = p("threads_primes_auto_2worker_speedup")
@@ -101,6 +104,17 @@ e = p("threads_empty_loop_dynamic1_ns_per_iter")
 oe = v(omp, "omp_for", "empty_dynamic1_2thr_ns_per_iter")
 r = ratio(e, oe)
 row("parallel_for empty body, dynamic chunk 1, 2 workers", e, "OpenMP dynamic,1", oe, r, "≤ 2× OpenMP (aim 1×)", r is not None and r <= 2, "ns/iter")
+
+a_sub = v(pyd, "py_dict.process_pool", "combine_at_end_submit_throughput")
+a_map = v(pyd, "py_dict.process_pool", "combine_at_end_map_chunksize_256_throughput")
+m = p("processes_combine_submit_per_item_throughput")
+r = ratio(m, a_sub)
+row("combining at the end: a future per item, then update", m, "submit + dict.update", a_sub, r, "(no target)", True, "items/s")
+for metric, what in [("processes_combine_map_chunksize_256_throughput", "combining at the end: pf_dict_combine, chunks of 256"),
+                     ("processes_combine_map_auto_throughput", "combining at the end: pf_dict_combine, automatic chunks")]:
+    m = p(metric)
+    r = ratio(m, a_map)
+    row(what, m, "map(256) + dict.update", a_map, r, "(no target)", True, "items/s")
 
 print("## Executors\n")
 print("Measured by `bench/executors.sh --reps N` in one run: pfor's `executor_bench`, then the")

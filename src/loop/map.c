@@ -9,7 +9,7 @@
  *   submitted; it refills from the input stream as chunks come back, so
  *   memory holds max_in_flight chunks whatever the input's length.  Ordered
  *   maps take chunks back in submission order (a FIFO window); unordered maps
- *   use an as_completed set.  With an automatic chunk size, each chunk reports
+ *   take them as their done-callbacks queue them, and let go of each at once.  With an automatic chunk size, each chunk reports
  *   how long its items took and the next chunks are sized to about a
  *   millisecond of work (and never so big that a worker would go idle when
  *   the input's length is known).
@@ -146,11 +146,25 @@ static int map_chunk_task(pf_task *t, const void *arg, size_t len)
 }
 PF_REGISTER(map_chunk_task)
 
+struct mapper;
+
 /* One chunk in flight. */
 struct inflight {
     pf_future *f;
     size_t first; /* index of its first item */
     size_t count;
+    struct mapper *m; /* unordered: for the done-callback */
+    size_t slot;      /* unordered: its index in the window */
+};
+
+/* Unordered maps: window slots whose chunk finished, queued by done-callbacks
+ * (which run in whichever thread finishes the chunk). */
+struct done_queue {
+    pf__mutex lock;
+    pf__cond cond;
+    size_t *ring;       /* lock: slots, FIFO */
+    size_t head, count; /* lock */
+    size_t fired;       /* lock: callbacks that ran */
 };
 
 struct mapper {
@@ -171,9 +185,12 @@ struct mapper {
     int stop;        /* why the map stops early, or 0 */
     int first_error; /* first failed item's code (emit order) */
 
-    struct inflight *window; /* ordered: a ring; unordered: a set */
+    struct inflight *window; /* ordered: a ring; unordered: slots */
     size_t head, n_inflight;
-    pf_as_completed *ac;
+    size_t *free_slots; /* unordered: a stack of unused slots */
+    size_t n_free;
+    size_t registered; /* unordered: done-callbacks registered */
+    struct done_queue done;
 
     double ns_per_item; /* running estimate, 0 until known */
     size_t auto_chunk;
@@ -314,66 +331,134 @@ static void deliver(struct mapper *m, struct inflight *c)
     }
 }
 
+static void chunk_done(pf_future *f, void *user)
+{
+    (void)f;
+    struct inflight *c = user;
+    struct done_queue *q = &c->m->done;
+    pf__mutex_lock(&q->lock);
+    q->ring[(q->head + q->count) % c->m->max_in_flight] = c->slot;
+    q->count++;
+    q->fired++;
+    pf__cond_signal(&q->cond);
+    pf__mutex_unlock(&q->lock);
+}
+
+/* Submit chunks until the window is full or the input ends. */
+static void fill(struct mapper *m)
+{
+    while (!m->eof && !m->stop && m->n_inflight < m->max_in_flight) {
+        size_t at = m->unordered ? m->free_slots[m->n_free - 1]
+                                 : (m->head + m->n_inflight) % m->max_in_flight;
+        struct inflight *c = &m->window[at];
+        int r = submit_chunk(m, c);
+        if (r == PF_EEOF)
+            break;
+        if (r != PF_OK) {
+            m->stop = r;
+            break;
+        }
+        m->n_inflight++;
+        if (m->unordered) {
+            m->n_free--;
+            c->m = m;
+            c->slot = at;
+            m->registered++;
+            if ((r = pf_future_add_done_callback(c->f, chunk_done, c)) != PF_OK) {
+                m->registered--;
+                m->stop = r; /* out of memory: the chunk is drained below */
+                pf_future_wait(c->f, PF_FOREVER);
+                chunk_done(c->f, c);
+                m->registered++;
+            }
+        }
+    }
+}
+
+/* The next finished chunk (unordered) or the oldest one (ordered). */
+static struct inflight take(struct mapper *m)
+{
+    struct inflight c;
+    if (!m->unordered) {
+        c = m->window[m->head];
+        m->head = (m->head + 1) % m->max_in_flight;
+    } else {
+        struct done_queue *q = &m->done;
+        pf__mutex_lock(&q->lock);
+        while (q->count == 0)
+            pf__cond_wait(&q->cond, &q->lock);
+        size_t slot = q->ring[q->head];
+        q->head = (q->head + 1) % m->max_in_flight;
+        q->count--;
+        pf__mutex_unlock(&q->lock);
+        c = m->window[slot];
+        m->window[slot].f = NULL;
+        m->free_slots[m->n_free++] = slot;
+    }
+    m->n_inflight--;
+    return c;
+}
+
 static int run_map(struct mapper *m)
 {
     m->window = calloc(m->max_in_flight, sizeof *m->window);
     if (!m->window)
         return PF_ENOMEM;
-    int rc = PF_OK;
-    if (m->unordered && (rc = pf_as_completed_create(&m->ac, NULL, 0)) != PF_OK) {
-        free(m->window);
-        return rc;
+    if (m->unordered) {
+        m->free_slots = malloc(m->max_in_flight * sizeof *m->free_slots);
+        m->done.ring = malloc(m->max_in_flight * sizeof *m->done.ring);
+        if (!m->free_slots || !m->done.ring) {
+            free(m->free_slots);
+            free(m->done.ring);
+            free(m->window);
+            return PF_ENOMEM;
+        }
+        for (size_t i = 0; i < m->max_in_flight; i++)
+            m->free_slots[i] = m->max_in_flight - 1 - i;
+        m->n_free = m->max_in_flight;
+        pf__mutex_init(&m->done.lock);
+        pf__cond_init(&m->done.cond);
     }
     for (;;) {
-        /* Fill the window. */
-        while (!m->eof && !m->stop && m->n_inflight < m->max_in_flight) {
-            size_t at = m->unordered ? m->n_inflight : (m->head + m->n_inflight) % m->max_in_flight;
-            int r = submit_chunk(m, &m->window[at]);
-            if (r == PF_EEOF)
-                break;
-            if (r != PF_OK) {
-                m->stop = r;
-                break;
-            }
-            if (m->ac && (r = pf_as_completed_add(m->ac, m->window[at].f)) != PF_OK) {
-                m->stop = r;
-                m->n_inflight++;
-                break;
-            }
-            m->n_inflight++;
-        }
+        fill(m);
         if (m->n_inflight == 0 || m->stop)
             break;
-        /* Take one chunk back. */
-        struct inflight done;
-        if (!m->unordered) {
-            done = m->window[m->head];
-            m->head = (m->head + 1) % m->max_in_flight;
-        } else {
-            pf_future *f;
-            int r = pf_as_completed_next(m->ac, PF_FOREVER, &f);
-            if (r != PF_OK) {
-                m->stop = r;
-                break;
-            }
-            size_t i = 0;
-            while (m->window[i].f != f)
-                i++;
-            done = m->window[i];
-            m->window[i] = m->window[m->n_inflight - 1];
-        }
-        m->n_inflight--;
+        struct inflight done = take(m);
         deliver(m, &done);
         pf_future_release(done.f);
     }
     /* Stopped early: withdraw what is still out, then let it settle. */
-    for (size_t k = 0; k < m->n_inflight; k++) {
-        struct inflight *c = &m->window[m->unordered ? k : (m->head + k) % m->max_in_flight];
-        pf_future_cancel(c->f);
-        pf_future_wait(c->f, PF_FOREVER);
-        pf_future_release(c->f);
+    for (size_t k = 0; k < m->max_in_flight; k++) {
+        struct inflight *c = &m->window[k];
+        bool out = m->unordered
+                       ? c->f != NULL
+                       : (k + m->max_in_flight - m->head) % m->max_in_flight < m->n_inflight;
+        if (out && c->f)
+            pf_future_cancel(c->f);
     }
-    pf_as_completed_destroy(m->ac);
+    if (m->unordered) {
+        /* Every callback must have run before the window goes away. */
+        pf__mutex_lock(&m->done.lock);
+        while (m->done.fired < m->registered)
+            pf__cond_wait(&m->done.cond, &m->done.lock);
+        pf__mutex_unlock(&m->done.lock);
+    }
+    for (size_t k = 0; k < m->max_in_flight; k++) {
+        struct inflight *c = &m->window[k];
+        bool out = m->unordered
+                       ? c->f != NULL
+                       : (k + m->max_in_flight - m->head) % m->max_in_flight < m->n_inflight;
+        if (out && c->f) {
+            pf_future_wait(c->f, PF_FOREVER);
+            pf_future_release(c->f);
+        }
+    }
+    if (m->unordered) {
+        pf__cond_destroy(&m->done.cond);
+        pf__mutex_destroy(&m->done.lock);
+        free(m->free_slots);
+        free(m->done.ring);
+    }
     free(m->window);
     return m->stop ? m->stop : m->first_error;
 }

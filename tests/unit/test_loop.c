@@ -140,12 +140,22 @@ static int stream_emit(void *user, size_t index, int status, const void *data, s
 static void map_stream_is_bounded(pf_kind kind)
 {
     pf_executor *ex = make(kind, 2);
-    struct stream s = {.n = 200000};
-    pf_map_opts o = {.chunksize = 100, .max_in_flight = 4};
-    ASSERT_OK(pf_map(ex, task_square, stream_next, stream_emit, &s, &o));
-    ASSERT_EQ(s.emitted, s.n);
-    /* never more than the window of chunks read ahead */
-    ASSERT_LE(s.max_outstanding, 4 * 100 + 100);
+    for (int unordered = 0; unordered < 2; unordered++) {
+        struct stream s = {.n = 200000};
+        pf_map_opts o = {.chunksize = 100, .max_in_flight = 4, .unordered = unordered};
+        ASSERT_OK(pf_map(ex, task_square, stream_next, stream_emit, &s, &o));
+        ASSERT_EQ(s.emitted, s.n);
+        /* never more than the window of chunks read ahead */
+        ASSERT_LE(s.max_outstanding, 4 * 100 + 100);
+    }
+    /* unordered early stop: chunks still out are withdrawn and waited for */
+    int64_t in[1000], out[1000];
+    for (int i = 0; i < 1000; i++)
+        in[i] = i;
+    struct collect c = {.out = out, .n = 1000, .ordered = false, .stop_at = 10};
+    pf_map_opts o = {.chunksize = 3, .unordered = true};
+    ASSERT_EQ(pf_map_array(ex, task_square, in, 1000, 8, collect_emit, &c, &o), 99);
+    ASSERT_LE(c.emitted, 1000);
     pf_executor_destroy(ex);
 }
 FOR_EACH_KIND(map_stream_is_bounded)
