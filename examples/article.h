@@ -56,10 +56,12 @@ static const char *article_api(int argc, char **argv, pf_server **server)
 /* Per-worker state: one libcurl handle, so each worker keeps its connection
  * open from one request to the next. */
 static pthread_once_t article_curl_once = PTHREAD_ONCE_INIT;
+static struct curl_slist *article_headers; /* set once, the same for every handle */
 
 static inline void article_curl_global(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    article_headers = curl_slist_append(NULL, "Content-Type: application/json");
 }
 
 static inline size_t article_discard(char *p, size_t size, size_t n, void *user)
@@ -78,11 +80,8 @@ static inline int article_worker_init(void **state, const void *arg, size_t len,
     CURL *curl = curl_easy_init();
     if (!curl)
         return 1;
-    static struct curl_slist *headers; /* the same for every handle */
-    if (!headers)
-        headers = curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_setopt(curl, CURLOPT_URL, (const char *)arg);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, article_headers);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, article_data);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, article_discard);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
