@@ -563,6 +563,12 @@ static void kill_worker_locked(struct ppool *p, int i, uint32_t s, int code, con
                                pf_error_info *info)
 {
     struct pworker *pw = &p->workers[i];
+    /* A worker can claim a task before the server's "started" message gives
+     * us its pid (we learn it late under load or valgrind); it wrote its pid
+     * to shared memory before claiming anything, and the server knew the
+     * child before the child ran, so a kill by that pid always matches. */
+    if (!pw->alive)
+        pw->pid = (pid_t)atomic_load(&pf__shm_worker(p->hdr, i)->pid);
     pw->killed = true;
     pw->kill_slot = s;
     send_fs(p, PF__FS_KILL, i, pw->pid);
@@ -732,7 +738,9 @@ static int pp_cancel(struct pf_executor *ex, pf_future *f)
     if (PF__SLOT_KIND(st) == PF__SLOT_RUNNING) {
         int i = PF__SLOT_OWNER(st);
         struct pworker *pw = &p->workers[i];
-        if (pw->alive && !pw->killed) {
+        /* Running, so the worker is alive even if its "started" message is
+         * still on the way (spawn_pending). */
+        if ((pw->alive || pw->spawn_pending) && !pw->killed) {
             /* Stop it the only safe way: kill its worker, start another. */
             pf_error_info info;
             kill_worker_locked(p, i, s, PF_ECANCELLED, "cancelled while running", &info);
