@@ -307,12 +307,14 @@ int pf_executor_progress(const pf_executor *ex, pf_progress *out)
 {
     if (!valid(ex) || !out)
         return PF_EINVAL;
-    out->submitted = atomic_load_explicit(&ex->n_submitted, memory_order_relaxed);
-    out->running = ex->ops->count_running
-                       ? ex->ops->count_running((struct pf_executor *)ex)
-                       : atomic_load_explicit(&ex->n_running, memory_order_relaxed);
-    out->done = atomic_load_explicit(&ex->n_done, memory_order_relaxed);
-    out->failed = atomic_load_explicit(&ex->n_failed, memory_order_relaxed);
-    out->cancelled = atomic_load_explicit(&ex->n_cancelled, memory_order_relaxed);
+    /* Read the later counters first: a task is counted submitted before it
+     * can run and done after, so reading done before submitted keeps
+     * done <= submitted in the snapshot even while tasks come and go. */
+    out->done = atomic_load(&ex->n_done);
+    out->failed = atomic_load(&ex->n_failed);
+    out->cancelled = atomic_load(&ex->n_cancelled);
+    out->running = ex->ops->count_running ? ex->ops->count_running((struct pf_executor *)ex)
+                                          : atomic_load(&ex->n_running);
+    out->submitted = atomic_load(&ex->n_submitted);
     return PF_OK;
 }

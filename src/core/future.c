@@ -136,7 +136,7 @@ bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_
         atomic_fetch_add_explicit(&cex->n_cancelled, 1, memory_order_relaxed);
     else if (code != PF_OK)
         atomic_fetch_add_explicit(&cex->n_failed, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cex->n_done, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&cex->n_done, 1, memory_order_release); /* see progress */
     /* seq_cst pairs with the waiter's increment of f->waiters (see wait). */
     atomic_store(&f->state, PF__FINISHED);
     for (struct pf__watch *w = f->watchers, *next; w; w = next) {
