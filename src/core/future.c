@@ -180,9 +180,17 @@ bool pf__future_fail(pf_future *f, int code, int worker_index, const char *fmt, 
     return pf__future_finish(f, code, NULL, 0, &info);
 }
 
-/* Wait until f is FINISHED or the deadline passes. */
+static bool is_finished(void *f)
+{
+    return atomic_load_explicit(&((pf_future *)f)->state, memory_order_acquire) == PF__FINISHED;
+}
+
+/* Wait until f is FINISHED or the deadline passes: spin a little (see
+ * pf__spin_until), then sleep on the state word. */
 static bool wait_finished(pf_future *f, uint64_t deadline_ns)
 {
+    if (is_finished(f) || pf__spin_until(is_finished, f, deadline_ns))
+        return true;
     for (;;) {
         uint32_t st = atomic_load_explicit(&f->state, memory_order_acquire);
         if (st == PF__FINISHED)

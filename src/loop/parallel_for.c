@@ -21,6 +21,7 @@
  *   so a reduction gives the same answer every run.  The caller never runs
  *   the body itself here: a crashing body must not take the caller down.
  */
+#include <stdalign.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -41,9 +42,15 @@ struct job {
     size_t begin, end, chunk;
     pf_schedule schedule;
     int parts;             /* participants, for static blocks and guided */
-    _Atomic size_t next;   /* dynamic and guided cursor */
     _Atomic int next_part; /* static: next block */
-    _Atomic int error;     /* first non-zero body return */
+    _Atomic int error;     /* first non-zero body return; read per chunk, rarely written */
+
+    /* The dynamic and guided cursor, written by every participant for every
+     * chunk: alone on its cache lines (128 bytes: the adjacent-line
+     * prefetcher pairs lines), so the read-mostly fields above and the
+     * caller's stack below do not bounce between cores with it. */
+    alignas(128) _Atomic size_t next;
+    char pad[128 - sizeof(size_t)];
 };
 
 static bool run_range(struct job *j, size_t b, size_t e, void *acc)
@@ -62,7 +69,7 @@ static bool run_range(struct job *j, size_t b, size_t e, void *acc)
 /* Claim and run chunks until none are left. */
 static void participate(struct job *j)
 {
-    unsigned char stack_acc[64];
+    alignas(128) unsigned char stack_acc[128]; /* a line pair of its own: see job.next */
     void *acc = NULL;
     if (j->rbody) {
         acc = j->acc_size <= sizeof stack_acc ? stack_acc : malloc(j->acc_size);

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -98,4 +100,46 @@ void pf__futex_wake(_Atomic uint32_t *word, int n, bool shared)
     int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
     long rc = syscall(SYS_futex, word, op, n, NULL, NULL, 0);
     PF__CHECK(rc >= 0);
+}
+
+static uint64_t spin_budget;
+static pthread_once_t spin_once = PTHREAD_ONCE_INIT;
+
+static void spin_budget_init(void)
+{
+    uint64_t ns = 50000;
+    const char *env = getenv("PFOR_SPIN_NS");
+    if (env && *env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (*end == '\0')
+            ns = v < 10000000ull ? (uint64_t)v : 10000000u; /* at most 10 ms */
+    }
+    spin_budget = pf__ncpus() > 1 ? ns : 0;
+}
+
+uint64_t pf__spin_budget_ns(void)
+{
+    pthread_once(&spin_once, spin_budget_init);
+    return spin_budget;
+}
+
+bool pf__spin_until(bool (*ready)(void *ctx), void *ctx, uint64_t deadline_ns)
+{
+    uint64_t budget = pf__spin_budget_ns();
+    if (budget == 0)
+        return false;
+    uint64_t end = pf__now_ns() + budget;
+    if (end > deadline_ns)
+        end = deadline_ns;
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (ready(ctx))
+                return true;
+            pf__cpu_relax();
+        }
+        if (pf__now_ns() >= end)
+            return ready(ctx);
+        sched_yield(); /* let a runnable thread on this CPU (the one we wait for) go first */
+    }
 }

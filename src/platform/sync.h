@@ -51,4 +51,22 @@ static inline void pf__cpu_relax(void)
 #endif
 }
 
+/* Spin, then sleep.  A thread about to sleep until another thread acts
+ * first polls for up to pf__spin_budget_ns(): a wake-up across CPUs costs
+ * 20-50 us on a virtual machine, a poll of a cache line well under one, so
+ * a waiter that is still spinning when the event comes saves both the
+ * sleeper's and the waker's system call (the waker sees nobody asleep).
+ * OpenMP runtimes do the same (OMP_WAIT_POLICY, GOMP_SPINCOUNT).
+ *
+ * Budget: PFOR_SPIN_NS from the environment (0 turns spinning off), else
+ * 50 us; always 0 on a single CPU, where spinning only delays the thread
+ * that would act.  The spin yields the CPU every few polls, so a spinner
+ * never keeps a runnable thread off a core for long (2-core machines run
+ * more threads than cores: a submitter, workers, a collector). */
+uint64_t pf__spin_budget_ns(void);
+
+/* Poll ready(ctx) until it returns true (then return true) or the budget or
+ * the absolute deadline (UINT64_MAX: none) runs out (return false). */
+bool pf__spin_until(bool (*ready)(void *ctx), void *ctx, uint64_t deadline_ns);
+
 #endif /* PF_PLATFORM_SYNC_H */

@@ -625,6 +625,11 @@ static bool collector_finished_locked(struct ppool *p)
     return true;
 }
 
+static bool completion_waiting(void *arg)
+{
+    return any_completion(arg);
+}
+
 static void *collector_main(void *arg)
 {
     struct ppool *p = arg;
@@ -654,8 +659,11 @@ static void *collector_main(void *arg)
         if (busy)
             continue;
 
-        /* Sleep, after telling workers to wake us (Dekker with their
+        /* Poll the completion rings a moment (see pf__spin_until), then
+         * sleep, after telling workers to wake us (Dekker with their
          * seq_cst load of collector_sleeping after publishing). */
+        if (pf__spin_until(completion_waiting, p, next))
+            continue;
         atomic_store(&h->collector_sleeping, 1);
         if (any_completion(p)) {
             atomic_store(&h->collector_sleeping, 0);

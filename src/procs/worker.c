@@ -115,6 +115,14 @@ static void wake_collector(struct worker_ctx *w)
     }
 }
 
+static bool ring_changed(void *arg)
+{
+    struct pf__shm_header *h = arg;
+    return atomic_load_explicit(&h->sq_head, memory_order_relaxed) !=
+               atomic_load_explicit(&h->sq_tail, memory_order_relaxed) ||
+           atomic_load_explicit(&h->shutdown, memory_order_relaxed);
+}
+
 /* Claim the next READY slot; PF__SLOT_NONE once the pool shuts down and the
  * ring is empty. */
 static uint32_t claim(struct worker_ctx *w)
@@ -128,6 +136,11 @@ static uint32_t claim(struct worker_ctx *w)
         if (head == tail) {
             if (atomic_load(&h->shutdown))
                 return PF__SLOT_NONE;
+            /* Poll a moment before sleeping (see pf__spin_until); a spinner
+             * is not counted in sq_sleepers, so the submitter skips the
+             * wake-up system call. */
+            if (pf__spin_until(ring_changed, h, UINT64_MAX))
+                continue;
             uint32_t seq = atomic_load(&h->sq_seq);
             atomic_fetch_add(&h->sq_sleepers, 1);
             if (atomic_load(&h->sq_head) == atomic_load(&h->sq_tail) && !atomic_load(&h->shutdown))

@@ -43,10 +43,16 @@ struct tpool {
     struct pf__fqueue queue; /* lock */
     int n_threads;           /* lock: threads started */
     int n_idle;              /* lock: threads waiting on `work` */
-    bool stopping;           /* lock */
-    bool watchdog_started;   /* lock */
-    pthread_t watchdog;      /* set once under lock */
-    struct worker *workers;  /* [max_workers]; entries < n_threads in use */
+    /* Workers polling for a task before they sleep (see worker_main), and a
+     * count of submits they poll.  Atomics: read and written without the
+     * lock; a spinner re-checks the queue under the lock before it sleeps,
+     * so a task is never left behind. */
+    _Atomic int n_spinning;
+    _Atomic uint64_t n_pushed;
+    bool stopping;          /* lock */
+    bool watchdog_started;  /* lock */
+    pthread_t watchdog;     /* set once under lock */
+    struct worker *workers; /* [max_workers]; entries < n_threads in use */
 
     pf__mutex join_lock;  /* serialises joining */
     int n_joined;         /* join_lock: workers joined so far */
@@ -135,6 +141,29 @@ static void fail_all_locked_then_unlock(struct tpool *p, int code)
     }
 }
 
+struct spin_ctx {
+    struct tpool *p;
+    uint64_t pushed;
+};
+
+static bool work_arrived(void *arg)
+{
+    struct spin_ctx *c = arg;
+    return atomic_load_explicit(&c->p->n_pushed, memory_order_relaxed) != c->pushed;
+}
+
+/* The queue is empty: poll for a submit for a moment, without the lock,
+ * before sleeping on `work` (a wake-up costs more than the poll). */
+static void spin_for_work_locked(struct tpool *p)
+{
+    struct spin_ctx c = {.p = p, .pushed = atomic_load(&p->n_pushed)};
+    atomic_fetch_add(&p->n_spinning, 1);
+    pf__mutex_unlock(&p->lock);
+    pf__spin_until(work_arrived, &c, UINT64_MAX);
+    pf__mutex_lock(&p->lock);
+    atomic_fetch_sub(&p->n_spinning, 1);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -152,6 +181,8 @@ static void *worker_main(void *arg)
         return NULL;
     }
     for (;;) {
+        if (!p->queue.head && !p->stopping)
+            spin_for_work_locked(p);
         while (!p->queue.head && !p->stopping) {
             p->n_idle++;
             pf__cond_wait(&p->work, &p->lock);
@@ -239,7 +270,11 @@ static int tp_submit(struct pf_executor *ex, pf_future *f)
         return PF_ESHUTDOWN;
     }
     pf__fqueue_push(&p->queue, f);
-    if (p->queue.count > (size_t)p->n_idle && p->n_threads < p->base.opts.max_workers) {
+    atomic_fetch_add_explicit(&p->n_pushed, 1, memory_order_relaxed);
+    /* A spinning worker takes the task without a wake-up; start a thread
+     * only when more tasks wait than idle and spinning workers can take. */
+    size_t takers = (size_t)p->n_idle + (size_t)atomic_load(&p->n_spinning);
+    if (p->queue.count > takers && p->n_threads < p->base.opts.max_workers) {
         int rc = spawn_locked(p);
         if (rc != PF_OK && p->n_threads == 0) {
             pf__fqueue_remove(&p->queue, f);
