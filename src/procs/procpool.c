@@ -280,8 +280,11 @@ static void collect_slot(struct ppool *p, uint32_t s, struct deferred_list *dl)
             void *base, *map;
             size_t map_len;
             data = malloc(len);
-            if (data &&
-                pf__shm_map_range(p->memfd, off, len, PROT_READ, &base, &map, &map_len) == PF_OK) {
+            if (data && len <= PF__WIN_PREMAP && p->windows[owner]) {
+                /* the common case: no mmap/munmap (and no TLB shootdown) */
+                memcpy(data, p->windows[owner], len);
+            } else if (data && pf__shm_map_range(p->memfd, off, len, PROT_READ, &base, &map,
+                                                 &map_len) == PF_OK) {
                 memcpy(data, base, len);
                 munmap(map, map_len);
             } else {

@@ -26,7 +26,8 @@ struct worker_ctx {
     struct pf__slot *slot; /* the slot of the running task */
     void *win_map;         /* mapping of the result window, or NULL */
     size_t win_map_len;
-    void *win_base; /* address of the window's offset 0 */
+    void *win_base;      /* address of the window's offset 0 */
+    size_t win_reserved; /* window bytes known to be allocated (fallocate) */
 };
 
 int pf__shm_map_range(int fd, uint64_t off, size_t len, int prot, void **base, void **map,
@@ -66,10 +67,17 @@ static void *shm_alloc_result(struct pf_task *t, size_t len)
     while ((busy = atomic_load(&w->me->window_busy)) != 0)
         pf__futex_wait(&w->me->window_busy, busy, UINT64_MAX, true);
     uint64_t off = PF__WIN_BASE + (uint64_t)w->index * PF__WIN_STRIDE;
-    int err = posix_fallocate(w->memfd, (off_t)off, (off_t)len);
-    if (err != 0) {
-        t->alloc_error = PF_ENOSPC;
-        return NULL;
+    /* Reserve the pages first, so a full /dev/shm is an error here rather
+     * than a SIGBUS while writing.  Up to PF__LARGE_PUNCH the parent keeps
+     * the pages, so each size is reserved once; bigger results are punched
+     * out after the copy, and their pages are reserved every time. */
+    if (len > w->win_reserved) {
+        int err = posix_fallocate(w->memfd, (off_t)off, (off_t)len);
+        if (err != 0) {
+            t->alloc_error = PF_ENOSPC;
+            return NULL;
+        }
+        w->win_reserved = len > PF__LARGE_PUNCH ? 0 : len;
     }
     if (len > w->win_map_len) {
         if (w->win_map)
