@@ -107,6 +107,7 @@ struct request {
     unsigned status;           /* PH_DELAYED or !is_api: the answer's status */
     const char *fixed_body;    /* !is_api: static body of the answer */
     const char *allow;         /* !is_api: Allow header value, or NULL */
+    uint64_t arrived_ns;       /* headers parsed: the latency counts from here */
 };
 
 /* --- small helpers -------------------------------------------------------- */
@@ -268,6 +269,7 @@ static enum MHD_Result on_headers(struct pf_server *s, struct MHD_Connection *co
     struct request *rq = calloc(1, sizeof *rq);
     if (!rq)
         return MHD_NO;
+    rq->arrived_ns = pf__now_ns();
     if (strcmp(url, API_PATH) == 0 && strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
         rq->is_api = true;
     } else if (strcmp(url, API_PATH) == 0) {
@@ -373,7 +375,7 @@ static enum MHD_Result on_body_done(struct pf_server *s, struct MHD_Connection *
             /* Suspend before the timer can see the connection, so that its
              * resume always follows the suspend. */
             MHD_suspend_connection(conn);
-            if (pf__timer_add(s->timer, pf__now_ns() + delay_ns, conn) != PF_OK)
+            if (pf__timer_add(s->timer, rq->arrived_ns + delay_ns, conn) != PF_OK)
                 MHD_resume_connection(conn); /* stopping (or full): answer now */
             return MHD_YES;
         }
