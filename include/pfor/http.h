@@ -82,6 +82,13 @@ typedef struct pf_http_record {
  * "connection refused: ...", "timed out"); returns buf. */
 PF_EXTERN const char *pf_http_describe(const pf_http_record *r, char *buf, size_t size);
 
+/* Initialise libcurl (curl_global_init) now rather than at the first
+ * request.  Optional; call it at the top of main(), before pf_init(), so
+ * that the fork server and every worker process inherit an initialised
+ * libcurl instead of paying for it each (milliseconds: the TLS library).
+ * It starts no thread.  PF_OK or PF_EHTTP; safe to call again. */
+PF_EXTERN int pf_http_init(void);
+
 /* libcurl's version line ("libcurl/7.88.1 OpenSSL/3.0 ..."). */
 PF_EXTERN const char *pf_http_version(void);
 

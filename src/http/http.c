@@ -36,6 +36,11 @@ int pf__http_global_init(void)
     return global_rc;
 }
 
+int pf_http_init(void)
+{
+    return pf__http_global_init();
+}
+
 const char *pf_http_version(void)
 {
     return curl_version();

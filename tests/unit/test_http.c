@@ -312,6 +312,15 @@ TEST(http_client_body_template_and_bad_answer)
     pf_server_stop(srv);
 }
 
+/* Early initialisation is optional and may be repeated (the CLI calls it
+ * before pf_init; every request path calls it again). */
+TEST(http_init_can_be_called_again)
+{
+    ASSERT_OK(pf_http_init());
+    ASSERT_OK(pf_http_init()); /* again: harmless */
+    ASSERT(strstr(pf_http_version(), "libcurl/") != NULL);
+}
+
 TEST(http_bad_input_is_einval)
 {
     pf_http_config cfg;
