@@ -27,16 +27,21 @@ run: build
 test: build
 	cd build && ./pfor-tests
 	sh tests/install/check_install.sh build
+	sh tests/mpi/run.sh build
 
 test-asan: setup
 	$(call configure,build-asan,address)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PF_TEST_TIMEOUT_SCALE=3 ./pfor-tests
+	# MPI ranks: Open MPI itself leaks at exit, so leak checking is off there
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  sh tests/mpi/run.sh build-asan
 
 test-tsan: setup
 	$(call configure,build-tsan,thread)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  PF_TEST_TIMEOUT_SCALE=5 ./pfor-tests
+	TSAN_OPTIONS=halt_on_error=1 sh tests/mpi/run.sh build-tsan
 
 # memcheck over the core suites (stress and load tests are too slow under it)
 VALGRIND_TESTS = test_error test_executor test_loop test_procpool_faults

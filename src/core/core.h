@@ -246,6 +246,10 @@ void pf__executor_init_base(struct pf_executor *ex, const struct pf_executor *ba
 int pf__seq_create(const struct pf_executor *base, struct pf_executor **out);
 int pf__threads_create(const struct pf_executor *base, struct pf_executor **out);
 int pf__procs_create(const struct pf_executor *base, struct pf_executor **out);
+/* The PF_MPI kind lives in its own library (pfor_mpi) so that libpfor does
+ * not depend on MPI: pf_mpi_init() installs its constructor here, once,
+ * before any executor exists.  NULL: PF_MPI is PF_ENOTSUP. */
+extern int (*pf__mpi_create)(const struct pf_executor *base, struct pf_executor **out);
 
 /* Submit with a malloc()ed argument that the future takes over (freed by the
  * library whatever the outcome).  timeout: < 0 none, 0 the executor's. */

@@ -7,6 +7,8 @@
 
 #include "core/core.h"
 
+int (*pf__mpi_create)(const struct pf_executor *base, struct pf_executor **out);
+
 static bool valid(const struct pf_executor *ex)
 {
     return ex && ex->magic == PF__EXECUTOR_MAGIC;
@@ -113,7 +115,7 @@ int pf_executor_create(pf_executor **out, pf_kind kind, const pf_executor_opts *
         rc = pf__procs_create(&base, &ex);
         break;
     case PF_MPI:
-        rc = PF_ENOTSUP;
+        rc = pf__mpi_create ? pf__mpi_create(&base, &ex) : PF_ENOTSUP;
         break;
     default:
         rc = PF_EINVAL;

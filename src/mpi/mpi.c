@@ -1,0 +1,1088 @@
+/*
+ * The PF_MPI executor kind (see pfor/mpi.h and docs/mpi.md).
+ *
+ * DESIGN
+ *   Rank 0 runs the program.  pf_mpi_init() starts one engine thread there,
+ *   the only thread that calls MPI between MPI_Init_thread and
+ *   MPI_Finalize (so MPI_THREAD_SERIALIZED is all it needs).  Every PF_MPI
+ *   executor hands its futures to the engine through its pending queue; the
+ *   engine sends each task to the worker rank with the fewest tasks in
+ *   flight that still has room (threads + prefetch), so a slow rank simply
+ *   gets fewer tasks (dynamic dispatch), and turns the answers back into
+ *   finished futures.
+ *
+ *   Every other rank runs worker_main(): its main thread is the only one
+ *   calling MPI; tasks run on a local PF_THREADS executor (one per PF_MPI
+ *   executor of rank 0), whose done-callbacks queue the finished futures for
+ *   the main thread to send back.
+ *
+ *   Messages (MPI_BYTE, a struct msg header then a payload; every rank runs
+ *   the same build, so the native layout is shared):
+ *     rank 0 -> worker, tag TAG_DOWN: CREATE (an executor: threads, the
+ *       initializer and finalizer by registered id, the initializer's
+ *       argument), TASK (id, function by registered id, timeout, argument),
+ *       DESTROY (an executor), STOP (leave), PING (rank 0 is alive).
+ *     worker -> rank 0, tag TAG_UP: RESULT (id, code, task code, message,
+ *       result bytes), DESTROYED (an executor), HEARTBEAT.
+ *   MPI keeps messages between two ranks on one tag in order, so a TASK
+ *   never overtakes its executor's CREATE.
+ *
+ *   Failures.  A task's error travels back with its code and message.  A
+ *   rank that dies cannot be seen through MPI (Open MPI 4 has no fault
+ *   notification; run with `mpirun --enable-recovery` so that the job goes
+ *   on), so workers send a heartbeat every HEARTBEAT_NS and rank 0 takes a
+ *   rank with work in flight that it has not heard from for dead_after
+ *   seconds for dead: its tasks fail with PF_ERANKDIED (or are retried
+ *   elsewhere when the submitter asked for retries) and it gets no more.
+ *   Workers leave when rank 0 has been silent for ROOT_SILENCE_NS, so a dead
+ *   rank 0 leaves no rank behind.  A task past its time limit fails with
+ *   PF_ETASKTIMEOUT at once; a remote task cannot be stopped, so its rank
+ *   keeps the slot until the answer comes and the answer is dropped.
+ *
+ * Lock rules: engine.lock guards the engine and every field of every mpix
+ * marked "engine"; futures are finished (user callbacks) only after it is
+ * released.  Order: engine.lock -> future lock.
+ */
+#include <errno.h>
+#include <mpi.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "pfor/mpi.h"
+
+#define TAG_DOWN 1
+#define TAG_UP   2
+
+#define HEARTBEAT_NS    100000000ull   /* workers: every 100 ms */
+#define PING_NS         500000000ull   /* rank 0: every 500 ms */
+#define ROOT_SILENCE_NS 10000000000ull /* workers leave after 10 s without rank 0 */
+#define MESSAGE_MAX     256
+
+enum msg_kind {
+    M_CREATE = 1,
+    M_TASK,
+    M_DESTROY,
+    M_STOP,
+    M_PING,
+    M_RESULT,
+    M_DESTROYED,
+    M_HEARTBEAT,
+};
+
+struct msg {
+    uint32_t kind;
+    uint32_t exec;    /* executor id */
+    uint64_t task;    /* task id (TASK, RESULT) */
+    uint64_t fn;      /* TASK: task function id; CREATE: initializer id */
+    uint64_t fn2;     /* CREATE: finalizer id */
+    uint64_t timeout; /* TASK: ns, 0 none */
+    int32_t code;     /* RESULT: PF_OK or the future's code */
+    int32_t task_code;
+    int32_t threads; /* CREATE */
+    int32_t pad;
+    uint64_t len; /* payload bytes after the header */
+    char message[MESSAGE_MAX];
+};
+
+/* ------------------------------------------------------------- shared -- */
+
+static int g_rank, g_size = 1;
+static bool g_initialized;
+static pf_mpi_opts g_opts;
+
+int pf_mpi_rank(void)
+{
+    return g_rank;
+}
+
+int pf_mpi_size(void)
+{
+    return g_size;
+}
+
+bool pf_mpi_launched(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") != NULL || getenv("PMIX_RANK") != NULL;
+}
+
+static void sleep_ns(long ns)
+{
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+}
+
+/* Idle back-off of a polling loop: spin a little, then sleep longer and
+ * longer, up to max_ns; *idle counts the idle rounds since the last event. */
+static void back_off(unsigned *idle, long max_ns)
+{
+    unsigned n = (*idle)++;
+    if (n < 64) {
+        pf__cpu_relax();
+        return;
+    }
+    long ns = 2000L << (n - 64 < 8 ? n - 64 : 8);
+    sleep_ns(ns < max_ns ? ns : max_ns);
+}
+
+/* Receive the message that MPI_Iprobe found; malloc()ed, NULL on failure. */
+static struct msg *recv_msg(int source, int tag, MPI_Status *st, size_t *total)
+{
+    int count = 0;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    struct msg *m = malloc(count > (int)sizeof *m ? (size_t)count : sizeof *m);
+    if (!m)
+        return NULL;
+    if (MPI_Recv(m, count, MPI_BYTE, source, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE) !=
+            MPI_SUCCESS ||
+        count < (int)sizeof *m) {
+        free(m);
+        return NULL;
+    }
+    *total = (size_t)count;
+    return m;
+}
+
+/* A header and payload in one buffer, ready to send. */
+static struct msg *make_msg(uint32_t kind, uint32_t exec, const void *payload, size_t len)
+{
+    struct msg *m = calloc(1, sizeof *m + len);
+    if (!m)
+        return NULL;
+    m->kind = kind;
+    m->exec = exec;
+    m->len = len;
+    if (len)
+        memcpy(m + 1, payload, len);
+    return m;
+}
+
+/* ============================================================ worker side */
+
+struct wexec {
+    uint32_t id;
+    pf_executor *ex;
+    struct wexec *next;
+};
+
+struct wdone {
+    uint32_t exec;
+    uint64_t task;
+    pf_future *f;
+    struct wdone *next;
+};
+
+/* Finished futures, queued by the local pools' done-callbacks (any thread),
+ * drained by the worker's main thread. */
+static pf__mutex w_done_lock;
+static struct wdone *w_done_head, **w_done_tail = &w_done_head; /* w_done_lock */
+
+static void on_local_done(pf_future *f, void *user)
+{
+    struct wdone *d = user;
+    (void)f;
+    pf__mutex_lock(&w_done_lock);
+    *w_done_tail = d;
+    w_done_tail = &d->next;
+    pf__mutex_unlock(&w_done_lock);
+}
+
+static uint64_t w_last_root; /* worker main thread: when rank 0 was last heard */
+
+static void leave_if_root_silent(uint64_t now)
+{
+    if (now - w_last_root > ROOT_SILENCE_NS) {
+        fprintf(stderr, "pfor: MPI rank %d: rank 0 silent for %.0f s, leaving\n", g_rank,
+                ROOT_SILENCE_NS / 1e9);
+        _exit(1); /* no MPI_Finalize: it would wait for rank 0 */
+    }
+}
+
+/* Send to rank 0 without ever blocking for good: a rank 0 that is gone
+ * never takes the message. */
+static void send_up(const struct msg *m, size_t payload)
+{
+    MPI_Request req;
+    if (MPI_Isend(m, (int)(sizeof *m + payload), MPI_BYTE, 0, TAG_UP, MPI_COMM_WORLD, &req) !=
+        MPI_SUCCESS)
+        return;
+    unsigned idle = 0;
+    for (;;) {
+        int done = 0;
+        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (done)
+            return;
+        leave_if_root_silent(pf__now_ns());
+        back_off(&idle, 1000000);
+    }
+}
+
+static void send_result(struct wdone *d)
+{
+    struct msg hdr = {.kind = M_RESULT, .exec = d->exec, .task = d->task};
+    const void *data = NULL;
+    size_t len = 0;
+    int rc = pf_future_result(d->f, 0, &data, &len);
+    if (rc != PF_OK) {
+        pf_error_info info;
+        pf_future_error(d->f, &info);
+        hdr.code = info.code ? info.code : rc;
+        hdr.task_code = info.task_code;
+        /* the task's own message, as on every kind (it is what users match) */
+        const char *why = info.message[0] ? info.message : pf_strerror(hdr.code);
+        size_t n = strlen(why);
+        if (n >= sizeof hdr.message)
+            n = sizeof hdr.message - 1;
+        memcpy(hdr.message, why, n);
+        hdr.message[n] = '\0';
+        data = NULL;
+        len = 0;
+    } else if (len > (size_t)INT32_MAX - sizeof hdr) {
+        hdr.code = PF_ETOOBIG;
+        snprintf(hdr.message, sizeof hdr.message,
+                 "rank %d: a %zu-byte result is too big for one MPI message", g_rank, len);
+        len = 0;
+    }
+    struct msg *m = make_msg(M_RESULT, d->exec, data, len);
+    if (!m) {
+        hdr.code = PF_ENOMEM;
+        snprintf(hdr.message, sizeof hdr.message, "rank %d: no memory for the result", g_rank);
+        send_up(&hdr, 0);
+    } else {
+        uint64_t keep = m->len;
+        *m = hdr;
+        m->len = keep;
+        send_up(m, keep);
+        free(m);
+    }
+    pf_future_release(d->f);
+    free(d);
+}
+
+static struct wexec *find_wexec(struct wexec *list, uint32_t id)
+{
+    for (; list; list = list->next)
+        if (list->id == id)
+            return list;
+    return NULL;
+}
+
+/* A task for executor e: run it on the local pool; failures to even start it
+ * are answered at once. */
+static void worker_task(struct wexec *e, const struct msg *m)
+{
+    struct wdone *d = calloc(1, sizeof *d);
+    if (!d)
+        abort(); /* cannot even say so: rank 0 will see a dead rank */
+    d->exec = m->exec;
+    d->task = m->task;
+    struct msg fail = {.kind = M_RESULT, .exec = m->exec, .task = m->task};
+    pf_fn fn = NULL;
+    if (!e) {
+        fail.code = PF_EPROTO;
+        snprintf(fail.message, sizeof fail.message, "rank %d: unknown executor %u", g_rank,
+                 m->exec);
+    } else if (pf_lookup_id(m->fn, &fn) != PF_OK) {
+        fail.code = PF_ENOTREG;
+        snprintf(fail.message, sizeof fail.message,
+                 "rank %d: no task registered with id %016llx in this program", g_rank,
+                 (unsigned long long)m->fn);
+    } else {
+        pf_submit_opts so = {.timeout = m->timeout ? m->timeout / 1e9 : -1};
+        int rc = pf_submit_ex(e->ex, (pf_task_fn)fn, m + 1, m->len, &so, &d->f);
+        if (rc == PF_OK) {
+            pf_future_add_done_callback(d->f, on_local_done, d);
+            return;
+        }
+        fail.code = rc;
+        snprintf(fail.message, sizeof fail.message, "rank %d: cannot run the task: %s", g_rank,
+                 pf_strerror(rc));
+    }
+    send_up(&fail, 0);
+    free(d);
+}
+
+static pf_worker_init_fn lookup_init(uint64_t id)
+{
+    pf_fn fn = NULL;
+    return id && pf_lookup_id(id, &fn) == PF_OK ? (pf_worker_init_fn)fn : NULL;
+}
+
+static void worker_create(struct wexec **list, const struct msg *m)
+{
+    struct wexec *e = calloc(1, sizeof *e);
+    if (!e)
+        abort();
+    pf_executor_opts o = PF_EXECUTOR_OPTS_DEFAULT;
+    o.max_workers = m->threads;
+    o.initializer = lookup_init(m->fn);
+    pf_fn fini = NULL;
+    if (m->fn2 && pf_lookup_id(m->fn2, &fini) == PF_OK)
+        o.finalizer = (pf_worker_fini_fn)fini;
+    o.init_arg = m->len ? (const void *)(m + 1) : NULL;
+    o.init_arg_len = m->len;
+    e->id = m->exec;
+    if (pf_executor_create(&e->ex, PF_THREADS, &o) != PF_OK) {
+        free(e); /* its tasks are answered "unknown executor" */
+        return;
+    }
+    e->next = *list;
+    *list = e;
+}
+
+static void worker_destroy(struct wexec **list, uint32_t id)
+{
+    for (struct wexec **p = list; *p; p = &(*p)->next) {
+        if ((*p)->id == id) {
+            struct wexec *e = *p;
+            *p = e->next;
+            pf_executor_destroy(e->ex); /* waits for its tasks; callbacks queue them */
+            free(e);
+            break;
+        }
+    }
+    struct msg ack = {.kind = M_DESTROYED, .exec = id};
+    send_up(&ack, 0);
+}
+
+static void drain_done(void)
+{
+    pf__mutex_lock(&w_done_lock);
+    struct wdone *d = w_done_head;
+    w_done_head = NULL;
+    w_done_tail = &w_done_head;
+    pf__mutex_unlock(&w_done_lock);
+    while (d) {
+        struct wdone *next = d->next;
+        send_result(d);
+        d = next;
+    }
+}
+
+static void worker_main(void)
+{
+    pf__mutex_init(&w_done_lock);
+    struct wexec *execs = NULL;
+    uint64_t last_beat = 0;
+    w_last_root = pf__now_ns();
+    /* Started by mpirun (or its daemon) on this machine: leave with it. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    unsigned idle = 0;
+    bool stop = false;
+    while (!stop) {
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(0, TAG_DOWN, MPI_COMM_WORLD, &flag, &st);
+        if (flag) {
+            size_t total;
+            struct msg *m = recv_msg(0, TAG_DOWN, &st, &total);
+            if (!m)
+                abort();
+            w_last_root = pf__now_ns();
+            idle = 0;
+            switch (m->kind) {
+            case M_CREATE:
+                worker_create(&execs, m);
+                break;
+            case M_TASK:
+                worker_task(find_wexec(execs, m->exec), m);
+                break;
+            case M_DESTROY:
+                drain_done();
+                worker_destroy(&execs, m->exec);
+                break;
+            case M_STOP:
+                stop = true;
+                break;
+            default: /* M_PING */
+                break;
+            }
+            free(m);
+        }
+        drain_done();
+        uint64_t now = pf__now_ns();
+        if (now - last_beat >= HEARTBEAT_NS) {
+            struct msg beat = {.kind = M_HEARTBEAT};
+            send_up(&beat, 0);
+            last_beat = now;
+        }
+        leave_if_root_silent(now);
+        if (!flag) {
+            pf__mutex_lock(&w_done_lock);
+            bool more = w_done_head != NULL;
+            pf__mutex_unlock(&w_done_lock);
+            if (!more)
+                back_off(&idle, 200000);
+        }
+    }
+    while (execs) {
+        struct wexec *e = execs;
+        execs = e->next;
+        pf_executor_destroy(e->ex);
+        free(e);
+    }
+    drain_done();
+}
+
+/* ============================================================ rank 0 side */
+
+struct record {
+    pf_future *f; /* the engine's reference */
+    uint64_t task;
+    int rank;
+    uint64_t deadline; /* ns, 0: none */
+    bool abandoned;    /* its future was finished (time limit): drop the answer */
+    struct record *next;
+};
+
+struct mpix {
+    struct pf_executor base;
+    uint32_t id;                 /* immutable */
+    int threads;                 /* immutable */
+    struct pf__fqueue pending;   /* engine */
+    struct record *inflight;     /* engine */
+    size_t n_inflight;           /* engine */
+    bool stopping;               /* engine: no more tasks come */
+    bool destroy_sent;           /* engine */
+    int acks_missing;            /* engine: DESTROYED answers still expected */
+    bool *acked;                 /* engine: [size] */
+    bool finished;               /* engine: workers released; `done` signalled */
+    pf__cond done;               /* waited on under engine.lock */
+    struct mpix *next_in_engine; /* engine */
+};
+
+struct outgoing {
+    struct msg *m;
+    int dest;
+    MPI_Request req;
+    struct outgoing *next;
+};
+
+struct deferred {
+    pf_future *f;
+    int code;
+    void *data;
+    size_t len;
+    pf_error_info info;
+    bool has_info;
+    struct deferred *next;
+};
+
+static struct {
+    pf__mutex lock;
+    pf__cond wake;          /* submits and shutdowns wake the idle engine */
+    pthread_t thread;       /* immutable once started */
+    bool stop;              /* lock: pf_mpi_finalize asked */
+    struct mpix *execs;     /* lock */
+    uint32_t next_exec;     /* lock */
+    uint64_t next_task;     /* lock */
+    int *rank_load;         /* lock: [size] tasks in flight per rank */
+    bool *rank_dead;        /* lock: [size] */
+    uint64_t *rank_heard;   /* lock: [size] last message (ns) */
+    int live;               /* lock: worker ranks alive */
+    struct outgoing *queue; /* lock: to send, in order */
+    struct outgoing **queue_tail;
+    struct deferred *finish; /* engine thread only */
+} E;
+
+int pf_mpi_live_workers(void)
+{
+    if (!g_initialized || g_rank != 0)
+        return 0;
+    pf__mutex_lock(&E.lock);
+    int n = E.live;
+    pf__mutex_unlock(&E.lock);
+    return n;
+}
+
+static int capacity_per_rank(int threads)
+{
+    int prefetch = g_opts.prefetch > 0 ? g_opts.prefetch : 2 * threads;
+    return threads + prefetch;
+}
+
+/* Queue a message for the engine to send (engine lock held). */
+static void queue_locked(struct msg *m, int dest)
+{
+    struct outgoing *o = calloc(1, sizeof *o);
+    if (!o || !m) {
+        free(o);
+        free(m);
+        return; /* out of memory: the rank will look silent and be dropped */
+    }
+    o->m = m;
+    o->dest = dest;
+    *E.queue_tail = o;
+    E.queue_tail = &o->next;
+}
+
+static void defer_finish(pf_future *f, int code, void *data, size_t len, const pf_error_info *info)
+{
+    struct deferred *d = calloc(1, sizeof *d);
+    PF__CHECK(d != NULL);
+    d->f = f;
+    d->code = code;
+    d->data = data;
+    d->len = len;
+    if (info) {
+        d->info = *info;
+        d->has_info = true;
+    }
+    d->next = E.finish;
+    E.finish = d;
+}
+
+static void defer_fail(pf_future *f, int code, int rank, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void defer_fail(pf_future *f, int code, int rank, const char *fmt, ...)
+{
+    pf_error_info info = {.code = code, .worker_index = rank - 1, .exit_status = -1};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(info.message, sizeof info.message, fmt, ap);
+    va_end(ap);
+    defer_finish(f, code, NULL, 0, &info);
+}
+
+static void run_deferred(void)
+{
+    struct deferred *d = E.finish;
+    E.finish = NULL;
+    while (d) {
+        struct deferred *next = d->next;
+        pf__future_finish(d->f, d->code, d->data, d->len, d->has_info ? &d->info : NULL);
+        pf_future_release(d->f);
+        free(d);
+        d = next;
+    }
+}
+
+/* The live rank with the fewest tasks in flight and room for one more. */
+static int pick_rank_locked(int threads)
+{
+    int best = -1, cap = capacity_per_rank(threads);
+    for (int r = 1; r < g_size; r++)
+        if (!E.rank_dead[r] && E.rank_load[r] < cap &&
+            (best < 0 || E.rank_load[r] < E.rank_load[best]))
+            best = r;
+    return best;
+}
+
+static void dispatch_locked(struct mpix *x)
+{
+    while (x->pending.head) {
+        if (E.live == 0) {
+            pf_future *f = pf__fqueue_pop(&x->pending);
+            defer_fail(f, PF_ERANKDIED, 0, "no MPI worker rank is left to run the task");
+            continue;
+        }
+        int r = pick_rank_locked(x->threads);
+        if (r < 0)
+            return;
+        pf_future *f = pf__fqueue_pop(&x->pending);
+        uint64_t id;
+        if (pf_registered_name((pf_fn)f->fn, NULL, &id) != PF_OK) {
+            defer_fail(f, PF_ENOTREG, 0, "the task function is not registered (PF_REGISTER)");
+            continue;
+        }
+        struct record *rec = calloc(1, sizeof *rec);
+        struct msg *m = make_msg(M_TASK, x->id, f->arg, f->arg_len);
+        if (!rec || !m) {
+            free(rec);
+            free(m);
+            defer_fail(f, PF_ENOMEM, 0, "no memory to send the task");
+            continue;
+        }
+        m->task = rec->task = ++E.next_task;
+        m->fn = id;
+        m->timeout = f->timeout_ns;
+        rec->f = f;
+        rec->rank = r;
+        rec->deadline = f->timeout_ns ? pf__now_ns() + f->timeout_ns : 0;
+        rec->next = x->inflight;
+        x->inflight = rec;
+        x->n_inflight++;
+        if (E.rank_load[r]++ == 0)
+            E.rank_heard[r] = pf__now_ns(); /* its silence counts from now */
+        pf__future_set_running(f, r - 1);
+        queue_locked(m, r);
+    }
+}
+
+/* Take rec out of x's list. */
+static void unlink_record_locked(struct mpix *x, struct record *rec)
+{
+    for (struct record **p = &x->inflight; *p; p = &(*p)->next) {
+        if (*p == rec) {
+            *p = rec->next;
+            x->n_inflight--;
+            E.rank_load[rec->rank]--;
+            return;
+        }
+    }
+}
+
+static void rank_died_locked(int r, uint64_t silent_ns)
+{
+    E.rank_dead[r] = true;
+    E.live--;
+    for (struct mpix *x = E.execs; x; x = x->next_in_engine) {
+        if (x->acks_missing > 0 && !x->acked[r]) {
+            x->acked[r] = true;
+            x->acks_missing--;
+        }
+        for (struct record *rec = x->inflight, *next; rec; rec = next) {
+            next = rec->next;
+            if (rec->rank != r)
+                continue;
+            unlink_record_locked(x, rec);
+            pf_future *f = rec->f;
+            if (!rec->abandoned && f->retries_left > 0 && !atomic_load(&f->cancel_requested)) {
+                f->retries_left--;
+                pf__fqueue_push_front(&x->pending, f); /* another rank runs it */
+            } else if (!rec->abandoned) {
+                defer_fail(f, PF_ERANKDIED, r,
+                           "MPI rank %d stopped answering (silent for %.1f s) while running the "
+                           "task; taken for dead",
+                           r, silent_ns / 1e9);
+            } else {
+                pf_future_release(f);
+            }
+            free(rec);
+        }
+    }
+}
+
+static void check_time_locked(uint64_t now)
+{
+    double dead_after = g_opts.dead_after;
+    for (int r = 1; r < g_size; r++)
+        if (!E.rank_dead[r] && E.rank_load[r] > 0 && now > E.rank_heard[r] &&
+            now - E.rank_heard[r] > dead_after * 1e9)
+            rank_died_locked(r, now - E.rank_heard[r]);
+    for (struct mpix *x = E.execs; x; x = x->next_in_engine) {
+        for (struct record *rec = x->inflight; rec; rec = rec->next) {
+            if (rec->abandoned || !rec->deadline || now < rec->deadline)
+                continue;
+            rec->abandoned = true; /* the rank keeps the slot until it answers */
+            pf_future_retain(rec->f);
+            defer_fail(rec->f, PF_ETASKTIMEOUT, rec->rank,
+                       "task overran its time limit of %.3f s on MPI rank %d (it runs on; its "
+                       "answer will be dropped)",
+                       rec->f->timeout_ns / 1e9, rec->rank);
+        }
+    }
+}
+
+static void handle_up(const struct msg *m, int source, size_t total)
+{
+    pf__mutex_lock(&E.lock);
+    E.rank_heard[source] = pf__now_ns();
+    struct mpix *x = NULL;
+    if (m->kind == M_RESULT || m->kind == M_DESTROYED)
+        for (x = E.execs; x && x->id != m->exec; x = x->next_in_engine) {
+        }
+    if (x && m->kind == M_DESTROYED && x->acks_missing > 0 && !x->acked[source]) {
+        x->acked[source] = true;
+        x->acks_missing--;
+    } else if (x && m->kind == M_RESULT) {
+        struct record *rec = x->inflight;
+        while (rec && rec->task != m->task)
+            rec = rec->next;
+        if (rec) {
+            unlink_record_locked(x, rec);
+            if (rec->abandoned) {
+                pf_future_release(rec->f);
+            } else if (m->code == PF_OK) {
+                size_t len = total - sizeof *m;
+                void *data = len ? malloc(len) : NULL;
+                if (len && !data)
+                    defer_fail(rec->f, PF_ENOMEM, source, "no memory for a %zu-byte result", len);
+                else {
+                    if (len)
+                        memcpy(data, m + 1, len);
+                    defer_finish(rec->f, PF_OK, data, len, NULL);
+                }
+            } else {
+                pf_error_info info = {.code = m->code,
+                                      .task_code = m->task_code,
+                                      .worker_index = source - 1,
+                                      .exit_status = -1};
+                memcpy(info.message, m->message, sizeof info.message);
+                info.message[sizeof info.message - 1] = '\0';
+                defer_finish(rec->f, m->code, NULL, 0, &info);
+            }
+            free(rec);
+        }
+    }
+    pf__mutex_unlock(&E.lock);
+}
+
+/* Executors whose workers have all answered DESTROY leave the engine. */
+static void retire_locked(void)
+{
+    for (struct mpix **p = &E.execs; *p;) {
+        struct mpix *x = *p;
+        if (x->stopping && !x->pending.head && x->n_inflight == 0 && !x->destroy_sent) {
+            x->destroy_sent = true;
+            x->acks_missing = 0;
+            for (int r = 1; r < g_size; r++) {
+                if (E.rank_dead[r]) {
+                    x->acked[r] = true;
+                    continue;
+                }
+                x->acks_missing++;
+                queue_locked(make_msg(M_DESTROY, x->id, NULL, 0), r);
+                if (E.rank_load[r] == 0)
+                    E.rank_heard[r] = pf__now_ns();
+                E.rank_load[r]++; /* the DESTROY counts as work: silence kills */
+            }
+        }
+        if (x->destroy_sent && x->acks_missing == 0) {
+            for (int r = 1; r < g_size; r++)
+                if (!E.rank_dead[r])
+                    E.rank_load[r]--; /* its DESTROY */
+            *p = x->next_in_engine;
+            x->finished = true;
+            pf__cond_broadcast(&x->done);
+            continue;
+        }
+        p = &x->next_in_engine;
+    }
+}
+
+/* Send what is queued; forget sends that completed.  Engine thread only. */
+static struct outgoing *sending; /* engine thread only: started, not complete */
+
+static void pump_sends(void)
+{
+    pf__mutex_lock(&E.lock);
+    struct outgoing *q = E.queue;
+    E.queue = NULL;
+    E.queue_tail = &E.queue;
+    pf__mutex_unlock(&E.lock);
+    while (q) {
+        struct outgoing *next = q->next;
+        MPI_Isend(q->m, (int)(sizeof *q->m + q->m->len), MPI_BYTE, q->dest, TAG_DOWN,
+                  MPI_COMM_WORLD, &q->req);
+        q->next = sending;
+        sending = q;
+        q = next;
+    }
+    for (struct outgoing **p = &sending; *p;) {
+        int done = 0;
+        struct outgoing *o = *p;
+        pf__mutex_lock(&E.lock);
+        bool dead = E.rank_dead[o->dest];
+        pf__mutex_unlock(&E.lock);
+        if (dead) {
+            /* never completes: let MPI drop it, keep the buffer (MPI may
+             * still read it) until MPI_Finalize */
+            MPI_Request_free(&o->req);
+            *p = o->next;
+            o->next = NULL;
+            continue; /* leaked on purpose: a few bytes per dead rank */
+        }
+        MPI_Test(&o->req, &done, MPI_STATUS_IGNORE);
+        if (done) {
+            *p = o->next;
+            free(o->m);
+            free(o);
+        } else {
+            p = &o->next;
+        }
+    }
+}
+
+static void *engine_main(void *arg)
+{
+    (void)arg;
+    uint64_t last_ping = 0;
+    unsigned idle = 0;
+    for (;;) {
+        uint64_t now = pf__now_ns();
+        pf__mutex_lock(&E.lock);
+        bool busy = false;
+        for (struct mpix *x = E.execs; x; x = x->next_in_engine) {
+            dispatch_locked(x);
+            busy = busy || x->n_inflight > 0 || x->pending.head || x->destroy_sent;
+        }
+        check_time_locked(now);
+        retire_locked();
+        if (now - last_ping >= PING_NS) {
+            for (int r = 1; r < g_size; r++)
+                if (!E.rank_dead[r])
+                    queue_locked(make_msg(M_PING, 0, NULL, 0), r);
+            last_ping = now;
+        }
+        bool stop = E.stop && !E.execs;
+        if (stop)
+            for (int r = 1; r < g_size; r++)
+                if (!E.rank_dead[r])
+                    queue_locked(make_msg(M_STOP, 0, NULL, 0), r);
+        bool quiet = !busy && !E.queue && !sending && !stop;
+        if (quiet && !E.finish) {
+            /* Nothing in flight: sleep until a submit (bounded for pings
+             * and heartbeats to be read). */
+            pf__cond_wait_until(&E.wake, &E.lock, pf__now_ns() + 50000000u);
+        }
+        pf__mutex_unlock(&E.lock);
+        run_deferred();
+        pump_sends();
+
+        bool got = false;
+        for (int i = 0; i < 64; i++) {
+            int flag = 0;
+            MPI_Status st;
+            MPI_Iprobe(MPI_ANY_SOURCE, TAG_UP, MPI_COMM_WORLD, &flag, &st);
+            if (!flag)
+                break;
+            size_t total;
+            struct msg *m = recv_msg(st.MPI_SOURCE, TAG_UP, &st, &total);
+            if (m)
+                handle_up(m, st.MPI_SOURCE, total);
+            free(m);
+            got = true;
+        }
+        run_deferred();
+        if (stop) {
+            /* wait for the STOPs to leave (bounded: a dead rank's are freed) */
+            for (int i = 0; sending && i < 100000; i++) {
+                pump_sends();
+                sleep_ns(10000);
+            }
+            break;
+        }
+        if (got)
+            idle = 0;
+        else if (busy)
+            back_off(&idle, 100000);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------ executor kind -- */
+
+static int mx_submit(struct pf_executor *ex, pf_future *f)
+{
+    struct mpix *x = (struct mpix *)ex;
+    uint64_t id;
+    if (pf_registered_name((pf_fn)f->fn, NULL, &id) != PF_OK)
+        return PF_ENOTREG; /* ranks are other programs: only ids cross */
+    pf__mutex_lock(&E.lock);
+    if (x->stopping) {
+        pf__mutex_unlock(&E.lock);
+        return PF_ESHUTDOWN;
+    }
+    pf__fqueue_push(&x->pending, pf_future_retain(f));
+    pf__cond_signal(&E.wake);
+    pf__mutex_unlock(&E.lock);
+    return PF_OK;
+}
+
+static int mx_cancel(struct pf_executor *ex, pf_future *f)
+{
+    struct mpix *x = (struct mpix *)ex;
+    pf__mutex_lock(&E.lock);
+    if (!f->in_queue) {
+        pf__mutex_unlock(&E.lock);
+        return PF_EBUSY; /* on a rank: a remote task cannot be stopped */
+    }
+    pf__fqueue_remove(&x->pending, f);
+    pf__mutex_unlock(&E.lock);
+    pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
+    pf_future_release(f); /* the queue's reference */
+    return PF_OK;
+}
+
+static int mx_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
+{
+    struct mpix *x = (struct mpix *)ex;
+    pf__mutex_lock(&E.lock);
+    x->stopping = true;
+    struct pf__fqueue cancelled = {0};
+    if (cancel_futures)
+        for (pf_future *f; (f = pf__fqueue_pop(&x->pending));)
+            pf__fqueue_push(&cancelled, f);
+    pf__cond_signal(&E.wake);
+    pf__mutex_unlock(&E.lock);
+    for (pf_future *f; (f = pf__fqueue_pop(&cancelled));) {
+        pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
+        pf_future_release(f);
+    }
+    if (wait) {
+        if (pthread_equal(pthread_self(), E.thread))
+            return PF_EBUSY; /* a done-callback cannot wait for the engine */
+        pf__mutex_lock(&E.lock);
+        while (!x->finished)
+            pf__cond_wait(&x->done, &E.lock);
+        pf__mutex_unlock(&E.lock);
+    }
+    return PF_OK;
+}
+
+static void mx_destroy(struct pf_executor *ex)
+{
+    (void)ex; /* shutdown(wait) already waited for the workers */
+}
+
+static void mx_free(struct pf_executor *ex)
+{
+    struct mpix *x = (struct mpix *)ex;
+    pf__cond_destroy(&x->done);
+    free(x->acked);
+    free(x);
+}
+
+static const struct pf__executor_ops mx_ops = {
+    .submit = mx_submit,
+    .cancel = mx_cancel,
+    .shutdown = mx_shutdown,
+    .destroy = mx_destroy,
+    .free = mx_free,
+};
+
+static int mpi_create(const struct pf_executor *base, struct pf_executor **out)
+{
+    if (g_rank != 0)
+        return PF_EINVAL;
+    uint64_t init_id = 0, fini_id = 0;
+    if (base->opts.initializer &&
+        pf_registered_name((pf_fn)base->opts.initializer, NULL, &init_id) != PF_OK)
+        return PF_ENOTREG;
+    if (base->opts.finalizer &&
+        pf_registered_name((pf_fn)base->opts.finalizer, NULL, &fini_id) != PF_OK)
+        return PF_ENOTREG;
+    struct mpix *x = calloc(1, sizeof *x);
+    bool *acked = calloc((size_t)g_size, sizeof *acked);
+    if (!x || !acked) {
+        free(x);
+        free(acked);
+        return PF_ENOMEM;
+    }
+    pf__executor_init_base(&x->base, base);
+    x->base.ops = &mx_ops;
+    x->acked = acked;
+    x->threads = g_opts.threads_per_rank;
+    pf__cond_init(&x->done);
+
+    pf__mutex_lock(&E.lock);
+    if (E.live == 0) {
+        pf__mutex_unlock(&E.lock);
+        mx_free(&x->base);
+        return PF_ENOTSUP; /* a job of one rank, or every worker rank died */
+    }
+    /* Loops size their chunks by max_workers: every thread of every rank. */
+    x->base.opts.max_workers = E.live * x->threads;
+    x->id = ++E.next_exec;
+    for (int r = 1; r < g_size; r++) {
+        if (E.rank_dead[r])
+            continue;
+        struct msg *m = make_msg(M_CREATE, x->id, base->opts.init_arg, base->opts.init_arg_len);
+        if (m) {
+            m->fn = init_id;
+            m->fn2 = fini_id;
+            m->threads = x->threads;
+        }
+        queue_locked(m, r);
+    }
+    x->next_in_engine = E.execs;
+    E.execs = x;
+    pf__cond_signal(&E.wake);
+    pf__mutex_unlock(&E.lock);
+    *out = &x->base;
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------ lifetime -- */
+
+static double env_double(const char *name, double fallback)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return fallback;
+    char *end;
+    double d = strtod(v, &end);
+    return *end == '\0' && d > 0 ? d : fallback;
+}
+
+int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
+{
+    if (g_initialized)
+        return PF_EBUSY;
+    pf_mpi_opts o = opts ? *opts : (pf_mpi_opts){0};
+    if (o.threads_per_rank < 0 || o.threads_per_rank > PF_MAX_WORKERS || o.prefetch < 0 ||
+        o.prefetch > 1000000 || !(o.dead_after >= 0) || o.dead_after > 1e6)
+        return PF_EINVAL;
+    if (o.threads_per_rank == 0) {
+        double t = env_double("PFOR_MPI_THREADS", 1);
+        o.threads_per_rank = t >= 1 && t <= PF_MAX_WORKERS ? (int)t : 1;
+    }
+    if (o.dead_after == 0)
+        o.dead_after = env_double("PFOR_MPI_DEAD_AFTER", 3.0);
+    g_opts = o;
+
+    int provided = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
+        return PF_ESYS;
+    if (provided < MPI_THREAD_SERIALIZED) {
+        MPI_Finalize();
+        return PF_ENOTSUP;
+    }
+    /* Errors come back as codes; a dead peer must not abort rank 0. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    g_initialized = true;
+
+    if (g_rank != 0) {
+        worker_main();
+        MPI_Finalize();
+        exit(0);
+    }
+
+    pf__mutex_init(&E.lock);
+    pf__cond_init(&E.wake);
+    E.queue_tail = &E.queue;
+    E.rank_load = calloc((size_t)g_size, sizeof *E.rank_load);
+    E.rank_dead = calloc((size_t)g_size, sizeof *E.rank_dead);
+    E.rank_heard = calloc((size_t)g_size, sizeof *E.rank_heard);
+    if (!E.rank_load || !E.rank_dead || !E.rank_heard) {
+        MPI_Abort(MPI_COMM_WORLD, 1);
+        return PF_ENOMEM;
+    }
+    E.live = g_size - 1;
+    pf__mpi_create = mpi_create;
+    if (pthread_create(&E.thread, NULL, engine_main, NULL) != 0) {
+        MPI_Abort(MPI_COMM_WORLD, 1);
+        return PF_ESYS;
+    }
+    return PF_OK;
+}
+
+void pf_mpi_finalize(void)
+{
+    if (!g_initialized || g_rank != 0)
+        return;
+    pf__mutex_lock(&E.lock);
+    E.stop = true;
+    /* Executors still open take no more tasks; what they run finishes. */
+    for (struct mpix *x = E.execs; x; x = x->next_in_engine)
+        x->stopping = true;
+    pf__cond_signal(&E.wake);
+    pf__mutex_unlock(&E.lock);
+    PF__CHECK(pthread_join(E.thread, NULL) == 0);
+    pf__mpi_create = NULL;
+    MPI_Finalize();
+    free(E.rank_load);
+    free(E.rank_dead);
+    free(E.rank_heard);
+    g_initialized = false;
+}

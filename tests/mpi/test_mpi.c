@@ -1,0 +1,511 @@
+/*
+ * The PF_MPI executor under mpirun (tests/mpi/run.sh starts it):
+ *
+ *   pfor-mpi-tests semantics   every future operation, loops, combining,
+ *                              failing and unregistered tasks, large results,
+ *                              uneven durations (3 ranks or more)
+ *   pfor-mpi-tests kill        a worker rank SIGKILLed mid-run
+ *
+ * Rank 0 checks; worker ranks never get past pf_mpi_init().  Each check
+ * prints a line; the exit status is the number of failed checks (capped).
+ */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pfor/dict.h"
+#include "pfor/mpi.h"
+#include "pfor/pfor.h"
+
+static int failures;
+
+#define CHECK(cond)                                                         \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                     \
+        }                                                                   \
+    } while (0)
+#define CHECK_RC(expr, want)                                                             \
+    do {                                                                                 \
+        int rc_ = (expr);                                                                \
+        if (rc_ != (want)) {                                                             \
+            fprintf(stderr, "FAIL %s:%d: %s = %s, want %s\n", __FILE__, __LINE__, #expr, \
+                    pf_err_name(rc_), pf_err_name(want));                                \
+            failures++;                                                                  \
+        }                                                                                \
+    } while (0)
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------------------ tasks -- */
+
+static int square(pf_task *t, const void *arg, size_t len)
+{
+    int64_t x;
+    if (len != sizeof x)
+        return pf_task_fail(t, PF_EINVAL, "bad argument");
+    memcpy(&x, arg, sizeof x);
+    x *= x;
+    return pf_task_set_result(t, &x, sizeof x);
+}
+PF_REGISTER(square)
+
+/* Sleeps arg ms, returns the rank that ran it. */
+static int nap(pf_task *t, const void *arg, size_t len)
+{
+    int32_t ms = 0;
+    if (len == sizeof ms)
+        memcpy(&ms, arg, sizeof ms);
+    sleep_ms(ms);
+    int32_t rank = pf_mpi_rank();
+    return pf_task_set_result(t, &rank, sizeof rank);
+}
+PF_REGISTER(nap)
+
+/* Rank 1 is slow (20 ms a task), the others fast (1 ms). */
+static int uneven(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    int32_t rank = pf_mpi_rank();
+    sleep_ms(rank == 1 ? 20 : 1);
+    return pf_task_set_result(t, &rank, sizeof rank);
+}
+PF_REGISTER(uneven)
+
+static int fails(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    return pf_task_fail(t, 42, "boom on rank %d", pf_mpi_rank());
+}
+PF_REGISTER(fails)
+
+static int big(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    size_t n = 8u << 20;
+    unsigned char *p = pf_task_result_buffer(t, n);
+    if (!p)
+        return pf_task_fail(t, PF_ENOMEM, "no buffer");
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 7);
+    return 0;
+}
+PF_REGISTER(big)
+
+static int not_registered(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)arg;
+    (void)len;
+    return 0;
+}
+
+static int word_pair(pf_task *t, const void *arg, size_t len)
+{
+    int32_t i;
+    memcpy(&i, arg, len < sizeof i ? len : sizeof i);
+    char key[32];
+    int klen = snprintf(key, sizeof key, "k%d", i % 10);
+    char val[32];
+    int vlen = snprintf(val, sizeof val, "%d", 1);
+    return pf_task_return_pair(t, key, (size_t)klen, val, (size_t)vlen);
+}
+PF_REGISTER(word_pair)
+
+static int sum_range(size_t b, size_t e, const void *ctx, void *acc)
+{
+    int64_t k;
+    memcpy(&k, ctx, sizeof k);
+    int64_t s = 0;
+    for (size_t i = b; i < e; i++)
+        s += (int64_t)i * k;
+    *(int64_t *)acc += s;
+    return 0;
+}
+PF_REGISTER(sum_range)
+
+static void add_i64(void *acc, const void *other)
+{
+    *(int64_t *)acc += *(const int64_t *)other;
+}
+
+static int kill_my_rank(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)arg;
+    (void)len;
+    sleep_ms(50);
+    raise(SIGKILL);
+    return 0;
+}
+PF_REGISTER(kill_my_rank)
+
+/* Per-worker state: an initializer that sets it, a task that reads it. */
+static int init_state(void **state, const void *arg, size_t len, int index)
+{
+    (void)index;
+    int32_t *v = malloc(sizeof *v);
+    if (!v || len != sizeof *v)
+        return 1;
+    memcpy(v, arg, sizeof *v);
+    *state = v;
+    return 0;
+}
+PF_REGISTER(init_state)
+
+static void fini_state(void *state, int index)
+{
+    (void)index;
+    free(state);
+}
+PF_REGISTER(fini_state)
+
+static int read_state(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    int32_t *v = pf_task_worker_state(t);
+    if (!v)
+        return pf_task_fail(t, PF_EINVAL, "no worker state");
+    return pf_task_set_result(t, v, sizeof *v);
+}
+PF_REGISTER(read_state)
+
+/* ------------------------------------------------------------ helpers -- */
+
+static pf_future *submit_i32(pf_executor *ex, pf_task_fn fn, int32_t v)
+{
+    pf_future *f = NULL;
+    CHECK_RC(pf_submit(ex, fn, &v, sizeof v, &f), PF_OK);
+    return f;
+}
+
+static int32_t result_i32(pf_future *f)
+{
+    const void *data;
+    size_t len;
+    int rc = pf_future_result(f, PF_FOREVER, &data, &len);
+    if (rc != PF_OK || len != sizeof(int32_t)) {
+        pf_error_info info;
+        pf_future_error(f, &info);
+        fprintf(stderr, "  result: %s (%s)\n", pf_err_name(rc), info.message);
+        failures++;
+        return -1;
+    }
+    int32_t v;
+    memcpy(&v, data, sizeof v);
+    return v;
+}
+
+static _Atomic int callbacks_run;
+
+static void count_callback(pf_future *f, void *user)
+{
+    (void)f;
+    (void)user;
+    callbacks_run++;
+}
+
+struct seen {
+    size_t n;
+    int bad;
+};
+
+static int check_square(void *user, size_t index, int status, const void *data, size_t len,
+                        const char *msg)
+{
+    (void)msg;
+    struct seen *s = user;
+    int64_t v;
+    if (status || len != sizeof v)
+        s->bad++;
+    else if (memcpy(&v, data, sizeof v), v != (int64_t)(index * index))
+        s->bad++;
+    s->n++;
+    return 0;
+}
+
+/* ------------------------------------------------------------ checks -- */
+
+static void semantics(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    CHECK(pf_executor_kind(ex) == PF_MPI);
+    CHECK(pf_executor_max_workers(ex) == size - 1);
+
+    /* submit / result */
+    pf_future *fs[50];
+    for (int64_t i = 0; i < 50; i++)
+        CHECK_RC(pf_submit(ex, square, &i, sizeof i, &fs[i]), PF_OK);
+    for (int64_t i = 0; i < 50; i++) {
+        const void *d;
+        size_t len;
+        CHECK_RC(pf_future_result(fs[i], PF_FOREVER, &d, &len), PF_OK);
+        int64_t v = -1;
+        if (len == sizeof v)
+            memcpy(&v, d, sizeof v);
+        CHECK(v == i * i);
+        CHECK(pf_future_done(fs[i]));
+        pf_future_release(fs[i]);
+    }
+    printf("ok submit/result over %d worker ranks\n", size - 1);
+
+    /* result with a timeout, done */
+    pf_future *slow = submit_i32(ex, nap, 300);
+    CHECK_RC(pf_future_result(slow, 0.01, NULL, NULL), PF_ETIMEDOUT);
+    CHECK(!pf_future_done(slow));
+    CHECK(result_i32(slow) >= 1);
+    CHECK(pf_future_done(slow));
+    pf_future_release(slow);
+    printf("ok result timeout and done\n");
+
+    /* cancel: fill every rank's slots with long naps, then one more waits */
+    int cap = (size - 1) * 3; /* 1 thread + 2 prefetched per rank */
+    pf_future *busy[64];
+    for (int i = 0; i < cap; i++)
+        busy[i] = submit_i32(ex, nap, 400);
+    sleep_ms(100); /* the engine has sent them all */
+    pf_future *waiting = submit_i32(ex, nap, 1);
+    CHECK_RC(pf_future_cancel(waiting), PF_OK);
+    CHECK(pf_future_cancelled(waiting));
+    CHECK_RC(pf_future_result(waiting, 0, NULL, NULL), PF_ECANCELLED);
+    CHECK_RC(pf_future_cancel(busy[0]), PF_EBUSY); /* on a rank: cannot be stopped */
+    for (int i = 0; i < cap; i++) {
+        CHECK(result_i32(busy[i]) >= 1);
+        pf_future_release(busy[i]);
+    }
+    pf_future_release(waiting);
+    printf("ok cancel (pending cancelled, sent refused)\n");
+
+    /* done-callbacks */
+    callbacks_run = 0;
+    for (int i = 0; i < 10; i++) {
+        fs[i] = submit_i32(ex, nap, 1);
+        CHECK_RC(pf_future_add_done_callback(fs[i], count_callback, NULL), PF_OK);
+    }
+    for (int i = 0; i < 10; i++) {
+        pf_future_wait(fs[i], PF_FOREVER);
+        pf_future_release(fs[i]);
+    }
+    for (int i = 0; i < 100 && callbacks_run < 10; i++)
+        sleep_ms(10);
+    CHECK(callbacks_run == 10);
+    printf("ok done-callbacks\n");
+
+    /* as_completed: a short task submitted last comes out first */
+    pf_future *longer = submit_i32(ex, nap, 500);
+    pf_future *shorter = submit_i32(ex, nap, 10);
+    pf_future *two[2] = {longer, shorter};
+    pf_as_completed *ac;
+    CHECK_RC(pf_as_completed_create(&ac, two, 2), PF_OK);
+    pf_future *first = NULL, *second = NULL;
+    CHECK_RC(pf_as_completed_next(ac, 10, &first), PF_OK);
+    CHECK_RC(pf_as_completed_next(ac, 10, &second), PF_OK);
+    CHECK(first == shorter && second == longer);
+    pf_as_completed_destroy(ac);
+
+    /* wait: FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED */
+    size_t n_done = 0;
+    pf_future *a = submit_i32(ex, nap, 400), *b = submit_i32(ex, nap, 5);
+    pf_future *ab[2] = {a, b};
+    CHECK_RC(pf_wait(ab, 2, PF_FIRST_COMPLETED, 10, &n_done), PF_OK);
+    CHECK(pf_future_done(b) && n_done >= 1);
+    pf_future *c = NULL;
+    CHECK_RC(pf_submit(ex, fails, NULL, 0, &c), PF_OK);
+    pf_future *ac2[2] = {a, c};
+    CHECK_RC(pf_wait(ac2, 2, PF_FIRST_EXCEPTION, 10, &n_done), PF_OK);
+    CHECK(pf_future_done(c));
+    CHECK_RC(pf_wait(ab, 2, PF_ALL_COMPLETED, 10, &n_done), PF_OK);
+    CHECK(n_done == 2);
+    pf_future_release(a);
+    pf_future_release(b);
+    pf_future_release(longer);
+    pf_future_release(shorter);
+    printf("ok as_completed and wait\n");
+
+    /* a failing task: its code and message come back */
+    pf_error_info info;
+    CHECK_RC(pf_future_result(c, PF_FOREVER, NULL, NULL), PF_ETASK);
+    CHECK_RC(pf_future_error(c, &info), PF_OK);
+    CHECK(info.task_code == 42);
+    CHECK(strstr(info.message, "boom on rank") != NULL);
+    pf_future_release(c);
+    printf("ok failing task: %s\n", info.message);
+
+    /* an unregistered function cannot cross */
+    pf_future *u = NULL;
+    CHECK_RC(pf_submit(ex, not_registered, NULL, 0, &u), PF_ENOTREG);
+    CHECK(u == NULL);
+    printf("ok unregistered function refused\n");
+
+    /* an 8 MiB result */
+    pf_future *g = NULL;
+    CHECK_RC(pf_submit(ex, big, NULL, 0, &g), PF_OK);
+    const void *data;
+    size_t len = 0;
+    CHECK_RC(pf_future_result(g, PF_FOREVER, &data, &len), PF_OK);
+    CHECK(len == 8u << 20);
+    int wrong = 0;
+    for (size_t i = 0; i < len; i++)
+        wrong += ((const unsigned char *)data)[i] != (unsigned char)(i * 7);
+    CHECK(wrong == 0);
+    pf_future_release(g);
+    printf("ok 8 MiB result\n");
+
+    /* per-task time limit: fails at once, the rank answers later */
+    pf_submit_opts so = {.timeout = 0.1};
+    int32_t ms = 600;
+    pf_future *late = NULL;
+    CHECK_RC(pf_submit_ex(ex, nap, &ms, sizeof ms, &so, &late), PF_OK);
+    CHECK_RC(pf_future_result(late, 5, NULL, NULL), PF_ETASKTIMEOUT);
+    pf_future_release(late);
+    printf("ok task time limit\n");
+
+    /* map, in order and unordered */
+    int64_t items[1000];
+    for (int i = 0; i < 1000; i++)
+        items[i] = i;
+    struct seen s = {0, 0};
+    CHECK_RC(pf_map_array(ex, square, items, 1000, sizeof *items, check_square, &s, NULL), PF_OK);
+    CHECK(s.n == 1000 && s.bad == 0);
+    struct seen s2 = {0, 0};
+    pf_map_opts mo = {.chunksize = 7, .unordered = true};
+    CHECK_RC(pf_map_array(ex, square, items, 1000, sizeof *items, check_square, &s2, &mo), PF_OK);
+    CHECK(s2.n == 1000 && s2.bad == 0);
+    printf("ok map (ordered, unordered)\n");
+
+    /* parallel_reduce */
+    int64_t k = 3, total = 0;
+    pf_for_opts fo = {.schedule = PF_SCHEDULE_DYNAMIC, .chunk = 1000};
+    CHECK_RC(pf_parallel_reduce(ex, 0, 100000, sum_range, &k, sizeof k, &total, sizeof total,
+                                add_i64, &fo),
+             PF_OK);
+    CHECK(total == 3 * (int64_t)99999 * 100000 / 2);
+    printf("ok parallel_reduce\n");
+
+    /* combining at the end */
+    pf_dict *d;
+    CHECK_RC(pf_dict_open_local(&d, NULL), PF_OK);
+    int32_t nums[200];
+    for (int i = 0; i < 200; i++)
+        nums[i] = i;
+    CHECK_RC(pf_dict_combine(d, ex, word_pair, nums, 200, sizeof *nums, PF_COMBINE_SUM, NULL),
+             PF_OK);
+    size_t n_keys = 0;
+    CHECK_RC(pf_dict_len(d, &n_keys), PF_OK);
+    CHECK(n_keys == 10);
+    int64_t hits = 0;
+    CHECK_RC(pf_dict_get_i64(d, "k3", 2, &hits), PF_OK);
+    CHECK(hits == 20);
+    pf_dict_close(d);
+    printf("ok combining at the end (pf_dict_combine, SUM)\n");
+
+    /* uneven durations: dynamic dispatch gives the fast ranks more */
+    if (size >= 3) {
+        int per_rank[64] = {0};
+        pf_future *u2[60];
+        for (int i = 0; i < 60; i++)
+            u2[i] = submit_i32(ex, uneven, 0);
+        for (int i = 0; i < 60; i++) {
+            int32_t r = result_i32(u2[i]);
+            if (r > 0 && r < 64)
+                per_rank[r]++;
+            pf_future_release(u2[i]);
+        }
+        CHECK(per_rank[1] < per_rank[2]);
+        printf("ok uneven durations: slow rank 1 ran %d, fast rank 2 ran %d\n", per_rank[1],
+               per_rank[2]);
+    }
+
+    CHECK_RC(pf_executor_shutdown(ex, true, false), PF_OK);
+    pf_future *after = NULL;
+    CHECK_RC(pf_submit(ex, square, NULL, 0, &after), PF_ESHUTDOWN);
+    pf_executor_destroy(ex);
+
+    /* a second executor, with per-worker state from a registered initializer */
+    int32_t seed = 1234;
+    pf_executor_opts o = PF_EXECUTOR_OPTS_DEFAULT;
+    o.initializer = init_state;
+    o.finalizer = fini_state;
+    o.init_arg = &seed;
+    o.init_arg_len = sizeof seed;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, &o), PF_OK);
+    pf_future *st = NULL;
+    CHECK_RC(pf_submit(ex, read_state, NULL, 0, &st), PF_OK);
+    CHECK(result_i32(st) == 1234);
+    pf_future_release(st);
+    pf_executor_destroy(ex);
+    printf("ok worker initializer and state\n");
+}
+
+static void killed_rank(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    pf_future *fs[30];
+    for (int i = 0; i < 30; i++)
+        fs[i] = submit_i32(ex, nap, 20);
+    pf_future *k = NULL;
+    CHECK_RC(pf_submit(ex, kill_my_rank, NULL, 0, &k), PF_OK);
+    int ok = 0, died = 0;
+    for (int i = 0; i < 30; i++) {
+        int rc = pf_future_result(fs[i], 60, NULL, NULL);
+        ok += rc == PF_OK;
+        died += rc == PF_ERANKDIED;
+        pf_future_release(fs[i]);
+    }
+    pf_error_info info;
+    CHECK_RC(pf_future_result(k, 60, NULL, NULL), PF_ERANKDIED);
+    CHECK_RC(pf_future_error(k, &info), PF_OK);
+    CHECK(strstr(info.message, "MPI rank") != NULL);
+    pf_future_release(k);
+    CHECK(ok + died == 30);
+    CHECK(ok >= 15);
+    CHECK(pf_mpi_live_workers() == size - 2);
+    /* the live ranks go on */
+    for (int i = 0; i < 10; i++)
+        fs[i] = submit_i32(ex, nap, 1);
+    for (int i = 0; i < 10; i++) {
+        CHECK(result_i32(fs[i]) >= 1);
+        pf_future_release(fs[i]);
+    }
+    pf_executor_destroy(ex);
+    printf("ok killed rank: %d tasks done, %d failed with PF_ERANKDIED (%s)\n", ok, died + 1,
+           info.message);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = pf_mpi_init(&argc, &argv, NULL); /* worker ranks stay in here */
+    if (rc != PF_OK) {
+        fprintf(stderr, "pf_mpi_init: %s\n", pf_strerror(rc));
+        return 2;
+    }
+    int size = pf_mpi_size();
+    const char *mode = argc > 1 ? argv[1] : "semantics";
+    if (size < 2) {
+        fprintf(stderr, "run under mpirun with 2 ranks or more\n");
+        pf_mpi_finalize();
+        return 2;
+    }
+    if (strcmp(mode, "kill") == 0)
+        killed_rank(size);
+    else
+        semantics(size);
+    pf_mpi_finalize();
+    printf("%s: %d failed checks\n", mode, failures);
+    return failures > 100 ? 100 : failures;
+}
