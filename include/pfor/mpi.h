@@ -4,8 +4,8 @@
  *
  *     int main(int argc, char **argv)
  *     {
+ *         pf_init();                        // process pools too: before MPI's threads
  *         pf_mpi_init(&argc, &argv, NULL); // worker ranks serve tasks here and exit
- *         pf_init();
  *         pf_executor *ex;
  *         pf_executor_create(&ex, PF_MPI, NULL);  // rank 0 only gets this far
  *         ... pf_submit / pf_map / pf_parallel_for as on any kind ...
@@ -52,8 +52,11 @@ typedef struct pf_mpi_opts {
 /* Initialise MPI (MPI_Init_thread) and the PF_MPI executor kind.  On rank 0
  * it returns PF_OK and the program goes on.  On every other rank it serves
  * tasks until rank 0 calls pf_mpi_finalize() (or is gone), finalises MPI and
- * calls exit(0): code after it runs on rank 0 only.  Call it first thing in
- * main(), before pf_init() and before starting threads.  opts may be NULL.
+ * calls exit(0): code after it runs on rank 0 only.  Call it at the top of
+ * main(), before starting threads; a program that also uses process pools
+ * calls pf_init() just before it (MPI starts threads, after which the fork
+ * server could not start: see the fork rule in docs/design.md).  opts may
+ * be NULL.
  * Errors: PF_EINVAL (bad arguments or options), PF_EBUSY (called twice),
  * PF_ENOTSUP (the MPI library lacks the thread support this needs). */
 PF_EXTERN int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts);
@@ -66,8 +69,10 @@ PF_EXTERN void pf_mpi_finalize(void);
 PF_EXTERN int pf_mpi_rank(void);
 PF_EXTERN int pf_mpi_size(void);
 
-/* Worker ranks still alive (rank 0 not counted). */
+/* Worker ranks still alive (rank 0 not counted), and the threads each runs
+ * tasks on; 0 and 1 before pf_mpi_init or on a worker rank. */
 PF_EXTERN int pf_mpi_live_workers(void);
+PF_EXTERN int pf_mpi_threads_per_rank(void);
 
 /* True when this process was started by mpirun (Open MPI's environment). */
 PF_EXTERN bool pf_mpi_launched(void);

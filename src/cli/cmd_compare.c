@@ -841,6 +841,9 @@ int pf_cli_compare(int argc, char **argv)
         enum cmp_exec exec = c->exec_order[k];
         uint64_t ws[CMP_MAX_WORKERS];
         size_t n_ws = cmp_worker_list(c, exec, ws);
+        if (n_ws == 0 && exec == CMP_MPI)
+            printf("mpi        skipped: not started by mpirun (try: mpirun -n 3 pfor compare "
+                   "--executors processes,threads,mpi)\n");
         for (size_t w = 0; w < n_ws; w++) {
             int workers = (int)ws[w];
             if (c->workload == CMP_CPU) {

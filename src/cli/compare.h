@@ -18,7 +18,11 @@
 enum cmp_workload { CMP_HTTP = 0, CMP_CPU = 1 };
 
 /* The executors of the comparison, in the order of the article's graph. */
-enum cmp_exec { CMP_SEQUENTIAL = 0, CMP_PROCESSES, CMP_THREADS, CMP_EVENT, CMP_N_EXEC };
+enum cmp_exec { CMP_SEQUENTIAL = 0, CMP_PROCESSES, CMP_THREADS, CMP_EVENT, CMP_MPI, CMP_N_EXEC };
+
+/* Worker ranks x threads per rank when this `pfor` runs under mpirun with
+ * MPI support; 0 otherwise (main.c). */
+int cmp_mpi_workers(void);
 
 extern const char *const cmp_exec_names[CMP_N_EXEC];
 

@@ -239,7 +239,8 @@ int cmp_write_json(const struct cmp_config *c, const struct cmp_results *res, co
 
 /* --- plots --------------------------------------------------------------- */
 
-static const char *const exec_colors[CMP_N_EXEC] = {"#7f7f7f", "#d62728", "#1f77b4", "#2ca02c"};
+static const char *const exec_colors[CMP_N_EXEC] = {"#7f7f7f", "#d62728", "#1f77b4", "#2ca02c",
+                                                    "#9467bd"};
 static const char *const palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                       "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
 

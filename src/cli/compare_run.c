@@ -24,7 +24,8 @@
 
 #include "compare.h"
 
-const char *const cmp_exec_names[CMP_N_EXEC] = {"sequential", "processes", "threads", "event"};
+const char *const cmp_exec_names[CMP_N_EXEC] = {"sequential", "processes", "threads", "event",
+                                                "mpi"};
 
 double cmp_now(void)
 {
@@ -76,6 +77,8 @@ int cmp_default_workers(const struct cmp_config *c, enum cmp_exec exec)
         return pf_default_workers(PF_PROCESSES);
     case CMP_THREADS:
         return pf_default_workers(PF_THREADS);
+    case CMP_MPI:
+        return cmp_mpi_workers();
     default:
         return (int)c->in_flight;
     }
@@ -86,6 +89,10 @@ size_t cmp_worker_list(const struct cmp_config *c, enum cmp_exec exec, uint64_t 
     if (exec == CMP_SEQUENTIAL) {
         out[0] = 1;
         return 1;
+    }
+    if (exec == CMP_MPI) { /* the job's ranks decide: one line, none without mpirun */
+        out[0] = (uint64_t)cmp_mpi_workers();
+        return out[0] ? 1 : 0;
     }
     if (c->n_workers && (exec != CMP_EVENT || c->event_uses_workers)) {
         memcpy(out, c->workers, c->n_workers * sizeof *out);
@@ -104,7 +111,16 @@ size_t cmp_worker_list(const struct cmp_config *c, enum cmp_exec exec, uint64_t 
 
 static pf_kind kind_of(enum cmp_exec e)
 {
-    return e == CMP_SEQUENTIAL ? PF_SEQUENTIAL : e == CMP_PROCESSES ? PF_PROCESSES : PF_THREADS;
+    switch (e) {
+    case CMP_SEQUENTIAL:
+        return PF_SEQUENTIAL;
+    case CMP_PROCESSES:
+        return PF_PROCESSES;
+    case CMP_MPI:
+        return PF_MPI;
+    default:
+        return PF_THREADS;
+    }
 }
 
 void cmp_reason_add(struct cmp_results *res, int code, int task_code, const char *message,
@@ -442,6 +458,7 @@ static int count_primes_task(pf_task *t, const void *arg, size_t len)
         count += is_prime(v);
     return pf_task_set_result(t, &count, sizeof count);
 }
+PF_REGISTER(count_primes_task) /* by id on MPI ranks */
 
 uint64_t cmp_sieve_count(uint64_t bound)
 {

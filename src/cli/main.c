@@ -6,9 +6,14 @@
  *   pfor version | help
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "compare.h"
+#ifdef PF_HAVE_MPI
+#include "pfor/mpi.h"
+#endif
 #include "pfor/pfor.h"
 
 struct command {
@@ -31,6 +36,15 @@ static void usage(FILE *out)
     fprintf(out, "\n`pfor <command> --help` describes a command's options.\n");
 }
 
+int cmp_mpi_workers(void)
+{
+#ifdef PF_HAVE_MPI
+    return pf_mpi_live_workers() * pf_mpi_threads_per_rank();
+#else
+    return 0;
+#endif
+}
+
 int main(int argc, char **argv)
 {
     /* Initialise libcurl (and its TLS library) once, here, so that the
@@ -44,6 +58,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "pfor: cannot start the process-pool fork server: %s\n", pf_strerror(rc));
         return 1;
     }
+#ifdef PF_HAVE_MPI
+    /* Under mpirun: ranks other than 0 serve PF_MPI tasks inside
+     * pf_mpi_init and exit there; rank 0 goes on (after the fork server:
+     * MPI starts threads of its own). */
+    if (pf_mpi_launched()) {
+        rc = pf_mpi_init(&argc, &argv, NULL);
+        if (rc != 0) {
+            fprintf(stderr, "pfor: cannot initialise MPI: %s\n", pf_strerror(rc));
+            return 1;
+        }
+        atexit(pf_mpi_finalize);
+    }
+#endif
     if (argc < 2) {
         usage(stderr);
         return PF_CLI_EXIT_USAGE;

@@ -465,3 +465,6 @@ int pf_http_post_task(pf_task *t, const void *arg, size_t arg_len)
     return pf_task_set_result(t, &rec, sizeof rec);
 }
 PF_REGISTER(pf_http_post_task)
+/* MPI ranks find the initializer and finalizer by id too. */
+PF_REGISTER(pf_http_worker_init)
+PF_REGISTER(pf_http_worker_fini)

@@ -107,6 +107,11 @@ int pf_mpi_size(void)
     return g_size;
 }
 
+int pf_mpi_threads_per_rank(void)
+{
+    return g_initialized && g_rank == 0 ? g_opts.threads_per_rank : 1;
+}
+
 bool pf_mpi_launched(void)
 {
     return getenv("OMPI_COMM_WORLD_SIZE") != NULL || getenv("PMIX_RANK") != NULL;

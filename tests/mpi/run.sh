@@ -37,4 +37,30 @@ for mode in semantics kill; do
     fail=1
   fi
 done
+# `pfor compare --executors ...,mpi` under mpirun adds the MPI line (HTTP
+# against the built-in mock, then the CPU workload).
+if [ -x "$build/pfor" ]; then
+  out="$build/mpi-compare"
+  rm -rf "$out" && mkdir -p "$out"
+  # shellcheck disable=SC2086
+  if timeout 120 $mpi "$build/pfor" compare --executors threads,mpi --sizes 10,20 \
+       --latency 5ms --csv "$out/http.csv" > "$out/http.log" 2>&1 &&
+     grep -q '^mpi,2,10,' "$out/http.csv" && grep -q '^mpi,2,20,' "$out/http.csv" &&
+     timeout 120 $mpi "$build/pfor" compare --workload cpu --quick \
+       --executors sequential,mpi --csv "$out/cpu.csv" > "$out/cpu.log" 2>&1 &&
+     grep -q '^mpi,2,' "$out/cpu.csv"; then
+    echo "ok   mpi pfor compare: the mpi line is in the HTTP and CPU tables"
+  else
+    echo "FAIL mpi pfor compare: see $out"
+    fail=1
+  fi
+  # without mpirun: one line saying why, and the rest of the run goes on
+  if "$build/pfor" compare --executors threads,mpi --sizes 5 --csv "$out/solo.csv" \
+       2>&1 | grep -q 'mpi *skipped: not started by mpirun' && grep -q '^threads,' "$out/solo.csv"; then
+    echo "ok   mpi pfor compare without mpirun: skipped with a reason"
+  else
+    echo "FAIL mpi pfor compare without mpirun"
+    fail=1
+  fi
+fi
 exit $fail
