@@ -587,7 +587,7 @@ static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl
     uint64_t now = pf__now_ns(), next = UINT64_MAX;
     for (int i = 0; i < p->n_workers; i++) {
         struct pworker *pw = &p->workers[i];
-        if (!pw->alive || pw->killed)
+        if (pw->killed || (!pw->alive && !pw->spawn_pending))
             continue;
         uint32_t s = atomic_load(&pf__shm_worker(p->hdr, i)->current);
         if (s >= p->hdr->n_slots)
@@ -598,8 +598,13 @@ static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl
             atomic_load(&slot->state) != PF__SLOT_STATE(PF__SLOT_RUNNING, i))
             continue;
         uint64_t started = atomic_load(&slot->started_ns);
-        if (!started)
+        if (!started || !pw->alive) {
+            /* Claimed a moment ago (its start time is not written yet), or
+             * by a worker whose "started" message is still on the way: look
+             * again shortly, or nothing would wake us for its deadline. */
+            next = PF__MIN(next, now + 1000000u);
             continue;
+        }
         uint64_t deadline = started + slot->timeout_ns;
         if (deadline > now) {
             next = PF__MIN(next, deadline);
