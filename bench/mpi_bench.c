@@ -134,8 +134,8 @@ static void emit(const char *metric, double v, const char *unit, int workers, in
     fflush(stdout);
 }
 
-static double median_run(int reps, pf_kind kind, int w, pf_task_fn fn, const void *arg,
-                         size_t len, int n)
+static double median_run(int reps, pf_kind kind, int w, pf_task_fn fn, const void *arg, size_t len,
+                         int n)
 {
     double v[32];
     for (int r = 0; r < reps; r++) {
