@@ -72,6 +72,7 @@ struct ppool {
     pf_future **slot_future;   /* lock: [n_slots] */
     uint32_t *free_slots;      /* lock: stack of FREE slots */
     uint32_t n_free;           /* lock */
+    uint32_t n_timed;          /* lock: slots in use whose task has a time limit */
     struct pf__fqueue pending; /* lock */
     struct pworker *workers;   /* lock: [n_workers] */
     bool stopping;             /* lock */
@@ -211,6 +212,7 @@ static int place_locked(struct ppool *p, pf_future *f)
         munmap(map, map_len);
     }
     p->n_free--;
+    p->n_timed += f->timeout_ns != 0;
     p->slot_future[s] = pf_future_retain(f); /* the slot's own reference */
     f->slot = s;
     atomic_store_explicit(&slot->state, PF__SLOT_STATE(PF__SLOT_READY, 0), memory_order_release);
@@ -231,6 +233,8 @@ static pf_future *free_slot_locked(struct ppool *p, uint32_t s)
         punch(p, PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE, slot->arg_len);
     pf_future *f = p->slot_future[s];
     p->slot_future[s] = NULL;
+    p->n_timed -= slot->timeout_ns != 0;
+    slot->timeout_ns = 0;
     atomic_store(&slot->state, PF__SLOT_STATE(PF__SLOT_FREE, 0));
     p->free_slots[p->n_free++] = s;
     return f;
@@ -616,6 +620,11 @@ static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl
         kill_worker_locked(p, i, s, PF_ETASKTIMEOUT, why, &info);
         defer(dl, pf_future_retain(f), PF_ETASKTIMEOUT, NULL, 0, &info);
     }
+    /* A worker publishes the slot it runs (current, then started_ns) just
+     * after claiming it, so a check in between misses that task's deadline;
+     * while timed tasks are out, look again at least every 10 ms. */
+    if (p->n_timed > 0)
+        next = PF__MIN(next, now + 10000000u);
     return next;
 }
 
