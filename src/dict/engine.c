@@ -39,12 +39,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "platform/sync.h"
 
 #define ENG_MAGIC   0x54434944524f4650ull /* "PFORDICT" */
-#define ENG_VERSION 1u
+#define ENG_VERSION 2u
 
 #define NCLASSES   103        /* block size classes, 32 B .. 2 GiB */
 #define TX_MAX     12         /* word stores in one commit record */
@@ -61,6 +62,7 @@
 #define GROW_ALIGN  (64ull << 10)
 #define OPT_TRIES   256 /* optimistic read attempts before taking the lock */
 #define LOCK_SPINS  100 /* trylock attempts before sleeping on a busy lock */
+#define LANES       4   /* bump chunks per stripe (a power of two; see lane_of) */
 
 #define KIND_ENTRY 1ull
 #define KIND_TABLE 2ull
@@ -106,12 +108,19 @@ struct pf__eng_stripe {
     uint64_t seq;   /* atomic: seqlock counter, odd while a commit is being applied */
     uint64_t table; /* mu, atomic stores: table block (0: none yet); read by lock-free readers */
     uint64_t cap;   /* mu, as table: slots in the table (power of two) */
-    /* Line 1: what every write touches. */
+    /* Line 1: what every insert writes. */
     uint64_t count; /* mu, atomic stores: live entries (pf_dict_len sums without locks) */
     uint64_t tombs; /* mu: deleted slots in the table */
-    /* The bump chunk [chunk_cur, chunk_end).  mu; also written by the g_mu
-     * holder, who always holds mu too (or repairs for a dead holder of both). */
-    uint64_t chunk_cur, chunk_end;
+    /* The bump chunks [chunk_cur[l], chunk_end[l]), one per lane.  A writer bumps
+     * the chunk of its thread's lane (lane_of), so two processes inserting into
+     * one stripe write their blocks into different cache lines.  Lanes are only a
+     * locality hint: every lane belongs to the stripe, and nothing depends on
+     * which thread uses which.  mu; also written by the g_mu holder, who always
+     * holds mu too (or repairs for a dead holder of both). */
+    uint64_t chunk_cur[LANES];
+    uint64_t pad_[2];
+    /* Line 2: read by inserts, written when a chunk is taken. */
+    uint64_t chunk_end[LANES];
     /* The block reservation of the operation in progress (mu): how to undo it if
      * the operation dies before its commit (PEND_POP, PEND_EXACT). */
     uint64_t pend_kind, pend_block, pend_next, pend_cls;
@@ -504,6 +513,31 @@ static inline void g_unlock(pf__eng *e)
 
 /* ----------------------------------------------------------------- allocator -- */
 
+/* Bumped in a forked child (pf__eng_atfork_child), so that a thread's lane is
+ * picked again after fork: worker processes forked from one parent thread do
+ * not keep its lane.  Atomic, relaxed: it is only a hint. */
+static unsigned g_fork_gen;
+static __thread unsigned t_lane_gen; /* g_fork_gen + 1 when t_lane was picked */
+static __thread unsigned t_lane;
+
+void pf__eng_atfork_child(void)
+{
+    __atomic_fetch_add(&g_fork_gen, 1, __ATOMIC_RELAXED);
+}
+
+/* The bump-chunk lane of the calling thread: its thread id modulo LANES, so the
+ * workers of a pool (consecutive ids) use different lanes.  A hint only: two
+ * threads on one lane are merely back to sharing chunk lines. */
+static inline unsigned lane_of(void)
+{
+    unsigned g = __atomic_load_n(&g_fork_gen, __ATOMIC_RELAXED) + 1;
+    if (__builtin_expect(t_lane_gen != g, 0)) {
+        t_lane = (unsigned)syscall(SYS_gettid) & (LANES - 1);
+        t_lane_gen = g;
+    }
+    return t_lane;
+}
+
 /* Back [from, to) and make it accessible in this process: posix_fallocate
  * (shm), which reserves the pages now so that a full /dev/shm is an error here
  * and never a SIGBUS on first touch later, and mprotect (which for a local dict
@@ -587,8 +621,9 @@ static void grow_ahead(pf__eng *e)
 
 /* Hand stripe st (locked) a new chunk of n bytes from the top of the arena.
  * exact: the chunk is one block of class c, recorded as the reservation of the
- * operation in progress.  Otherwise it becomes the bump chunk. */
-static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsigned c, bool exact)
+ * operation in progress.  Otherwise it becomes the bump chunk of lane l. */
+static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsigned c, bool exact,
+                       unsigned l)
 {
     int rc = g_lock(e);
     if (rc)
@@ -614,9 +649,9 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         tx_put(t, OFF(e, &st->pend_cls), c);
         tx_put(t, OFF(e, &st->pend_kind), PEND_EXACT);
     } else {
-        tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end - st->chunk_cur));
-        tx_put(t, OFF(e, &st->chunk_cur), top);
-        tx_put(t, OFF(e, &st->chunk_end), top + csize);
+        tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end[l] - st->chunk_cur[l]));
+        tx_put(t, OFF(e, &st->chunk_cur[l]), top);
+        tx_put(t, OFF(e, &st->chunk_end[l]), top + csize);
     }
     tx_commit(e, t, PF__DP_GTX_HALF);
     top += csize;
@@ -638,11 +673,11 @@ static inline void set_pend(struct pf__eng_stripe *st, uint64_t kind, uint64_t b
     crash_order(); /* the note is down before the block is written */
 }
 
-/* Make a free block of at least max(n, CHUNK_FIRST) bytes the stripe's bump
- * chunk (stripe locked, its record not yet in use): old tables and big values
+/* Make a free block of at least max(n, CHUNK_FIRST) bytes the bump chunk of
+ * lane l (stripe locked, its record not yet in use): old tables and big values
  * come back as room for entries instead of lying idle on lists no one draws
  * from.  One commit; nothing readers see changes.  false if there is none. */
-static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n)
+static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsigned l)
 {
     int lo = class_of(PF__MAX(n, (uint64_t)CHUNK_FIRST));
     unsigned c = lo < 0 ? NCLASSES : (unsigned)lo;
@@ -655,9 +690,9 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
         return false; /* the next lookup of this list will report it */
     struct eng_tx *t = tx_begin(&st->tx);
     tx_put(t, OFF(e, &st->free_head[c]), ld(word(e, b)));
-    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end - st->chunk_cur));
-    tx_put(t, OFF(e, &st->chunk_cur), b);
-    tx_put(t, OFF(e, &st->chunk_end), b + class_size(c));
+    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end[l] - st->chunk_cur[l]));
+    tx_put(t, OFF(e, &st->chunk_cur[l]), b);
+    tx_put(t, OFF(e, &st->chunk_end[l]), b + class_size(c));
     tx_commit(e, t, PF__DP_NONE);
     tx_begin(t); /* the caller's record starts empty again */
     return true;
@@ -665,7 +700,8 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
 
 /* Reserve a block of class c for the operation in progress (stripe locked): its
  * allocation becomes part of t, and the stripe's pending note says how to undo
- * it if the operation dies before committing t. */
+ * it if the operation dies before committing t.  Bump allocation uses the
+ * calling thread's lane. */
 static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, struct eng_tx *t,
                           uint64_t *out)
 {
@@ -682,7 +718,7 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
         tx_put(t, OFF(e, &st->free_head[c]), next);
         tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
     } else if (n >= EXACT_MIN) {
-        int rc = grab_locked(e, st, n, c, true); /* notes PEND_EXACT itself */
+        int rc = grab_locked(e, st, n, c, true, 0); /* notes PEND_EXACT itself */
         if (rc)
             return rc;
         b = st->pend_block;
@@ -690,13 +726,14 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
     } else {
         /* From the bump chunk: until the commit moves chunk_cur the block is
          * unallocated space, so a death before it needs no undo and no note. */
-        if (st->chunk_end - st->chunk_cur < n && !recycle_chunk_locked(e, st, n)) {
-            int rc = grab_locked(e, st, n, c, false);
+        unsigned l = lane_of();
+        if (st->chunk_end[l] - st->chunk_cur[l] < n && !recycle_chunk_locked(e, st, n, l)) {
+            int rc = grab_locked(e, st, n, c, false, l);
             if (rc)
                 return rc;
         }
-        b = st->chunk_cur;
-        tx_put(t, OFF(e, &st->chunk_cur), b + n);
+        b = st->chunk_cur[l];
+        tx_put(t, OFF(e, &st->chunk_cur[l]), b + n);
     }
     *out = b;
     return 0;
@@ -1345,12 +1382,16 @@ static int chk_stripe(struct chk *k, unsigned s)
         return chk_fail(k, "stripe %u: seqlock odd while unlocked", s);
     if (st->tx.state != TX_IDLE || st->pend_kind != PEND_NONE)
         return chk_fail(k, "stripe %u: unfinished commit or reservation", s);
-    if (st->chunk_cur > st->chunk_end ||
-        (st->chunk_end && (st->chunk_cur < e->arena_off || st->chunk_end > k->top)))
-        return chk_fail(k, "stripe %u: bad chunk [%#llx, %#llx)", s,
-                        (unsigned long long)st->chunk_cur, (unsigned long long)st->chunk_end);
-    if ((rc = chk_region(k, st->chunk_cur, st->chunk_end - st->chunk_cur)))
-        return rc;
+    uint64_t chunks = 0; /* bytes left in the lanes' bump chunks */
+    for (unsigned l = 0; l < LANES; l++) {
+        uint64_t cur = st->chunk_cur[l], end = st->chunk_end[l];
+        if (cur > end || (end && (cur < e->arena_off || end > k->top)))
+            return chk_fail(k, "stripe %u: bad chunk [%#llx, %#llx) in lane %u", s,
+                            (unsigned long long)cur, (unsigned long long)end, l);
+        if ((rc = chk_region(k, cur, end - cur)))
+            return rc;
+        chunks += end - cur;
+    }
     uint64_t tab = st->table, cap = st->cap, used = 0, tombs = 0;
     if (tab) {
         if (cap < MIN_CAP || cap > MAX_CAP || (cap & (cap - 1)))
@@ -1418,13 +1459,12 @@ static int chk_stripe(struct chk *k, unsigned s)
             bytes += class_size(c);
         }
     }
-    if (bytes + st->wasted + (st->chunk_end - st->chunk_cur) != st->owned)
+    if (bytes + st->wasted + chunks != st->owned)
         return chk_fail(k,
                         "stripe %u: owns %llu bytes but accounts for %llu (blocks) + %llu "
-                        "(chunk tails) + %llu (chunk)",
+                        "(chunk tails) + %llu (chunks)",
                         s, (unsigned long long)st->owned, (unsigned long long)bytes,
-                        (unsigned long long)st->wasted,
-                        (unsigned long long)(st->chunk_end - st->chunk_cur));
+                        (unsigned long long)st->wasted, (unsigned long long)chunks);
     return 0;
 }
 
