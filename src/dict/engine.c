@@ -5,8 +5,8 @@
  * Shape.  A key's 64-bit hash picks its stripe (top bits) and its home slot and
  * 32-bit tag (low bits).  Each stripe owns, under its one lock: an open-addressing
  * table of 8-byte slots (tag << 32 | block offset / 16), the entry blocks, a
- * segregated allocator (free lists per size class plus a bump chunk) and a
- * commit record.  The global lock is taken only to hand a stripe a new chunk of
+ * segregated allocator (free lists per size class plus bump chunks) and commit
+ * records; the chunks and records come in lanes, one per writer thread's lane.  The global lock is taken only to hand a stripe a new chunk of
  * the arena (and to grow the backing), so single-key operations on different
  * stripes never share a lock.
  *
@@ -102,32 +102,35 @@ struct pf__eng_hdr {
     struct eng_tx g_tx; /* g_mu */
 };
 
+/* One allocation lane of a stripe (see lane_of): a commit record and a bump
+ * chunk.  A writer uses its thread's lane, so two worker processes writing into
+ * one stripe build their records and bump their chunks in different cache
+ * lines.  Every lane belongs to the stripe and is guarded by its lock; at most
+ * one record of a stripe is ever active (only the lock holder commits, and a
+ * repair leaves it idle before the lock is released). */
+struct eng_lane {
+    struct eng_tx tx; /* mu: first line: state, n and the first three stores */
+    /* The bump chunk [chunk_cur, chunk_end).  mu; also written by the g_mu
+     * holder, who always holds mu too (or repairs for a dead holder of both). */
+    uint64_t chunk_cur, chunk_end;
+} __attribute__((aligned(64)));
+
 struct pf__eng_stripe {
-    /* Line 0: what lock-free readers load, and the lock. */
+    /* Line 0 (x86-64: a 40-byte mutex): the lock and what every write changes. */
     pthread_mutex_t mu;
     uint64_t seq;   /* atomic: seqlock counter, odd while a commit is being applied */
-    uint64_t table; /* mu, atomic stores: table block (0: none yet); read by lock-free readers */
-    uint64_t cap;   /* mu, as table: slots in the table (power of two) */
-    /* Line 1: what every insert writes. */
     uint64_t count; /* mu, atomic stores: live entries (pf_dict_len sums without locks) */
     uint64_t tombs; /* mu: deleted slots in the table */
-    /* The bump chunks [chunk_cur[l], chunk_end[l]), one per lane.  A writer bumps
-     * the chunk of its thread's lane (lane_of), so two processes inserting into
-     * one stripe write their blocks into different cache lines.  Lanes are only a
-     * locality hint: every lane belongs to the stripe, and nothing depends on
-     * which thread uses which.  mu; also written by the g_mu holder, who always
-     * holds mu too (or repairs for a dead holder of both). */
-    uint64_t chunk_cur[LANES];
-    uint64_t pad_[2];
-    /* Line 2: read by inserts, written when a chunk is taken. */
-    uint64_t chunk_end[LANES];
+    /* Line 1: what lock-free readers load besides seq; written by a rehash. */
+    uint64_t table; /* mu, atomic stores: table block (0: none yet); read by lock-free readers */
+    uint64_t cap;   /* mu, as table: slots in the table (power of two) */
     /* The block reservation of the operation in progress (mu): how to undo it if
      * the operation dies before its commit (PEND_POP, PEND_EXACT). */
     uint64_t pend_kind, pend_block, pend_next, pend_cls;
-    struct eng_tx tx; /* mu */
     /* Cold: written when a chunk is taken (mu and g_mu, as chunk_cur). */
     uint64_t owned;               /* bytes of arena handed to this stripe */
     uint64_t wasted;              /* chunk tails dropped when a new chunk was taken */
+    struct eng_lane lane[LANES];  /* next to the hot lines above */
     uint64_t free_head[NCLASSES]; /* mu: free list per class, linked through word 0 */
 } __attribute__((aligned(64)));
 
@@ -538,6 +541,12 @@ static inline unsigned lane_of(void)
     return t_lane;
 }
 
+/* The commit record of the calling thread's lane in stripe st. */
+static inline struct eng_tx *stripe_tx(struct pf__eng_stripe *st)
+{
+    return &st->lane[lane_of()].tx;
+}
+
 /* Back [from, to) and make it accessible in this process: posix_fallocate
  * (shm), which reserves the pages now so that a full /dev/shm is an error here
  * and never a SIGBUS on first touch later, and mprotect (which for a local dict
@@ -649,9 +658,10 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         tx_put(t, OFF(e, &st->pend_cls), c);
         tx_put(t, OFF(e, &st->pend_kind), PEND_EXACT);
     } else {
-        tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end[l] - st->chunk_cur[l]));
-        tx_put(t, OFF(e, &st->chunk_cur[l]), top);
-        tx_put(t, OFF(e, &st->chunk_end[l]), top + csize);
+        tx_put(t, OFF(e, &st->wasted),
+               st->wasted + (st->lane[l].chunk_end - st->lane[l].chunk_cur));
+        tx_put(t, OFF(e, &st->lane[l].chunk_cur), top);
+        tx_put(t, OFF(e, &st->lane[l].chunk_end), top + csize);
     }
     tx_commit(e, t, PF__DP_GTX_HALF);
     top += csize;
@@ -688,11 +698,11 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
     uint64_t b = st->free_head[c], size = cur_size(e);
     if (!in_arena(e, size, b, class_size(c)))
         return false; /* the next lookup of this list will report it */
-    struct eng_tx *t = tx_begin(&st->tx);
+    struct eng_tx *t = tx_begin(stripe_tx(st));
     tx_put(t, OFF(e, &st->free_head[c]), ld(word(e, b)));
-    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end[l] - st->chunk_cur[l]));
-    tx_put(t, OFF(e, &st->chunk_cur[l]), b);
-    tx_put(t, OFF(e, &st->chunk_end[l]), b + class_size(c));
+    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->lane[l].chunk_end - st->lane[l].chunk_cur));
+    tx_put(t, OFF(e, &st->lane[l].chunk_cur), b);
+    tx_put(t, OFF(e, &st->lane[l].chunk_end), b + class_size(c));
     tx_commit(e, t, PF__DP_NONE);
     tx_begin(t); /* the caller's record starts empty again */
     return true;
@@ -705,7 +715,7 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
 static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, struct eng_tx *t,
                           uint64_t *out)
 {
-    PF__CHECK(t == &st->tx && t->n == 0); /* the reservation opens the record */
+    PF__CHECK(t == stripe_tx(st) && t->n == 0); /* the reservation opens the record */
     uint64_t n = class_size(c);
     uint64_t b = st->free_head[c];
     if (b) {
@@ -727,13 +737,14 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
         /* From the bump chunk: until the commit moves chunk_cur the block is
          * unallocated space, so a death before it needs no undo and no note. */
         unsigned l = lane_of();
-        if (st->chunk_end[l] - st->chunk_cur[l] < n && !recycle_chunk_locked(e, st, n, l)) {
+        if (st->lane[l].chunk_end - st->lane[l].chunk_cur < n &&
+            !recycle_chunk_locked(e, st, n, l)) {
             int rc = grab_locked(e, st, n, c, false, l);
             if (rc)
                 return rc;
         }
-        b = st->chunk_cur[l];
-        tx_put(t, OFF(e, &st->chunk_cur[l]), b + n);
+        b = st->lane[l].chunk_cur;
+        tx_put(t, OFF(e, &st->lane[l].chunk_cur), b + n);
     }
     *out = b;
     return 0;
@@ -887,7 +898,7 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     int c = class_of(BLK_HDR + newcap * 8);
     if (c < 0 || newcap > MAX_CAP)
         return PF_ENOSPC;
-    struct eng_tx *t = tx_begin(&st->tx);
+    struct eng_tx *t = tx_begin(stripe_tx(st));
     uint64_t b;
     int rc = reserve_locked(e, st, (unsigned)c, t, &b);
     if (rc)
@@ -934,7 +945,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     if (d == PF_DICT_DELETE) {
         if (!found)
             return 0;
-        struct eng_tx *t = tx_begin(&st->tx);
+        struct eng_tx *t = tx_begin(stripe_tx(st));
         tx_put(t, slot_off(st->table, hit.idx), SLOT_TOMB);
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
@@ -952,7 +963,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
          * The commit record carries the new words (copied from new_val before
          * any is applied, so new_val may even point at the old value), so a
          * death half way is finished by the repair like any other commit. */
-        struct eng_tx *t = tx_begin(&st->tx);
+        struct eng_tx *t = tx_begin(stripe_tx(st));
         uint64_t voff = hit.blk + BLK_HDR + pad8(klen);
         for (size_t i = 0; i < vlen; i += 8) {
             uint64_t w = 0;
@@ -980,7 +991,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     int c = class_of(entry_size(klen, vlen));
     PF__CHECK(c >= 0);
     uint64_t b;
-    struct eng_tx *t = tx_begin(&st->tx); /* after the rehash, which has its own */
+    struct eng_tx *t = tx_begin(stripe_tx(st)); /* after the rehash, which has its own */
     int rc = reserve_locked(e, st, (unsigned)c, t, &b);
     if (rc)
         return rc;
@@ -1007,6 +1018,12 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
 {
     uint64_t h = key_hash(e->seed, key, klen);
     struct pf__eng_stripe *st = stripe_for(e, h);
+    /* Start loading the key's home slot before the lock, so that its cache miss
+     * overlaps the lock's.  A hint only: table and cap may be changing (then the
+     * prefetch is merely useless), and a prefetch never faults. */
+    uint64_t tab = ld(&st->table), cap = ld(&st->cap);
+    if (tab && tab < e->max_bytes && cap <= MAX_CAP)
+        __builtin_prefetch(e->base + slot_off(tab, (uint32_t)h & (cap - 1)), 1);
     int rc = stripe_lock(e, st);
     if (rc)
         return rc;
@@ -1038,14 +1055,14 @@ static void clear_locked(pf__eng *e, struct pf__eng_stripe *st)
         if (w == SLOT_EMPTY || w == SLOT_TOMB)
             continue;
         uint64_t b = (w & 0xffffffffull) << 4;
-        struct eng_tx *t = tx_begin(&st->tx);
+        struct eng_tx *t = tx_begin(stripe_tx(st));
         tx_put(t, slot_off(tab, i), SLOT_TOMB);
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
         tx_free(e, st, t, b, (unsigned)((ld(word(e, b + 8)) >> 32) & 0xff));
         publish(e, st, t);
     }
-    struct eng_tx *t = tx_begin(&st->tx);
+    struct eng_tx *t = tx_begin(stripe_tx(st));
     tx_put(t, OFF(e, &st->table), 0);
     tx_put(t, OFF(e, &st->cap), 0);
     tx_put(t, OFF(e, &st->tombs), 0);
@@ -1124,9 +1141,9 @@ static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
         return rc;
     g_unlock(e);
     PF__DICT_POINT(PF__DP_REPAIR);
-    if (__atomic_load_n(&st->tx.state, __ATOMIC_ACQUIRE) == TX_ACTIVE) {
-        rc = tx_redo(e, &st->tx);
-        if (rc)
+    for (unsigned l = 0; l < LANES; l++) { /* at most one is active */
+        struct eng_tx *t = &st->lane[l].tx;
+        if (__atomic_load_n(&t->state, __ATOMIC_ACQUIRE) == TX_ACTIVE && (rc = tx_redo(e, t)))
             return rc;
     }
     uint64_t size = cur_size(e);
@@ -1141,7 +1158,7 @@ static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
         st_(word(e, b), st->pend_next);
     } else if (kind == PEND_EXACT) {
         /* A chunk of its own, already counted as owned: free it. */
-        struct eng_tx *t = tx_begin(&st->tx);
+        struct eng_tx *t = tx_begin(stripe_tx(st));
         tx_put(t, b + 8, c << 32);
         tx_free(e, st, t, b, (unsigned)c);
         tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
@@ -1380,11 +1397,14 @@ static int chk_stripe(struct chk *k, unsigned s)
     int rc;
     if (st->seq & 1)
         return chk_fail(k, "stripe %u: seqlock odd while unlocked", s);
-    if (st->tx.state != TX_IDLE || st->pend_kind != PEND_NONE)
+    bool active = false;
+    for (unsigned l = 0; l < LANES; l++)
+        active = active || st->lane[l].tx.state != TX_IDLE;
+    if (active || st->pend_kind != PEND_NONE)
         return chk_fail(k, "stripe %u: unfinished commit or reservation", s);
     uint64_t chunks = 0; /* bytes left in the lanes' bump chunks */
     for (unsigned l = 0; l < LANES; l++) {
-        uint64_t cur = st->chunk_cur[l], end = st->chunk_end[l];
+        uint64_t cur = st->lane[l].chunk_cur, end = st->lane[l].chunk_end;
         if (cur > end || (end && (cur < e->arena_off || end > k->top)))
             return chk_fail(k, "stripe %u: bad chunk [%#llx, %#llx) in lane %u", s,
                             (unsigned long long)cur, (unsigned long long)end, l);
