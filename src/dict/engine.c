@@ -100,6 +100,9 @@ struct pf__eng_hdr {
     uint64_t top;       /* g_mu: first arena byte not yet handed to a stripe */
     uint64_t grows;     /* g_mu: how many times the backing grew */
     struct eng_tx g_tx; /* g_mu */
+    /* Held (trylock only) by the one thread growing the backing ahead of need;
+     * guards no shared data.  Order: grow_mu, then g_mu. */
+    pthread_mutex_t grow_mu __attribute__((aligned(64)));
 };
 
 /* One allocation lane of a stripe (see lane_of): a commit record and a bump
@@ -616,16 +619,27 @@ static __thread bool grow_wanted;
 static void grow_ahead(pf__eng *e)
 {
     grow_wanted = false;
+    /* One grower at a time; the others go on with the room there is (two
+     * posix_fallocate calls on one range would only queue on the file's lock,
+     * spinning).  A trylock: no one waits here.  A holder that died leaves
+     * nothing to repair: growing is idempotent, and size is published under
+     * g_mu. */
+    pthread_mutex_t *m = &e->h->grow_mu;
+    int rc = pthread_mutex_trylock(m);
+    if (rc == EOWNERDEAD)
+        PF__CHECK((rc = pthread_mutex_consistent(m)) == 0);
+    if (rc != 0)
+        return; /* EBUSY: someone is growing it; ENOTRECOVERABLE: the slow path grows */
     uint64_t size = cur_size(e), top = ld(&e->h->top);
-    if (size - top >= PF__MAX(size / 8, GROW_MIN) || size >= e->max_bytes)
-        return; /* someone grew it meanwhile */
-    uint64_t want = next_size(e, size, size);
-    if (back_range(e, size, want) != 0)
-        return; /* the slow path will report it when it matters */
-    if (g_lock(e) != 0)
-        return;
-    publish_size_locked(e, want);
-    g_unlock(e);
+    if (size - top < PF__MAX(size / 8, GROW_MIN) && size < e->max_bytes) {
+        uint64_t want = next_size(e, size, size);
+        /* On failure the slow path reports it when it matters. */
+        if (back_range(e, size, want) == 0 && g_lock(e) == 0) {
+            publish_size_locked(e, want);
+            g_unlock(e);
+        }
+    } /* else someone grew it meanwhile */
+    PF__CHECK(pthread_mutex_unlock(m) == 0);
 }
 
 /* Hand stripe st (locked) a new chunk of n bytes from the top of the arena.
@@ -1225,7 +1239,7 @@ int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, 
     h->creator_pid = (uint64_t)getpid();
     h->size = usable;
     h->top = h->arena_off;
-    if (!init_mutex(&h->g_mu, pshared))
+    if (!init_mutex(&h->g_mu, pshared) || !init_mutex(&h->grow_mu, pshared))
         return PF_ENOTSUP;
     struct pf__eng_stripe *st = (struct pf__eng_stripe *)(base + h->stripes_off);
     for (unsigned s = 0; s < stripes; s++) {
@@ -1280,6 +1294,7 @@ void pf__eng_fini_locks(pf__eng *e)
     for (unsigned s = 0; s < e->nstripes; s++)
         pthread_mutex_destroy(&e->st[s].mu);
     pthread_mutex_destroy(&e->h->g_mu);
+    pthread_mutex_destroy(&e->h->grow_mu);
 }
 
 uint64_t pf__eng_nonce(const pf__eng *e)
