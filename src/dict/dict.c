@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "dict/dict_internal.h"
+#include "dict/engine.h"
 #include "platform/sync.h"
 
 atomic_int pf__dict_pause_at;
@@ -81,6 +82,7 @@ static void fork_child(void)
     /* One thread here, the one that took g_mu in fork_prepare (a normal
      * mutex: its unlock in the child is fine). */
     pf__dict_redis_atfork_child();
+    pf__eng_atfork_child();
     pthread_mutex_unlock(&g_mu);
 }
 

@@ -5,8 +5,8 @@
  * Shape.  A key's 64-bit hash picks its stripe (top bits) and its home slot and
  * 32-bit tag (low bits).  Each stripe owns, under its one lock: an open-addressing
  * table of 8-byte slots (tag << 32 | block offset / 16), the entry blocks, a
- * segregated allocator (free lists per size class plus a bump chunk) and a
- * commit record.  The global lock is taken only to hand a stripe a new chunk of
+ * segregated allocator (free lists per size class plus bump chunks) and commit
+ * records; the chunks and records come in lanes, one per writer thread's lane.  The global lock is taken only to hand a stripe a new chunk of
  * the arena (and to grow the backing), so single-key operations on different
  * stripes never share a lock.
  *
@@ -39,12 +39,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "platform/sync.h"
 
 #define ENG_MAGIC   0x54434944524f4650ull /* "PFORDICT" */
-#define ENG_VERSION 1u
+#define ENG_VERSION 2u
 
 #define NCLASSES   103        /* block size classes, 32 B .. 2 GiB */
 #define TX_MAX     12         /* word stores in one commit record */
@@ -61,6 +62,7 @@
 #define GROW_ALIGN  (64ull << 10)
 #define OPT_TRIES   256 /* optimistic read attempts before taking the lock */
 #define LOCK_SPINS  100 /* trylock attempts before sleeping on a busy lock */
+#define LANES       4   /* bump chunks per stripe (a power of two; see lane_of) */
 
 #define KIND_ENTRY 1ull
 #define KIND_TABLE 2ull
@@ -98,27 +100,40 @@ struct pf__eng_hdr {
     uint64_t top;       /* g_mu: first arena byte not yet handed to a stripe */
     uint64_t grows;     /* g_mu: how many times the backing grew */
     struct eng_tx g_tx; /* g_mu */
+    /* Held (trylock only) by the one thread growing the backing ahead of need;
+     * guards no shared data.  Order: grow_mu, then g_mu. */
+    pthread_mutex_t grow_mu __attribute__((aligned(64)));
 };
 
-struct pf__eng_stripe {
-    /* Line 0: what lock-free readers load, and the lock. */
-    pthread_mutex_t mu;
-    uint64_t seq;   /* atomic: seqlock counter, odd while a commit is being applied */
-    uint64_t table; /* mu, atomic stores: table block (0: none yet); read by lock-free readers */
-    uint64_t cap;   /* mu, as table: slots in the table (power of two) */
-    /* Line 1: what every write touches. */
-    uint64_t count; /* mu, atomic stores: live entries (pf_dict_len sums without locks) */
-    uint64_t tombs; /* mu: deleted slots in the table */
+/* One allocation lane of a stripe (see lane_of): a commit record and a bump
+ * chunk.  A writer uses its thread's lane, so two worker processes writing into
+ * one stripe build their records and bump their chunks in different cache
+ * lines.  Every lane belongs to the stripe and is guarded by its lock; at most
+ * one record of a stripe is ever active (only the lock holder commits, and a
+ * repair leaves it idle before the lock is released). */
+struct eng_lane {
+    struct eng_tx tx; /* mu: first line: state, n and the first three stores */
     /* The bump chunk [chunk_cur, chunk_end).  mu; also written by the g_mu
      * holder, who always holds mu too (or repairs for a dead holder of both). */
     uint64_t chunk_cur, chunk_end;
+} __attribute__((aligned(64)));
+
+struct pf__eng_stripe {
+    /* Line 0 (x86-64: a 40-byte mutex): the lock and what every write changes. */
+    pthread_mutex_t mu;
+    uint64_t seq;   /* atomic: seqlock counter, odd while a commit is being applied */
+    uint64_t count; /* mu, atomic stores: live entries (pf_dict_len sums without locks) */
+    uint64_t tombs; /* mu: deleted slots in the table */
+    /* Line 1: what lock-free readers load besides seq; written by a rehash. */
+    uint64_t table; /* mu, atomic stores: table block (0: none yet); read by lock-free readers */
+    uint64_t cap;   /* mu, as table: slots in the table (power of two) */
     /* The block reservation of the operation in progress (mu): how to undo it if
      * the operation dies before its commit (PEND_POP, PEND_EXACT). */
     uint64_t pend_kind, pend_block, pend_next, pend_cls;
-    struct eng_tx tx; /* mu */
     /* Cold: written when a chunk is taken (mu and g_mu, as chunk_cur). */
     uint64_t owned;               /* bytes of arena handed to this stripe */
     uint64_t wasted;              /* chunk tails dropped when a new chunk was taken */
+    struct eng_lane lane[LANES];  /* next to the hot lines above */
     uint64_t free_head[NCLASSES]; /* mu: free list per class, linked through word 0 */
 } __attribute__((aligned(64)));
 
@@ -504,6 +519,37 @@ static inline void g_unlock(pf__eng *e)
 
 /* ----------------------------------------------------------------- allocator -- */
 
+/* Bumped in a forked child (pf__eng_atfork_child), so that a thread's lane is
+ * picked again after fork: worker processes forked from one parent thread do
+ * not keep its lane.  Atomic, relaxed: it is only a hint. */
+static unsigned g_fork_gen;
+static __thread unsigned t_lane_gen; /* g_fork_gen + 1 when t_lane was picked */
+static __thread unsigned t_lane;
+
+void pf__eng_atfork_child(void)
+{
+    __atomic_fetch_add(&g_fork_gen, 1, __ATOMIC_RELAXED);
+}
+
+/* The bump-chunk lane of the calling thread: its thread id modulo LANES, so the
+ * workers of a pool (consecutive ids) use different lanes.  A hint only: two
+ * threads on one lane are merely back to sharing chunk lines. */
+static inline unsigned lane_of(void)
+{
+    unsigned g = __atomic_load_n(&g_fork_gen, __ATOMIC_RELAXED) + 1;
+    if (__builtin_expect(t_lane_gen != g, 0)) {
+        t_lane = (unsigned)syscall(SYS_gettid) & (LANES - 1);
+        t_lane_gen = g;
+    }
+    return t_lane;
+}
+
+/* The commit record of the calling thread's lane in stripe st. */
+static inline struct eng_tx *stripe_tx(struct pf__eng_stripe *st)
+{
+    return &st->lane[lane_of()].tx;
+}
+
 /* Back [from, to) and make it accessible in this process: posix_fallocate
  * (shm), which reserves the pages now so that a full /dev/shm is an error here
  * and never a SIGBUS on first touch later, and mprotect (which for a local dict
@@ -573,22 +619,34 @@ static __thread bool grow_wanted;
 static void grow_ahead(pf__eng *e)
 {
     grow_wanted = false;
+    /* One grower at a time; the others go on with the room there is (two
+     * posix_fallocate calls on one range would only queue on the file's lock,
+     * spinning).  A trylock: no one waits here.  A holder that died leaves
+     * nothing to repair: growing is idempotent, and size is published under
+     * g_mu. */
+    pthread_mutex_t *m = &e->h->grow_mu;
+    int rc = pthread_mutex_trylock(m);
+    if (rc == EOWNERDEAD)
+        PF__CHECK((rc = pthread_mutex_consistent(m)) == 0);
+    if (rc != 0)
+        return; /* EBUSY: someone is growing it; ENOTRECOVERABLE: the slow path grows */
     uint64_t size = cur_size(e), top = ld(&e->h->top);
-    if (size - top >= PF__MAX(size / 8, GROW_MIN) || size >= e->max_bytes)
-        return; /* someone grew it meanwhile */
-    uint64_t want = next_size(e, size, size);
-    if (back_range(e, size, want) != 0)
-        return; /* the slow path will report it when it matters */
-    if (g_lock(e) != 0)
-        return;
-    publish_size_locked(e, want);
-    g_unlock(e);
+    if (size - top < PF__MAX(size / 8, GROW_MIN) && size < e->max_bytes) {
+        uint64_t want = next_size(e, size, size);
+        /* On failure the slow path reports it when it matters. */
+        if (back_range(e, size, want) == 0 && g_lock(e) == 0) {
+            publish_size_locked(e, want);
+            g_unlock(e);
+        }
+    } /* else someone grew it meanwhile */
+    PF__CHECK(pthread_mutex_unlock(m) == 0);
 }
 
 /* Hand stripe st (locked) a new chunk of n bytes from the top of the arena.
  * exact: the chunk is one block of class c, recorded as the reservation of the
- * operation in progress.  Otherwise it becomes the bump chunk. */
-static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsigned c, bool exact)
+ * operation in progress.  Otherwise it becomes the bump chunk of lane l. */
+static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsigned c, bool exact,
+                       unsigned l)
 {
     int rc = g_lock(e);
     if (rc)
@@ -614,9 +672,10 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         tx_put(t, OFF(e, &st->pend_cls), c);
         tx_put(t, OFF(e, &st->pend_kind), PEND_EXACT);
     } else {
-        tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end - st->chunk_cur));
-        tx_put(t, OFF(e, &st->chunk_cur), top);
-        tx_put(t, OFF(e, &st->chunk_end), top + csize);
+        tx_put(t, OFF(e, &st->wasted),
+               st->wasted + (st->lane[l].chunk_end - st->lane[l].chunk_cur));
+        tx_put(t, OFF(e, &st->lane[l].chunk_cur), top);
+        tx_put(t, OFF(e, &st->lane[l].chunk_end), top + csize);
     }
     tx_commit(e, t, PF__DP_GTX_HALF);
     top += csize;
@@ -638,11 +697,11 @@ static inline void set_pend(struct pf__eng_stripe *st, uint64_t kind, uint64_t b
     crash_order(); /* the note is down before the block is written */
 }
 
-/* Make a free block of at least max(n, CHUNK_FIRST) bytes the stripe's bump
- * chunk (stripe locked, its record not yet in use): old tables and big values
+/* Make a free block of at least max(n, CHUNK_FIRST) bytes the bump chunk of
+ * lane l (stripe locked, its record not yet in use): old tables and big values
  * come back as room for entries instead of lying idle on lists no one draws
  * from.  One commit; nothing readers see changes.  false if there is none. */
-static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n)
+static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsigned l)
 {
     int lo = class_of(PF__MAX(n, (uint64_t)CHUNK_FIRST));
     unsigned c = lo < 0 ? NCLASSES : (unsigned)lo;
@@ -653,11 +712,11 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
     uint64_t b = st->free_head[c], size = cur_size(e);
     if (!in_arena(e, size, b, class_size(c)))
         return false; /* the next lookup of this list will report it */
-    struct eng_tx *t = tx_begin(&st->tx);
+    struct eng_tx *t = tx_begin(stripe_tx(st));
     tx_put(t, OFF(e, &st->free_head[c]), ld(word(e, b)));
-    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->chunk_end - st->chunk_cur));
-    tx_put(t, OFF(e, &st->chunk_cur), b);
-    tx_put(t, OFF(e, &st->chunk_end), b + class_size(c));
+    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->lane[l].chunk_end - st->lane[l].chunk_cur));
+    tx_put(t, OFF(e, &st->lane[l].chunk_cur), b);
+    tx_put(t, OFF(e, &st->lane[l].chunk_end), b + class_size(c));
     tx_commit(e, t, PF__DP_NONE);
     tx_begin(t); /* the caller's record starts empty again */
     return true;
@@ -665,11 +724,12 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
 
 /* Reserve a block of class c for the operation in progress (stripe locked): its
  * allocation becomes part of t, and the stripe's pending note says how to undo
- * it if the operation dies before committing t. */
+ * it if the operation dies before committing t.  Bump allocation uses the
+ * calling thread's lane. */
 static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, struct eng_tx *t,
                           uint64_t *out)
 {
-    PF__CHECK(t == &st->tx && t->n == 0); /* the reservation opens the record */
+    PF__CHECK(t == stripe_tx(st) && t->n == 0); /* the reservation opens the record */
     uint64_t n = class_size(c);
     uint64_t b = st->free_head[c];
     if (b) {
@@ -682,7 +742,7 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
         tx_put(t, OFF(e, &st->free_head[c]), next);
         tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
     } else if (n >= EXACT_MIN) {
-        int rc = grab_locked(e, st, n, c, true); /* notes PEND_EXACT itself */
+        int rc = grab_locked(e, st, n, c, true, 0); /* notes PEND_EXACT itself */
         if (rc)
             return rc;
         b = st->pend_block;
@@ -690,13 +750,15 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
     } else {
         /* From the bump chunk: until the commit moves chunk_cur the block is
          * unallocated space, so a death before it needs no undo and no note. */
-        if (st->chunk_end - st->chunk_cur < n && !recycle_chunk_locked(e, st, n)) {
-            int rc = grab_locked(e, st, n, c, false);
+        unsigned l = lane_of();
+        if (st->lane[l].chunk_end - st->lane[l].chunk_cur < n &&
+            !recycle_chunk_locked(e, st, n, l)) {
+            int rc = grab_locked(e, st, n, c, false, l);
             if (rc)
                 return rc;
         }
-        b = st->chunk_cur;
-        tx_put(t, OFF(e, &st->chunk_cur), b + n);
+        b = st->lane[l].chunk_cur;
+        tx_put(t, OFF(e, &st->lane[l].chunk_cur), b + n);
     }
     *out = b;
     return 0;
@@ -850,7 +912,7 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     int c = class_of(BLK_HDR + newcap * 8);
     if (c < 0 || newcap > MAX_CAP)
         return PF_ENOSPC;
-    struct eng_tx *t = tx_begin(&st->tx);
+    struct eng_tx *t = tx_begin(stripe_tx(st));
     uint64_t b;
     int rc = reserve_locked(e, st, (unsigned)c, t, &b);
     if (rc)
@@ -897,7 +959,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     if (d == PF_DICT_DELETE) {
         if (!found)
             return 0;
-        struct eng_tx *t = tx_begin(&st->tx);
+        struct eng_tx *t = tx_begin(stripe_tx(st));
         tx_put(t, slot_off(st->table, hit.idx), SLOT_TOMB);
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
@@ -915,7 +977,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
          * The commit record carries the new words (copied from new_val before
          * any is applied, so new_val may even point at the old value), so a
          * death half way is finished by the repair like any other commit. */
-        struct eng_tx *t = tx_begin(&st->tx);
+        struct eng_tx *t = tx_begin(stripe_tx(st));
         uint64_t voff = hit.blk + BLK_HDR + pad8(klen);
         for (size_t i = 0; i < vlen; i += 8) {
             uint64_t w = 0;
@@ -943,7 +1005,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     int c = class_of(entry_size(klen, vlen));
     PF__CHECK(c >= 0);
     uint64_t b;
-    struct eng_tx *t = tx_begin(&st->tx); /* after the rehash, which has its own */
+    struct eng_tx *t = tx_begin(stripe_tx(st)); /* after the rehash, which has its own */
     int rc = reserve_locked(e, st, (unsigned)c, t, &b);
     if (rc)
         return rc;
@@ -970,6 +1032,12 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
 {
     uint64_t h = key_hash(e->seed, key, klen);
     struct pf__eng_stripe *st = stripe_for(e, h);
+    /* Start loading the key's home slot before the lock, so that its cache miss
+     * overlaps the lock's.  A hint only: table and cap may be changing (then the
+     * prefetch is merely useless), and a prefetch never faults. */
+    uint64_t tab = ld(&st->table), cap = ld(&st->cap);
+    if (tab && tab < e->max_bytes && cap <= MAX_CAP)
+        __builtin_prefetch(e->base + slot_off(tab, (uint32_t)h & (cap - 1)), 1);
     int rc = stripe_lock(e, st);
     if (rc)
         return rc;
@@ -1001,14 +1069,14 @@ static void clear_locked(pf__eng *e, struct pf__eng_stripe *st)
         if (w == SLOT_EMPTY || w == SLOT_TOMB)
             continue;
         uint64_t b = (w & 0xffffffffull) << 4;
-        struct eng_tx *t = tx_begin(&st->tx);
+        struct eng_tx *t = tx_begin(stripe_tx(st));
         tx_put(t, slot_off(tab, i), SLOT_TOMB);
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
         tx_free(e, st, t, b, (unsigned)((ld(word(e, b + 8)) >> 32) & 0xff));
         publish(e, st, t);
     }
-    struct eng_tx *t = tx_begin(&st->tx);
+    struct eng_tx *t = tx_begin(stripe_tx(st));
     tx_put(t, OFF(e, &st->table), 0);
     tx_put(t, OFF(e, &st->cap), 0);
     tx_put(t, OFF(e, &st->tombs), 0);
@@ -1087,9 +1155,9 @@ static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
         return rc;
     g_unlock(e);
     PF__DICT_POINT(PF__DP_REPAIR);
-    if (__atomic_load_n(&st->tx.state, __ATOMIC_ACQUIRE) == TX_ACTIVE) {
-        rc = tx_redo(e, &st->tx);
-        if (rc)
+    for (unsigned l = 0; l < LANES; l++) { /* at most one is active */
+        struct eng_tx *t = &st->lane[l].tx;
+        if (__atomic_load_n(&t->state, __ATOMIC_ACQUIRE) == TX_ACTIVE && (rc = tx_redo(e, t)))
             return rc;
     }
     uint64_t size = cur_size(e);
@@ -1104,7 +1172,7 @@ static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
         st_(word(e, b), st->pend_next);
     } else if (kind == PEND_EXACT) {
         /* A chunk of its own, already counted as owned: free it. */
-        struct eng_tx *t = tx_begin(&st->tx);
+        struct eng_tx *t = tx_begin(stripe_tx(st));
         tx_put(t, b + 8, c << 32);
         tx_free(e, st, t, b, (unsigned)c);
         tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
@@ -1171,7 +1239,7 @@ int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, 
     h->creator_pid = (uint64_t)getpid();
     h->size = usable;
     h->top = h->arena_off;
-    if (!init_mutex(&h->g_mu, pshared))
+    if (!init_mutex(&h->g_mu, pshared) || !init_mutex(&h->grow_mu, pshared))
         return PF_ENOTSUP;
     struct pf__eng_stripe *st = (struct pf__eng_stripe *)(base + h->stripes_off);
     for (unsigned s = 0; s < stripes; s++) {
@@ -1226,6 +1294,7 @@ void pf__eng_fini_locks(pf__eng *e)
     for (unsigned s = 0; s < e->nstripes; s++)
         pthread_mutex_destroy(&e->st[s].mu);
     pthread_mutex_destroy(&e->h->g_mu);
+    pthread_mutex_destroy(&e->h->grow_mu);
 }
 
 uint64_t pf__eng_nonce(const pf__eng *e)
@@ -1343,14 +1412,21 @@ static int chk_stripe(struct chk *k, unsigned s)
     int rc;
     if (st->seq & 1)
         return chk_fail(k, "stripe %u: seqlock odd while unlocked", s);
-    if (st->tx.state != TX_IDLE || st->pend_kind != PEND_NONE)
+    bool active = false;
+    for (unsigned l = 0; l < LANES; l++)
+        active = active || st->lane[l].tx.state != TX_IDLE;
+    if (active || st->pend_kind != PEND_NONE)
         return chk_fail(k, "stripe %u: unfinished commit or reservation", s);
-    if (st->chunk_cur > st->chunk_end ||
-        (st->chunk_end && (st->chunk_cur < e->arena_off || st->chunk_end > k->top)))
-        return chk_fail(k, "stripe %u: bad chunk [%#llx, %#llx)", s,
-                        (unsigned long long)st->chunk_cur, (unsigned long long)st->chunk_end);
-    if ((rc = chk_region(k, st->chunk_cur, st->chunk_end - st->chunk_cur)))
-        return rc;
+    uint64_t chunks = 0; /* bytes left in the lanes' bump chunks */
+    for (unsigned l = 0; l < LANES; l++) {
+        uint64_t cur = st->lane[l].chunk_cur, end = st->lane[l].chunk_end;
+        if (cur > end || (end && (cur < e->arena_off || end > k->top)))
+            return chk_fail(k, "stripe %u: bad chunk [%#llx, %#llx) in lane %u", s,
+                            (unsigned long long)cur, (unsigned long long)end, l);
+        if ((rc = chk_region(k, cur, end - cur)))
+            return rc;
+        chunks += end - cur;
+    }
     uint64_t tab = st->table, cap = st->cap, used = 0, tombs = 0;
     if (tab) {
         if (cap < MIN_CAP || cap > MAX_CAP || (cap & (cap - 1)))
@@ -1418,13 +1494,12 @@ static int chk_stripe(struct chk *k, unsigned s)
             bytes += class_size(c);
         }
     }
-    if (bytes + st->wasted + (st->chunk_end - st->chunk_cur) != st->owned)
+    if (bytes + st->wasted + chunks != st->owned)
         return chk_fail(k,
                         "stripe %u: owns %llu bytes but accounts for %llu (blocks) + %llu "
-                        "(chunk tails) + %llu (chunk)",
+                        "(chunk tails) + %llu (chunks)",
                         s, (unsigned long long)st->owned, (unsigned long long)bytes,
-                        (unsigned long long)st->wasted,
-                        (unsigned long long)(st->chunk_end - st->chunk_cur));
+                        (unsigned long long)st->wasted, (unsigned long long)chunks);
     return 0;
 }
 

@@ -62,6 +62,10 @@ int pf__eng_peek(const void *hdr, uint64_t *max_bytes, uint64_t *nonce, uint64_t
  * which `backed` bytes are known to exist.  PF_ENOMEM. */
 int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t backed);
 
+/* fork() child side (dict.c's atfork handler): threads pick their allocation
+ * lane again, so sibling worker processes do not share their parent's. */
+void pf__eng_atfork_child(void);
+
 /* Local regions: destroy the process-private locks before unmapping. */
 void pf__eng_fini_locks(pf__eng *e);
 
