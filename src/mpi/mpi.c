@@ -768,10 +768,14 @@ static struct outgoing *sending; /* engine thread only: started, not complete */
 
 static void pump_sends(void)
 {
+    /* One look at the queue and at which ranks are dead per round, not one
+     * lock per message in flight. */
+    bool dead[g_size];
     pf__mutex_lock(&E.lock);
     struct outgoing *q = E.queue;
     E.queue = NULL;
     E.queue_tail = &E.queue;
+    memcpy(dead, E.rank_dead, (size_t)g_size * sizeof *dead);
     pf__mutex_unlock(&E.lock);
     while (q) {
         struct outgoing *next = q->next;
@@ -784,10 +788,7 @@ static void pump_sends(void)
     for (struct outgoing **p = &sending; *p;) {
         int done = 0;
         struct outgoing *o = *p;
-        pf__mutex_lock(&E.lock);
-        bool dead = E.rank_dead[o->dest];
-        pf__mutex_unlock(&E.lock);
-        if (dead) {
+        if (dead[o->dest]) {
             /* never completes: let MPI drop it, keep the buffer (MPI may
              * still read it) until MPI_Finalize */
             MPI_Request_free(&o->req);
