@@ -40,7 +40,7 @@ typedef struct pf_mpi_opts {
     /* Threads running tasks on each worker rank; 0: $PFOR_MPI_THREADS, else 1. */
     int threads_per_rank;
     /* Tasks sent to a rank ahead of its free threads, to hide the message
-     * latency; 0: 2 per thread. */
+     * latency; 0: $PFOR_MPI_PREFETCH, else 2 per thread. */
     int prefetch;
     /* A worker rank running tasks that has not been heard from (results or
      * its heartbeat, sent every 100 ms) for this many seconds is taken for

@@ -23,7 +23,13 @@
  *       argument), TASK (id, function by registered id, timeout, argument),
  *       DESTROY (an executor), STOP (leave), PING (rank 0 is alive).
  *     worker -> rank 0, tag TAG_UP: RESULT (id, code, task code, message,
- *       result bytes), DESTROYED (an executor), HEARTBEAT.
+ *       result bytes), DESTROYED (an executor), HEARTBEAT, BYE (the answer
+ *       to STOP, its last message).
+ *   Sends are never waited on one by one: Open MPI completes a send only
+ *   once the receiver has taken it in, so both sides keep theirs in flight
+ *   and test them as they go.  At the end rank 0 reads on until every live
+ *   rank has said BYE, so that no worker is left with a send that can never
+ *   complete.
  *   MPI keeps messages between two ranks on one tag in order, so a TASK
  *   never overtakes its executor's CREATE.
  *
@@ -45,6 +51,7 @@
  */
 #include <errno.h>
 #include <mpi.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,6 +81,7 @@ enum msg_kind {
     M_RESULT,
     M_DESTROYED,
     M_HEARTBEAT,
+    M_BYE,
 };
 
 struct msg {
@@ -123,17 +131,39 @@ static void sleep_ns(long ns)
     nanosleep(&ts, NULL);
 }
 
-/* Idle back-off of a polling loop: spin a little, then sleep longer and
- * longer, up to max_ns; *idle counts the idle rounds since the last event. */
-static void back_off(unsigned *idle, long max_ns)
+/* Idle back-off of a polling loop (MPI has no wait that a pool's thread could
+ * interrupt): poll 64 more times after the last event, then sleep 2 us,
+ * 4 us, ... up to max_ns between polls.  The polls stay few on purpose:
+ * under mpirun's default binding a rank's threads share one core, and every
+ * poll is time taken from the task running there.  idle_reset() at each
+ * event. */
+struct idle {
+    unsigned polls;
+};
+
+static void idle_reset(struct idle *i)
 {
-    unsigned n = (*idle)++;
+    i->polls = 0;
+}
+
+/* How long to sleep now; 0: poll again at once. */
+static long idle_next_sleep(struct idle *i, long max_ns)
+{
+    unsigned n = i->polls++;
     if (n < 64) {
         pf__cpu_relax();
-        return;
+        return 0;
     }
-    long ns = 2000L << (n - 64 < 8 ? n - 64 : 8);
-    sleep_ns(ns < max_ns ? ns : max_ns);
+    n -= 64;
+    long ns = 2000L << (n < 12 ? n : 12);
+    return ns < max_ns ? ns : max_ns;
+}
+
+static void back_off(struct idle *i, long max_ns)
+{
+    long ns = idle_next_sleep(i, max_ns);
+    if (ns)
+        sleep_ns(ns);
 }
 
 /* Receive the message that MPI_Iprobe found; malloc()ed, NULL on failure. */
@@ -172,6 +202,7 @@ static struct msg *make_msg(uint32_t kind, uint32_t exec, const void *payload, s
 
 struct wexec {
     uint32_t id;
+    int threads; /* of its local pool */
     pf_executor *ex;
     struct wexec *next;
 };
@@ -184,9 +215,17 @@ struct wdone {
 };
 
 /* Finished futures, queued by the local pools' done-callbacks (any thread),
- * drained by the worker's main thread. */
+ * drained by the worker's main thread, which sleeps on w_done_cond when it
+ * has nothing to do and is woken by the next finished task. */
 static pf__mutex w_done_lock;
+static pf__cond w_done_cond;
 static struct wdone *w_done_head, **w_done_tail = &w_done_head; /* w_done_lock */
+static bool w_main_waiting;                                     /* w_done_lock */
+
+/* Worker main thread only: tasks handed to the local pools and not yet
+ * answered, and the threads of those pools. */
+static size_t w_local_tasks;
+static int w_local_threads;
 
 static void on_local_done(pf_future *f, void *user)
 {
@@ -195,6 +234,32 @@ static void on_local_done(pf_future *f, void *user)
     pf__mutex_lock(&w_done_lock);
     *w_done_tail = d;
     w_done_tail = &d->next;
+    bool wake = w_main_waiting;
+    pf__mutex_unlock(&w_done_lock);
+    if (wake)
+        pf__cond_signal(&w_done_cond);
+}
+
+/* The worker's main thread has nothing to receive or send right now: spin a
+ * little, then sleep until a local task finishes or the back-off's time is up.
+ * While every local thread is busy and another task waits behind them, rank 0
+ * has nothing urgent for this rank (the next task is already here), so the
+ * sleeps may grow long; otherwise they stay short, for the next task to be
+ * picked up soon after rank 0 sends it.  Every wake-up polls MPI on a core a
+ * task may be using, so fewer of them is faster tasks. */
+static void worker_idle(struct idle *idle)
+{
+    bool saturated = w_local_tasks > (size_t)w_local_threads;
+    long ns = idle_next_sleep(idle, saturated ? 2000000 : 200000);
+    if (!ns)
+        return;
+    uint64_t deadline = pf__now_ns() + (uint64_t)ns;
+    pf__mutex_lock(&w_done_lock);
+    w_main_waiting = true;
+    while (!w_done_head)
+        if (!pf__cond_wait_until(&w_done_cond, &w_done_lock, deadline))
+            break;
+    w_main_waiting = false;
     pf__mutex_unlock(&w_done_lock);
 }
 
@@ -209,20 +274,68 @@ static void leave_if_root_silent(uint64_t now)
     }
 }
 
-/* Send to rank 0 without ever blocking for good: a rank 0 that is gone
- * never takes the message. */
-static void send_up(const struct msg *m, size_t payload)
-{
+/* Messages to rank 0 in flight (worker main thread only).  Sends never
+ * block the worker: a result is on its way as soon as MPI has it, and MPI
+ * completes it once rank 0 takes it in (Open MPI's shared-memory transport
+ * waits for the receiver), so several go up at once. */
+struct upmsg {
     MPI_Request req;
-    if (MPI_Isend(m, (int)(sizeof *m + payload), MPI_BYTE, 0, TAG_UP, MPI_COMM_WORLD, &req) !=
-        MPI_SUCCESS)
+    struct upmsg *next;
+    struct msg m; /* and its payload */
+};
+static struct upmsg *w_sending;
+
+/* A message to fill and hand to post_up(); NULL without memory. */
+static struct upmsg *new_up(size_t payload)
+{
+    return calloc(1, sizeof(struct upmsg) + payload);
+}
+
+static void post_up(struct upmsg *u)
+{
+    if (MPI_Isend(&u->m, (int)(sizeof u->m + u->m.len), MPI_BYTE, 0, TAG_UP, MPI_COMM_WORLD,
+                  &u->req) != MPI_SUCCESS) {
+        free(u); /* rank 0 is gone: its silence ends this rank */
         return;
-    unsigned idle = 0;
-    for (;;) {
+    }
+    u->next = w_sending;
+    w_sending = u;
+}
+
+/* A header-only message. */
+static void send_up(const struct msg *m)
+{
+    struct upmsg *u = new_up(0);
+    if (!u)
+        abort(); /* cannot even say so: rank 0 will see a dead rank */
+    u->m = *m;
+    u->m.len = 0;
+    post_up(u);
+}
+
+/* Free the sends rank 0 has taken in; whether some are still in flight. */
+static bool pump_up(void)
+{
+    for (struct upmsg **p = &w_sending; *p;) {
+        struct upmsg *u = *p;
         int done = 0;
-        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-        if (done)
-            return;
+        MPI_Test(&u->req, &done, MPI_STATUS_IGNORE);
+        if (done) {
+            *p = u->next;
+            free(u);
+        } else {
+            p = &u->next;
+        }
+    }
+    return w_sending != NULL;
+}
+
+/* Before leaving: wait for the last answers to leave (bounded by the time
+ * rank 0 may stay silent). */
+static void flush_up(void)
+{
+    struct idle idle = {0};
+    while (pump_up()) {
         leave_if_root_silent(pf__now_ns());
         back_off(&idle, 1000000);
     }
@@ -254,17 +367,17 @@ static void send_result(struct wdone *d)
                  "rank %d: a %zu-byte result is too big for one MPI message", g_rank, len);
         len = 0;
     }
-    struct msg *m = make_msg(M_RESULT, d->exec, data, len);
-    if (!m) {
+    struct upmsg *u = new_up(len);
+    if (!u) {
         hdr.code = PF_ENOMEM;
         snprintf(hdr.message, sizeof hdr.message, "rank %d: no memory for the result", g_rank);
-        send_up(&hdr, 0);
+        send_up(&hdr);
     } else {
-        uint64_t keep = m->len;
-        *m = hdr;
-        m->len = keep;
-        send_up(m, keep);
-        free(m);
+        u->m = hdr;
+        u->m.len = len;
+        if (len)
+            memcpy(&u->m + 1, data, len);
+        post_up(u);
     }
     pf_future_release(d->f);
     free(d);
@@ -302,6 +415,7 @@ static void worker_task(struct wexec *e, const struct msg *m)
         pf_submit_opts so = {.timeout = m->timeout ? m->timeout / 1e9 : -1};
         int rc = pf_submit_ex(e->ex, (pf_task_fn)fn, m + 1, m->len, &so, &d->f);
         if (rc == PF_OK) {
+            w_local_tasks++;
             pf_future_add_done_callback(d->f, on_local_done, d);
             return;
         }
@@ -309,7 +423,7 @@ static void worker_task(struct wexec *e, const struct msg *m)
         snprintf(fail.message, sizeof fail.message, "rank %d: cannot run the task: %s", g_rank,
                  pf_strerror(rc));
     }
-    send_up(&fail, 0);
+    send_up(&fail);
     free(d);
 }
 
@@ -317,6 +431,25 @@ static pf_worker_init_fn lookup_init(uint64_t id)
 {
     pf_fn fn = NULL;
     return id && pf_lookup_id(id, &fn) == PF_OK ? (pf_worker_init_fn)fn : NULL;
+}
+
+/* A rank bound to fewer CPUs than it runs task threads (mpirun binds each
+ * rank to one core by default for 2 ranks or fewer) runs them in turn: say so
+ * once, with the way out. */
+static void warn_if_bound_tight(int threads)
+{
+    static bool warned;
+    cpu_set_t set;
+    if (warned || sched_getaffinity(0, sizeof set, &set) != 0)
+        return;
+    int cpus = CPU_COUNT(&set);
+    if (cpus < threads) {
+        fprintf(stderr,
+                "pfor: MPI rank %d runs %d task threads on the %d CPU%s it is bound to; "
+                "start mpirun with --bind-to none or --map-by ppr:1:node:PE=%d\n",
+                g_rank, threads, cpus, cpus == 1 ? "" : "s", threads);
+        warned = true;
+    }
 }
 
 static void worker_create(struct wexec **list, const struct msg *m)
@@ -333,10 +466,13 @@ static void worker_create(struct wexec **list, const struct msg *m)
     o.init_arg = m->len ? (const void *)(m + 1) : NULL;
     o.init_arg_len = m->len;
     e->id = m->exec;
+    e->threads = m->threads;
+    warn_if_bound_tight(m->threads);
     if (pf_executor_create(&e->ex, PF_THREADS, &o) != PF_OK) {
         free(e); /* its tasks are answered "unknown executor" */
         return;
     }
+    w_local_threads += e->threads;
     e->next = *list;
     *list = e;
 }
@@ -347,38 +483,45 @@ static void worker_destroy(struct wexec **list, uint32_t id)
         if ((*p)->id == id) {
             struct wexec *e = *p;
             *p = e->next;
+            w_local_threads -= e->threads;
             pf_executor_destroy(e->ex); /* waits for its tasks; callbacks queue them */
             free(e);
             break;
         }
     }
     struct msg ack = {.kind = M_DESTROYED, .exec = id};
-    send_up(&ack, 0);
+    send_up(&ack);
 }
 
-static void drain_done(void)
+/* Send the answers of the finished local tasks; whether there were any. */
+static bool drain_done(void)
 {
     pf__mutex_lock(&w_done_lock);
     struct wdone *d = w_done_head;
     w_done_head = NULL;
     w_done_tail = &w_done_head;
     pf__mutex_unlock(&w_done_lock);
+    bool sent = false;
     while (d) {
         struct wdone *next = d->next;
         send_result(d);
+        w_local_tasks--;
         d = next;
+        sent = true;
     }
+    return sent;
 }
 
 static void worker_main(void)
 {
     pf__mutex_init(&w_done_lock);
+    pf__cond_init(&w_done_cond);
     struct wexec *execs = NULL;
     uint64_t last_beat = 0;
     w_last_root = pf__now_ns();
     /* Started by mpirun (or its daemon) on this machine: leave with it. */
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-    unsigned idle = 0;
+    struct idle idle = {0};
     bool stop = false;
     while (!stop) {
         int flag = 0;
@@ -390,7 +533,7 @@ static void worker_main(void)
             if (!m)
                 abort();
             w_last_root = pf__now_ns();
-            idle = 0;
+            idle_reset(&idle);
             switch (m->kind) {
             case M_CREATE:
                 worker_create(&execs, m);
@@ -410,21 +553,18 @@ static void worker_main(void)
             }
             free(m);
         }
-        drain_done();
+        if (drain_done())
+            idle_reset(&idle); /* the answer frees a slot: the next task is coming */
         uint64_t now = pf__now_ns();
         if (now - last_beat >= HEARTBEAT_NS) {
             struct msg beat = {.kind = M_HEARTBEAT};
-            send_up(&beat, 0);
+            send_up(&beat);
             last_beat = now;
         }
         leave_if_root_silent(now);
-        if (!flag) {
-            pf__mutex_lock(&w_done_lock);
-            bool more = w_done_head != NULL;
-            pf__mutex_unlock(&w_done_lock);
-            if (!more)
-                back_off(&idle, 200000);
-        }
+        pump_up();
+        if (!flag)
+            worker_idle(&idle);
     }
     while (execs) {
         struct wexec *e = execs;
@@ -433,6 +573,9 @@ static void worker_main(void)
         free(e);
     }
     drain_done();
+    struct msg bye = {.kind = M_BYE};
+    send_up(&bye);
+    flush_up(); /* rank 0 reads until our BYE, so this ends */
 }
 
 /* ============================================================ rank 0 side */
@@ -807,11 +950,47 @@ static void pump_sends(void)
     }
 }
 
+/* After the STOPs: read on until every live rank has said BYE, its last
+ * message (MPI keeps a rank's messages in order, so all it sent before has
+ * been taken in by then and its sends can complete), and the STOPs are
+ * out; bounded by dead_after for a rank that died meanwhile. */
+static void await_byes(void)
+{
+    bool bye[g_size];
+    int missing = 0;
+    pf__mutex_lock(&E.lock);
+    for (int r = 0; r < g_size; r++) {
+        bye[r] = r == 0 || E.rank_dead[r];
+        missing += !bye[r];
+    }
+    pf__mutex_unlock(&E.lock);
+    uint64_t deadline = pf__now_ns() + (uint64_t)(g_opts.dead_after * 1e9);
+    struct idle idle = {0};
+    while ((missing > 0 || sending) && pf__now_ns() < deadline) {
+        pump_sends();
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_UP, MPI_COMM_WORLD, &flag, &st);
+        if (!flag) {
+            back_off(&idle, 100000);
+            continue;
+        }
+        idle_reset(&idle);
+        size_t total;
+        struct msg *m = recv_msg(st.MPI_SOURCE, TAG_UP, &st, &total);
+        if (m && m->kind == M_BYE && !bye[st.MPI_SOURCE]) {
+            bye[st.MPI_SOURCE] = true;
+            missing--;
+        }
+        free(m); /* anything else (heartbeats) is moot now */
+    }
+}
+
 static void *engine_main(void *arg)
 {
     (void)arg;
     uint64_t last_ping = 0;
-    unsigned idle = 0;
+    struct idle idle = {0};
     for (;;) {
         uint64_t now = pf__now_ns();
         pf__mutex_lock(&E.lock);
@@ -842,6 +1021,10 @@ static void *engine_main(void *arg)
         pf__mutex_unlock(&E.lock);
         run_deferred();
         pump_sends();
+        if (stop) {
+            await_byes(); /* every executor is gone: nothing else can come */
+            break;
+        }
 
         bool got = false;
         for (int i = 0; i < 64; i++) {
@@ -858,16 +1041,8 @@ static void *engine_main(void *arg)
             got = true;
         }
         run_deferred();
-        if (stop) {
-            /* wait for the STOPs to leave (bounded: a dead rank's are freed) */
-            for (int i = 0; sending && i < 100000; i++) {
-                pump_sends();
-                sleep_ns(10000);
-            }
-            break;
-        }
         if (got)
-            idle = 0;
+            idle_reset(&idle);
         else if (busy)
             back_off(&idle, 100000);
     }
@@ -1030,6 +1205,10 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
     if (o.threads_per_rank == 0) {
         double t = env_double("PFOR_MPI_THREADS", 1);
         o.threads_per_rank = t >= 1 && t <= PF_MAX_WORKERS ? (int)t : 1;
+    }
+    if (o.prefetch == 0) {
+        double p = env_double("PFOR_MPI_PREFETCH", -1);
+        o.prefetch = p >= 1 && p <= 1000000 ? (int)p : 0;
     }
     if (o.dead_after == 0)
         o.dead_after = env_double("PFOR_MPI_DEAD_AFTER", 3.0);

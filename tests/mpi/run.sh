@@ -18,18 +18,43 @@ export PFOR_MPI_DEAD_AFTER=1
 mpi="mpirun --oversubscribe --enable-recovery -x PFOR_MPI_DEAD_AFTER
      --mca btl self,vader --mca oob_tcp_if_include lo -n 3"
 
+# A private redis-server on a free loopback port for the "redis" mode (the
+# dict shared live across ranks); stopped on exit.
+redis_pid=
+trap '[ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null; true' EXIT
+start_redis() {
+  for _ in 1 2 3 4 5; do
+    redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+      > "$build/mpi-redis-server.log" 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 50); do
+      if redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; then return 0; fi
+      kill -0 "$redis_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$redis_pid" 2>/dev/null; redis_pid=
+  done
+  return 1
+}
+if ! start_redis; then
+  echo "FAIL mpi redis: redis-server did not start (tools/setup.sh installs it)"
+  exit 1
+fi
+
 fail=0
-for mode in semantics kill; do
+for mode in semantics kill kill-last "redis 127.0.0.1 $redis_port"; do
   start=$(date +%s)
   # shellcheck disable=SC2086
-  if timeout 120 $mpi "$bin" "$mode" > "$build/mpi-$mode.log" 2>&1; then
-    echo "ok   mpi $mode ($(($(date +%s) - start)) s)"
+  log="$build/mpi-${mode%% *}.log"
+  if timeout 120 $mpi "$bin" $mode > "$log" 2>&1; then
+    echo "ok   mpi ${mode%% *} ($(($(date +%s) - start)) s)"
   else
-    echo "FAIL mpi $mode (exit $?): see $build/mpi-$mode.log"
-    grep -E "FAIL|failed" "$build/mpi-$mode.log" | head -20
+    echo "FAIL mpi ${mode%% *} (exit $?): see $log"
+    grep -E "FAIL|failed" "$log" | head -20
     fail=1
   fi
-  grep '^ok' "$build/mpi-$mode.log" | sed 's/^/     /'
+  grep '^ok' "$log" | sed 's/^/     /'
   sleep 0.5
   if pgrep -f "$bin" > /dev/null; then
     echo "FAIL mpi $mode: ranks left running:"; pgrep -af "$bin"

@@ -5,6 +5,10 @@
  *                              failing and unregistered tasks, large results,
  *                              uneven durations (3 ranks or more)
  *   pfor-mpi-tests kill        a worker rank SIGKILLed mid-run
+ *   pfor-mpi-tests kill-last   the same, the victim being the last rank
+ *   pfor-mpi-tests redis HOST PORT
+ *                              tasks on every worker rank share a live redis
+ *                              dict with rank 0 (run.sh starts the server)
  *
  * Rank 0 checks; worker ranks never get past pf_mpi_init().  Each check
  * prints a line; the exit status is the number of failed checks (capped).
@@ -151,6 +155,58 @@ static int kill_my_rank(pf_task *t, const void *arg, size_t len)
     return 0;
 }
 PF_REGISTER(kill_my_rank)
+
+/* Kills its rank if that is rank `arg` (after 50 ms); else returns its rank. */
+static int kill_rank(pf_task *t, const void *arg, size_t len)
+{
+    int32_t victim = -1;
+    if (len == sizeof victim)
+        memcpy(&victim, arg, sizeof victim);
+    sleep_ms(50);
+    int32_t rank = pf_mpi_rank();
+    if (rank == victim)
+        raise(SIGKILL);
+    return pf_task_set_result(t, &rank, sizeof rank);
+}
+PF_REGISTER(kill_rank)
+
+/* A task sharing a redis dict with rank 0 and the other ranks: it waits
+ * (bounded) until rank 0 has set "go", which rank 0 does only once every
+ * task was submitted, then counts itself in "hits" and in "rank:<its rank>"
+ * with atomic increments, and leaves its mark in "task:<index>". */
+struct redis_job {
+    pf_dict_ref ref;
+    int32_t index;
+};
+
+static int redis_count(pf_task *t, const void *arg, size_t len)
+{
+    struct redis_job job;
+    if (len != sizeof job)
+        return pf_task_fail(t, PF_EINVAL, "want a struct redis_job, got %zu bytes", len);
+    memcpy(&job, arg, sizeof job);
+    pf_dict *d;
+    int rc = pf_dict_from_ref(&d, &job.ref);
+    if (rc != PF_OK)
+        return pf_task_fail(t, rc, "pf_dict_from_ref: %s", pf_strerror(rc));
+    for (int i = 0; i < 10000 && (rc = pf_dict_contains(d, PF_DICT_STR("go"))) == PF_ENOTFOUND; i++)
+        sleep_ms(1);
+    int32_t rank = pf_mpi_rank();
+    char key[32];
+    snprintf(key, sizeof key, "rank:%d", (int)rank);
+    if (rc == PF_OK)
+        rc = pf_dict_incr(d, PF_DICT_STR("hits"), 1, NULL);
+    if (rc == PF_OK)
+        rc = pf_dict_incr(d, key, strlen(key), 1, NULL);
+    snprintf(key, sizeof key, "task:%d", (int)job.index);
+    if (rc == PF_OK)
+        rc = pf_dict_set(d, key, strlen(key), &rank, sizeof rank);
+    pf_dict_close(d);
+    if (rc != PF_OK)
+        return pf_task_fail(t, rc, "redis dict: %s", pf_strerror(rc));
+    return pf_task_set_result(t, &rank, sizeof rank);
+}
+PF_REGISTER(redis_count)
 
 /* Per-worker state: an initializer that sets it, a task that reads it. */
 static int init_state(void **state, const void *arg, size_t len, int index)
@@ -451,15 +507,24 @@ static void semantics(int size)
     printf("ok worker initializer and state\n");
 }
 
-static void killed_rank(int size)
+/* A worker rank SIGKILLed while it runs tasks: its tasks fail with
+ * PF_ERANKDIED naming it, the other ranks finish the rest and take new work,
+ * and mpirun ends.  victim < 0: whichever rank takes kill_my_rank (the
+ * first); else that rank, through copies of kill_rank spread over all. */
+static void killed_rank(int size, int victim)
 {
     pf_executor *ex;
     CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
     pf_future *fs[30];
     for (int i = 0; i < 30; i++)
         fs[i] = submit_i32(ex, nap, 20);
-    pf_future *k = NULL;
-    CHECK_RC(pf_submit(ex, kill_my_rank, NULL, 0, &k), PF_OK);
+    enum { KILLERS = 8 };
+    pf_future *k[KILLERS] = {NULL};
+    if (victim < 0)
+        CHECK_RC(pf_submit(ex, kill_my_rank, NULL, 0, &k[0]), PF_OK);
+    else
+        for (int i = 0; i < KILLERS; i++)
+            k[i] = submit_i32(ex, kill_rank, victim);
     int ok = 0, died = 0;
     for (int i = 0; i < 30; i++) {
         int rc = pf_future_result(fs[i], 60, NULL, NULL);
@@ -467,11 +532,31 @@ static void killed_rank(int size)
         died += rc == PF_ERANKDIED;
         pf_future_release(fs[i]);
     }
-    pf_error_info info;
-    CHECK_RC(pf_future_result(k, 60, NULL, NULL), PF_ERANKDIED);
-    CHECK_RC(pf_future_error(k, &info), PF_OK);
-    CHECK(strstr(info.message, "MPI rank") != NULL);
-    pf_future_release(k);
+    pf_error_info info = {0};
+    int killers_died = 0;
+    for (int i = 0; i < KILLERS && k[i]; i++) {
+        const void *data;
+        size_t len;
+        int rc = pf_future_result(k[i], 60, &data, &len);
+        if (rc == PF_ERANKDIED) {
+            killers_died++;
+            CHECK_RC(pf_future_error(k[i], &info), PF_OK);
+            CHECK(strstr(info.message, "MPI rank") != NULL);
+        } else {
+            CHECK_RC(rc, PF_OK); /* ran on a rank that is not the victim */
+            int32_t rank = -1;
+            if (len == sizeof rank)
+                memcpy(&rank, data, sizeof rank);
+            CHECK(rank != victim);
+        }
+        pf_future_release(k[i]);
+    }
+    CHECK(killers_died >= 1);
+    if (victim > 0) {
+        char name[32];
+        snprintf(name, sizeof name, "MPI rank %d ", victim);
+        CHECK(strstr(info.message, name) != NULL);
+    }
     CHECK(ok + died == 30);
     CHECK(ok >= 15);
     CHECK(pf_mpi_live_workers() == size - 2);
@@ -479,12 +564,74 @@ static void killed_rank(int size)
     for (int i = 0; i < 10; i++)
         fs[i] = submit_i32(ex, nap, 1);
     for (int i = 0; i < 10; i++) {
-        CHECK(result_i32(fs[i]) >= 1);
+        int32_t rank = result_i32(fs[i]);
+        CHECK(rank >= 1 && (victim < 0 || rank != victim));
         pf_future_release(fs[i]);
     }
     pf_executor_destroy(ex);
-    printf("ok killed rank: %d tasks done, %d failed with PF_ERANKDIED (%s)\n", ok, died + 1,
-           info.message);
+    printf("ok killed rank%s: %d tasks done, %d failed with PF_ERANKDIED (%s)\n",
+           victim > 0 ? " (the last)" : "", ok, died + killers_died, info.message);
+}
+
+/* Tasks on every worker rank and rank 0 share one redis dict live: rank 0
+ * releases the tasks by writing "go" while they wait, and reads their
+ * atomic counts while and after they run. */
+static void redis_shared(const char *host, int port)
+{
+    pf_dict *d;
+    char name[64];
+    snprintf(name, sizeof name, "pfor-mpi-test-%d", (int)getpid());
+    int rc = pf_dict_open_redis(&d, host, port, name, NULL);
+    CHECK_RC(rc, PF_OK);
+    if (rc != PF_OK)
+        return;
+    CHECK_RC(pf_dict_clear(d), PF_OK);
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    enum { N = 120 };
+    struct redis_job job;
+    CHECK_RC(pf_dict_ref_get(d, &job.ref), PF_OK);
+    pf_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        job.index = i;
+        CHECK_RC(pf_submit(ex, redis_count, &job, sizeof job, &fs[i]), PF_OK);
+    }
+    /* the first tasks wait for "go": nothing is counted yet */
+    sleep_ms(100);
+    int64_t hits = -1;
+    CHECK_RC(pf_dict_incr(d, PF_DICT_STR("hits"), 0, &hits), PF_OK);
+    CHECK(hits == 0);
+    CHECK_RC(pf_dict_set(d, PF_DICT_STR("go"), "1", 1), PF_OK);
+    int per_rank[64] = {0};
+    for (int i = 0; i < N; i++) {
+        int32_t rank = result_i32(fs[i]);
+        CHECK(rank >= 1 && rank < 64);
+        if (rank >= 1 && rank < 64)
+            per_rank[rank]++;
+        pf_future_release(fs[i]);
+    }
+    pf_executor_destroy(ex);
+    CHECK_RC(pf_dict_incr(d, PF_DICT_STR("hits"), 0, &hits), PF_OK);
+    CHECK(hits == N); /* no update lost across ranks */
+    int ranks_used = 0;
+    for (int r = 1; r < pf_mpi_size() && r < 64; r++) {
+        char key[32];
+        snprintf(key, sizeof key, "rank:%d", r);
+        int64_t n = 0;
+        if (per_rank[r] > 0) {
+            CHECK_RC(pf_dict_incr(d, key, strlen(key), 0, &n), PF_OK);
+            ranks_used++;
+        }
+        CHECK(n == per_rank[r]); /* what the dict says each rank did is what it did */
+    }
+    CHECK(ranks_used == pf_mpi_size() - 1);
+    size_t len = 0;
+    CHECK_RC(pf_dict_len(d, &len), PF_OK);
+    CHECK(len == 1 + 1 + (size_t)ranks_used + N); /* hits, go, rank:*, task:* */
+    CHECK_RC(pf_dict_clear(d), PF_OK);
+    pf_dict_close(d);
+    printf("ok redis dict shared live by rank 0 and %d worker ranks: %lld hits\n", ranks_used,
+           (long long)hits);
 }
 
 int main(int argc, char **argv)
@@ -502,9 +649,18 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(mode, "kill") == 0)
-        killed_rank(size);
-    else
+        killed_rank(size, -1);
+    else if (strcmp(mode, "kill-last") == 0)
+        killed_rank(size, size - 1);
+    else if (strcmp(mode, "redis") == 0 && argc == 4)
+        redis_shared(argv[2], atoi(argv[3]));
+    else if (strcmp(mode, "semantics") == 0)
         semantics(size);
+    else {
+        fprintf(stderr, "usage: pfor-mpi-tests semantics|kill|kill-last|redis HOST PORT\n");
+        pf_mpi_finalize();
+        return 2;
+    }
     pf_mpi_finalize();
     printf("%s: %d failed checks\n", mode, failures);
     return failures > 100 ? 100 : failures;
