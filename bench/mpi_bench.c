@@ -2,7 +2,7 @@
  * mpi_bench: the PF_MPI executor next to the process pool, in one run, on
  * this machine (bench/mpi_bench.sh runs it under mpirun).
  *
- *   mpirun -n R mpi_bench [--tasks N] [--reps K]
+ *   mpirun -n R mpi_bench [--tasks N] [--reps K] [--only empty|sleep|primes]
  *
  * Rank 0 measures, for the MPI executor (R - 1 worker ranks, one thread
  * each) and for a process pool of R - 1 workers:
@@ -156,11 +156,14 @@ int main(int argc, char **argv)
     if (pf_mpi_init(&argc, &argv, NULL) != PF_OK)
         return 1;
     int n = 20000, reps = 3;
+    const char *only = NULL; /* "empty", "sleep" or "primes": one measure */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tasks") && i + 1 < argc)
             n = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
     }
     if (reps < 1 || reps > 31 || n < 1)
         return 2;
@@ -171,14 +174,14 @@ int main(int argc, char **argv)
     }
     const pf_kind kinds[2] = {PF_MPI, PF_PROCESSES};
     const char *tag[2] = {"mpi", "processes"};
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2 && (!only || !strcmp(only, "empty")); k++) {
         double s = median_run(reps, kinds[k], w, empty, NULL, 0, n);
         char m[96];
         snprintf(m, sizeof m, "%s_empty_tasks_per_s", tag[k]);
         emit(m, n / s, "tasks/s", w, n);
     }
     static const int32_t durations_us[] = {1000, 5000, 20000};
-    for (size_t d = 0; d < 3; d++) {
+    for (size_t d = 0; d < 3 && (!only || !strcmp(only, "sleep")); d++) {
         int32_t us = durations_us[d];
         int nt = (int)(2000000 / us) * w / 2; /* about a second of work per worker... */
         if (nt < 4 * w)
@@ -193,7 +196,7 @@ int main(int argc, char **argv)
             emit(m, ideal / s, "ideal/measured", w, nt);
         }
     }
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2 && (!only || !strcmp(only, "primes")); k++) {
         double s = median_run(reps, kinds[k], w, primes, NULL, 0, 64);
         char m[96];
         snprintf(m, sizeof m, "%s_primes_2M_seconds", tag[k]);
