@@ -218,6 +218,30 @@ bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_
 bool pf__future_fail(pf_future *f, int code, int worker_index, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Outcomes gathered under a lock and applied once it is released (done
+ * callbacks run user code, which must never run under an engine's lock).
+ * Each entry holds a reference on its future, given up when it is finished.
+ * Owned by one thread; zero-initialise, pf__finish_list_free() at the end. */
+struct pf__finish_entry {
+    pf_future *f;
+    int code;
+    void *data;
+    size_t len;
+    pf_error_info info; /* used when code != 0 */
+};
+struct pf__finish_list {
+    struct pf__finish_entry *v;
+    size_t n, cap;
+};
+
+/* Queue f's outcome (see pf__future_finish; info NULL: a bare code).  Takes
+ * over the caller's reference on f and `data`. */
+void pf__finish_later(struct pf__finish_list *l, pf_future *f, int code, void *data, size_t len,
+                      const pf_error_info *info);
+/* Finish every queued future, in the order queued, and empty the list. */
+void pf__finish_pending(struct pf__finish_list *l);
+void pf__finish_list_free(struct pf__finish_list *l);
+
 /* Free a future that was never handed to anyone (its submit failed). */
 void pf__future_discard(pf_future *f);
 

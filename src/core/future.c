@@ -170,6 +170,43 @@ bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_
     return true;
 }
 
+void pf__finish_later(struct pf__finish_list *l, pf_future *f, int code, void *data, size_t len,
+                      const pf_error_info *info)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct pf__finish_entry *v = realloc(l->v, cap * sizeof *v);
+        PF__CHECK(v != NULL); /* a handful of entries; out of memory here is fatal */
+        l->v = v;
+        l->cap = cap;
+    }
+    struct pf__finish_entry *d = &l->v[l->n++];
+    d->f = f;
+    d->code = code;
+    d->data = data;
+    d->len = len;
+    if (info)
+        d->info = *info;
+    else
+        d->info = (pf_error_info){.code = code, .worker_index = -1, .exit_status = -1};
+}
+
+void pf__finish_pending(struct pf__finish_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        struct pf__finish_entry *d = &l->v[i];
+        pf__future_finish(d->f, d->code, d->data, d->len, d->code ? &d->info : NULL);
+        pf_future_release(d->f);
+    }
+    l->n = 0;
+}
+
+void pf__finish_list_free(struct pf__finish_list *l)
+{
+    free(l->v);
+    *l = (struct pf__finish_list){0};
+}
+
 bool pf__future_fail(pf_future *f, int code, int worker_index, const char *fmt, ...)
 {
     pf_error_info info = {.code = code, .worker_index = worker_index, .exit_status = -1};

@@ -612,16 +612,6 @@ struct outgoing {
     struct outgoing *next;
 };
 
-struct deferred {
-    pf_future *f;
-    int code;
-    void *data;
-    size_t len;
-    pf_error_info info;
-    bool has_info;
-    struct deferred *next;
-};
-
 static struct {
     pf__mutex lock;
     pf__cond wake;          /* submits and shutdowns wake the idle engine */
@@ -636,7 +626,7 @@ static struct {
     int live;               /* lock: worker ranks alive */
     struct outgoing *queue; /* lock: to send, in order */
     struct outgoing **queue_tail;
-    struct deferred *finish; /* engine thread only */
+    struct pf__finish_list finish; /* engine thread only */
 } E;
 
 int pf_mpi_live_workers(void)
@@ -670,22 +660,6 @@ static void queue_locked(struct msg *m, int dest)
     E.queue_tail = &o->next;
 }
 
-static void defer_finish(pf_future *f, int code, void *data, size_t len, const pf_error_info *info)
-{
-    struct deferred *d = calloc(1, sizeof *d);
-    PF__CHECK(d != NULL);
-    d->f = f;
-    d->code = code;
-    d->data = data;
-    d->len = len;
-    if (info) {
-        d->info = *info;
-        d->has_info = true;
-    }
-    d->next = E.finish;
-    E.finish = d;
-}
-
 static void defer_fail(pf_future *f, int code, int rank, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -696,20 +670,7 @@ static void defer_fail(pf_future *f, int code, int rank, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(info.message, sizeof info.message, fmt, ap);
     va_end(ap);
-    defer_finish(f, code, NULL, 0, &info);
-}
-
-static void run_deferred(void)
-{
-    struct deferred *d = E.finish;
-    E.finish = NULL;
-    while (d) {
-        struct deferred *next = d->next;
-        pf__future_finish(d->f, d->code, d->data, d->len, d->has_info ? &d->info : NULL);
-        pf_future_release(d->f);
-        free(d);
-        d = next;
-    }
+    pf__finish_later(&E.finish, f, code, NULL, 0, &info);
 }
 
 /* The live rank with the fewest tasks in flight and room for one more. */
@@ -856,7 +817,7 @@ static void handle_up(const struct msg *m, int source, size_t total)
                 else {
                     if (len)
                         memcpy(data, m + 1, len);
-                    defer_finish(rec->f, PF_OK, data, len, NULL);
+                    pf__finish_later(&E.finish, rec->f, PF_OK, data, len, NULL);
                 }
             } else {
                 pf_error_info info = {.code = m->code,
@@ -865,7 +826,7 @@ static void handle_up(const struct msg *m, int source, size_t total)
                                       .exit_status = -1};
                 memcpy(info.message, m->message, sizeof info.message);
                 info.message[sizeof info.message - 1] = '\0';
-                defer_finish(rec->f, m->code, NULL, 0, &info);
+                pf__finish_later(&E.finish, rec->f, m->code, NULL, 0, &info);
             }
             free(rec);
         }
@@ -1013,16 +974,17 @@ static void *engine_main(void *arg)
                 if (!E.rank_dead[r])
                     queue_locked(make_msg(M_STOP, 0, NULL, 0), r);
         bool quiet = !busy && !E.queue && !sending && !stop;
-        if (quiet && !E.finish) {
+        if (quiet && E.finish.n == 0) {
             /* Nothing in flight: sleep until a submit (bounded for pings
              * and heartbeats to be read). */
             pf__cond_wait_until(&E.wake, &E.lock, pf__now_ns() + 50000000u);
         }
         pf__mutex_unlock(&E.lock);
-        run_deferred();
+        pf__finish_pending(&E.finish);
         pump_sends();
         if (stop) {
             await_byes(); /* every executor is gone: nothing else can come */
+            pf__finish_list_free(&E.finish);
             break;
         }
 
@@ -1040,7 +1002,7 @@ static void *engine_main(void *arg)
             free(m);
             got = true;
         }
-        run_deferred();
+        pf__finish_pending(&E.finish);
         if (got)
             idle_reset(&idle);
         else if (busy)

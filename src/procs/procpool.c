@@ -85,52 +85,6 @@ struct ppool {
     bool joined; /* join_lock */
 };
 
-/* A future to finish once `lock` is released.  The entry owns one reference
- * on the future, dropped after finishing it. */
-struct deferred {
-    pf_future *f;
-    int code;
-    void *data;
-    size_t len;
-    pf_error_info info;
-};
-
-struct deferred_list {
-    struct deferred *v;
-    size_t n, cap;
-};
-
-static void defer(struct deferred_list *l, pf_future *f, int code, void *data, size_t len,
-                  const pf_error_info *info)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        struct deferred *v = realloc(l->v, cap * sizeof *v);
-        PF__CHECK(v != NULL); /* a handful of entries; out of memory here is fatal */
-        l->v = v;
-        l->cap = cap;
-    }
-    struct deferred *d = &l->v[l->n++];
-    d->f = f;
-    d->code = code;
-    d->data = data;
-    d->len = len;
-    if (info)
-        d->info = *info;
-    else
-        d->info = (pf_error_info){.code = code, .worker_index = -1, .exit_status = -1};
-}
-
-static void run_deferred(struct deferred_list *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        struct deferred *d = &l->v[i];
-        pf__future_finish(d->f, d->code, d->data, d->len, d->code ? &d->info : NULL);
-        pf_future_release(d->f);
-    }
-    l->n = 0;
-}
-
 static void send_fs(struct ppool *p, int type, int index, int pid)
 {
     struct pf__fs_msg m = {.type = type, .index = index, .pid = pid};
@@ -241,7 +195,7 @@ static pf_future *free_slot_locked(struct ppool *p, uint32_t s)
 }
 
 /* Move pending futures into free slots. */
-static void refill_locked(struct ppool *p, struct deferred_list *dl)
+static void refill_locked(struct ppool *p, struct pf__finish_list *dl)
 {
     while (p->pending.head) {
         pf_future *f = p->pending.head;
@@ -253,7 +207,7 @@ static void refill_locked(struct ppool *p, struct deferred_list *dl)
             pf_error_info info = {.code = rc, .worker_index = -1, .exit_status = -1};
             snprintf(info.message, sizeof info.message,
                      "the task's %zu-byte argument does not fit in shared memory", f->arg_len);
-            defer(dl, pf_future_retain(f), rc, NULL, 0, &info);
+            pf__finish_later(dl, pf_future_retain(f), rc, NULL, 0, &info);
         }
     }
 }
@@ -261,7 +215,7 @@ static void refill_locked(struct ppool *p, struct deferred_list *dl)
 /* ----------------------------------------------------------- collecting -- */
 
 /* Copy slot s's outcome out, free the slot, and defer finishing its future. */
-static void collect_slot(struct ppool *p, uint32_t s, struct deferred_list *dl)
+static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl)
 {
     struct pf__shm_header *h = p->hdr;
     struct pf__slot *slot = pf__shm_slot(h, s);
@@ -316,17 +270,17 @@ static void collect_slot(struct ppool *p, uint32_t s, struct deferred_list *dl)
         info.pid = (int)atomic_load(&pf__shm_worker(h, owner)->pid);
 
     pf__mutex_lock(&p->lock);
-    pf_future *f = free_slot_locked(p, s); /* its reference goes to the deferred list */
+    pf_future *f = free_slot_locked(p, s); /* its reference goes to the finish list */
     refill_locked(p, dl);
     pf__mutex_unlock(&p->lock);
     if (f) {
         f->worker_index = owner; /* unfinished: only this thread writes it now */
-        defer(dl, f, code, data, len, &info);
+        pf__finish_later(dl, f, code, data, len, &info);
     } else
         free(data);
 }
 
-static bool drain_worker(struct ppool *p, int w, struct deferred_list *dl)
+static bool drain_worker(struct ppool *p, int w, struct pf__finish_list *dl)
 {
     struct pf__shm_worker *sw = pf__shm_worker(p->hdr, w);
     _Atomic uint32_t *cq = pf__shm_worker_cq(p->hdr, w);
@@ -367,22 +321,22 @@ static void describe_death(char *buf, size_t size, int index, pid_t pid, int sta
 }
 
 static void fail_everything_locked(struct ppool *p, int code, const pf_error_info *why,
-                                   struct deferred_list *dl)
+                                   struct pf__finish_list *dl)
 {
     for (pf_future *f; (f = pf__fqueue_pop(&p->pending));)
-        defer(dl, pf_future_retain(f), code, NULL, 0, why);
+        pf__finish_later(dl, pf_future_retain(f), code, NULL, 0, why);
     for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
         struct pf__slot *slot = pf__shm_slot(p->hdr, s);
         uint32_t st = atomic_load(&slot->state);
         if (PF__SLOT_KIND(st) == PF__SLOT_READY &&
             atomic_compare_exchange_strong(&slot->state, &st,
                                            PF__SLOT_STATE(PF__SLOT_CANCELLED, 0))) {
-            defer(dl, free_slot_locked(p, s), code, NULL, 0, why);
+            pf__finish_later(dl, free_slot_locked(p, s), code, NULL, 0, why);
         }
     }
 }
 
-static void worker_started(struct ppool *p, const struct pf__fs_msg *m, struct deferred_list *dl)
+static void worker_started(struct ppool *p, const struct pf__fs_msg *m, struct pf__finish_list *dl)
 {
     pf__mutex_lock(&p->lock);
     struct pworker *pw = &p->workers[m->index];
@@ -410,7 +364,7 @@ static bool work_left_locked(struct ppool *p)
     return p->pending.head || p->n_free < p->hdr->n_slots;
 }
 
-static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct deferred_list *dl)
+static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf__finish_list *dl)
 {
     int index = m->index;
     pf__mutex_lock(&p->lock);
@@ -464,7 +418,7 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct def
             info.exit_status = WEXITSTATUS(m->status);
         describe_death(info.message, sizeof info.message, index, m->pid, m->status,
                        "while running the task");
-        defer(dl, f, PF_EWORKERDIED, NULL, 0, &info);
+        pf__finish_later(dl, f, PF_EWORKERDIED, NULL, 0, &info);
     }
 
     uint32_t wstate = atomic_load(&sw->state);
@@ -511,7 +465,7 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct def
 }
 
 /* The fork server is gone (killed from outside): its workers died with it. */
-static void fork_server_lost(struct ppool *p, struct deferred_list *dl)
+static void fork_server_lost(struct ppool *p, struct pf__finish_list *dl)
 {
     pf__mutex_lock(&p->lock);
     p->fs_gone = true;
@@ -523,7 +477,7 @@ static void fork_server_lost(struct ppool *p, struct deferred_list *dl)
     for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
         if (!p->slot_future[s])
             continue;
-        defer(dl, free_slot_locked(p, s), PF_EWORKERDIED, NULL, 0, &why);
+        pf__finish_later(dl, free_slot_locked(p, s), PF_EWORKERDIED, NULL, 0, &why);
     }
     for (int i = 0; i < p->n_workers; i++) {
         p->workers[i].alive = false;
@@ -533,7 +487,7 @@ static void fork_server_lost(struct ppool *p, struct deferred_list *dl)
 }
 
 /* Read every pending message from the fork server. */
-static bool read_messages(struct ppool *p, struct deferred_list *dl)
+static bool read_messages(struct ppool *p, struct pf__finish_list *dl)
 {
     bool any = false;
     for (;;) {
@@ -586,7 +540,7 @@ static void kill_worker_locked(struct ppool *p, int i, uint32_t s, int code, con
 }
 
 /* Kill workers whose task overran; return the next deadline. */
-static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl)
+static uint64_t check_deadlines_locked(struct ppool *p, struct pf__finish_list *dl)
 {
     uint64_t now = pf__now_ns(), next = UINT64_MAX;
     for (int i = 0; i < p->n_workers; i++) {
@@ -618,7 +572,7 @@ static uint64_t check_deadlines_locked(struct ppool *p, struct deferred_list *dl
         snprintf(why, sizeof why, "task overran its time limit of %.3f s", slot->timeout_ns / 1e9);
         pf_error_info info;
         kill_worker_locked(p, i, s, PF_ETASKTIMEOUT, why, &info);
-        defer(dl, pf_future_retain(f), PF_ETASKTIMEOUT, NULL, 0, &info);
+        pf__finish_later(dl, pf_future_retain(f), PF_ETASKTIMEOUT, NULL, 0, &info);
     }
     /* A worker publishes the slot it runs (current, then started_ns) just
      * after claiming it, so a check in between misses that task's deadline;
@@ -651,7 +605,7 @@ static void *collector_main(void *arg)
 {
     struct ppool *p = arg;
     struct pf__shm_header *h = p->hdr;
-    struct deferred_list dl = {0};
+    struct pf__finish_list dl = {0};
     for (;;) {
         bool busy = false;
         for (int w = 0; w < p->n_workers; w++)
@@ -670,7 +624,7 @@ static void *collector_main(void *arg)
         bool finished = collector_finished_locked(p);
         pf__mutex_unlock(&p->lock);
 
-        run_deferred(&dl);
+        pf__finish_pending(&dl);
         if (finished)
             break;
         if (busy)
@@ -699,7 +653,7 @@ static void *collector_main(void *arg)
         while (read(p->evfd, &v, sizeof v) > 0) {
         }
     }
-    free(dl.v);
+    pf__finish_list_free(&dl);
 
     /* Every worker is gone; let the server forget the pool, and wait for it
      * to close its end (it does once it has reaped every worker). */
@@ -791,14 +745,14 @@ static void join_collector(struct ppool *p)
 static int pp_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
 {
     struct ppool *p = (struct ppool *)ex;
-    struct deferred_list dl = {0};
+    struct pf__finish_list dl = {0};
     pf__mutex_lock(&p->lock);
     p->stopping = true;
     if (cancel_futures)
         fail_everything_locked(p, PF_ECANCELLED, NULL, &dl);
     pf__mutex_unlock(&p->lock);
-    run_deferred(&dl);
-    free(dl.v);
+    pf__finish_pending(&dl);
+    pf__finish_list_free(&dl);
     wake_collector(p);
     if (wait) {
         if (pthread_equal(pthread_self(), p->collector))
