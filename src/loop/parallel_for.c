@@ -6,14 +6,26 @@
  *
  *   Shared memory (threads, sequential): one job descriptor on the caller's
  *   stack; participants claim chunks from it with atomics (static: one
- *   block each; dynamic: fetch_add of `chunk`; guided: CAS of a shrinking
- *   chunk).  The caller is a participant, and max_workers - 1 helper tasks
+ *   block each; guided: CAS of a shrinking chunk; dynamic: see below).  The caller is a participant, and max_workers - 1 helper tasks
  *   on the pool are the others, so the loop always progresses, even when
  *   the pool is busy or the loop runs inside one of its tasks.  Helpers that
  *   have not started when the work runs out are cancelled, not waited for.
  *   With an automatic grain, the caller first runs a few iterations alone,
  *   doubling, and finishes alone when the rest would take less than it costs
  *   to wake the pool: tiny loops are not slower than the plain loop.
+ *
+ *   Dynamic schedule: the range starts cut into one share per participant,
+ *   each on its own cache lines.  A participant claims `chunk` iterations
+ *   at a time from the front of its own share (a fetch_add on a line no one
+ *   else writes, instead of one cursor that every claim of every core
+ *   fights over); when its share is empty it takes the back half of the
+ *   largest remaining share (at least one chunk) and goes on from there.
+ *   So every call of the body still covers at most `chunk` iterations and
+ *   the participants still finish within one chunk of each other, as with
+ *   OpenMP's schedule(dynamic, chunk), without the shared cursor's cache
+ *   line bouncing between cores at every chunk.  Owner and thief agree
+ *   Dekker-style (see struct share); thieves of one share serialise on its
+ *   lock, which the owner takes only when a thief got in its way.
  *
  *   Separate memory (processes, MPI): the range is cut into chunk tasks
  *   (registered "pf.for_chunk" task; the body by registry id or address, the
@@ -22,12 +34,27 @@
  *   the body itself here: a crashing body must not take the caller down.
  */
 #include <stdalign.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 
 #define PROBE_ENOUGH_NS 10000u /* stop probing after this much work */
 #define INLINE_BELOW_NS 30000u /* cheaper than waking the pool */
+
+/* One participant's share of a dynamic loop: [lo, hi) is unclaimed.  The
+ * owner claims from the front (fetch_add of lo, then a look at hi); a thief,
+ * holding `lock`, lowers hi, then looks at lo, and puts hi back if the owner
+ * got past it.  Both steps are sequentially consistent, so of an owner's
+ * claim and a thief's theft racing for the same iterations at least one sees
+ * the other: the owner then re-reads hi under the lock.  Only the owner
+ * raises lo, and it gives its share a new range (after a theft) under the
+ * lock, when the share was empty. */
+struct share {
+    alignas(128) _Atomic size_t lo;
+    _Atomic size_t hi;
+    pf__mutex lock;
+};
 
 struct job {
     pf_for_fn body;     /* parallel_for */
@@ -45,13 +72,91 @@ struct job {
     _Atomic int next_part; /* static: next block */
     _Atomic int error;     /* first non-zero body return; read per chunk, rarely written */
 
-    /* The dynamic and guided cursor, written by every participant for every
+    /* The guided cursor, written by every participant for every
      * chunk: alone on its cache lines (128 bytes: the adjacent-line
      * prefetcher pairs lines), so the read-mostly fields above and the
      * caller's stack below do not bounce between cores with it. */
     alignas(128) _Atomic size_t next;
     char pad[128 - sizeof(size_t)];
+
+    /* dynamic: a share per participant, in order of joining */
+    struct share *shares;
+    struct share shares_inline[4];
+    _Atomic int joined;
 };
+
+/* Claim the next chunk of my own share into [*b, *e); false when it is empty. */
+static bool claim_own(struct job *j, struct share *me, size_t *b, size_t *e)
+{
+    size_t i = atomic_fetch_add(&me->lo, j->chunk);
+    size_t hi = atomic_load(&me->hi);
+    if (i < hi && hi - i >= j->chunk) {
+        *b = i;
+        *e = i + j->chunk;
+        return true;
+    }
+    /* the end of the share, or a thief at work: settle it under the lock */
+    pf__mutex_lock(&me->lock);
+    hi = atomic_load(&me->hi);
+    pf__mutex_unlock(&me->lock);
+    if (i >= hi)
+        return false;
+    *b = i;
+    *e = PF__MIN(i + j->chunk, hi);
+    return true;
+}
+
+/* Take the back half (at least a chunk) of the largest other share and make
+ * it mine; false when every share is empty. */
+static bool steal(struct job *j, struct share *me)
+{
+    for (;;) {
+        struct share *victim = NULL;
+        size_t most = 0;
+        for (int p = 0; p < j->parts; p++) {
+            struct share *v = &j->shares[p];
+            size_t lo = atomic_load_explicit(&v->lo, memory_order_relaxed);
+            size_t hi = atomic_load_explicit(&v->hi, memory_order_relaxed);
+            if (v != me && lo < hi && hi - lo > most) {
+                most = hi - lo;
+                victim = v;
+            }
+        }
+        if (!victim)
+            return false; /* every iteration is claimed (owners finish their own) */
+        pf__mutex_lock(&victim->lock);
+        size_t hi = atomic_load(&victim->hi);
+        size_t lo = atomic_load(&victim->lo);
+        if (lo >= hi) {
+            pf__mutex_unlock(&victim->lock);
+            continue; /* emptied meanwhile: look again */
+        }
+        size_t take = PF__MAX(j->chunk, (hi - lo) / 2);
+        size_t mid = take < hi - lo ? hi - take : lo;
+        atomic_store(&victim->hi, mid);
+        if (atomic_load(&victim->lo) > mid) {
+            atomic_store(&victim->hi, hi); /* its owner got there first */
+            pf__mutex_unlock(&victim->lock);
+            continue;
+        }
+        pf__mutex_unlock(&victim->lock);
+        /* [mid, hi) is mine now; my share is empty, so only I and thieves
+         * (who hold my lock) look at it */
+        pf__mutex_lock(&me->lock);
+        atomic_store(&me->hi, hi);
+        atomic_store(&me->lo, mid);
+        pf__mutex_unlock(&me->lock);
+        return true;
+    }
+}
+
+/* Block p of `parts` near-equal blocks of [begin, begin + n). */
+static void nth_block(size_t begin, size_t n, int parts, int p, size_t *b, size_t *e)
+{
+    size_t k = (size_t)parts, i = (size_t)p;
+    *b = begin + n / k * i + PF__MIN(i, n % k);
+    *e = *b + n / k + (i < n % k);
+}
 
 static bool run_range(struct job *j, size_t b, size_t e, void *acc)
 {
@@ -85,9 +190,8 @@ static void participate(struct job *j)
     switch (j->schedule) {
     case PF_SCHEDULE_STATIC:
         for (int p; (p = atomic_fetch_add(&j->next_part, 1)) < j->parts;) {
-            size_t b = j->begin + n / (size_t)j->parts * (size_t)p +
-                       PF__MIN((size_t)p, n % (size_t)j->parts);
-            size_t e = b + n / (size_t)j->parts + ((size_t)p < n % (size_t)j->parts);
+            size_t b, e;
+            nth_block(j->begin, n, j->parts, p, &b, &e);
             if (b < e && !run_range(j, b, e, acc))
                 break;
             worked = true;
@@ -107,16 +211,24 @@ static void participate(struct job *j)
                 break;
         }
         break;
-    default: /* dynamic */
+    default: { /* dynamic */
+        int id = atomic_fetch_add(&j->joined, 1);
+        if (id >= j->parts)
+            break; /* cannot happen: one share per participant */
+        struct share *me = &j->shares[id];
         for (;;) {
-            size_t b = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
-            if (b >= j->end)
-                break;
+            size_t b, e;
+            if (!claim_own(j, me, &b, &e)) {
+                if (!steal(j, me))
+                    break;
+                continue; /* a stolen range is claimed like my own */
+            }
             worked = true;
-            if (!run_range(j, b, PF__MIN(b + j->chunk, j->end), acc))
+            if (!run_range(j, b, e, acc))
                 break;
         }
         break;
+    }
     }
     if (j->rbody) {
         if (worked) {
@@ -167,6 +279,37 @@ static bool probe_inline(struct job *j, void *acc)
     return true;
 }
 
+/* Cut [begin, end) into `parts` shares for the dynamic schedule. */
+static int share_out(struct job *j, int parts)
+{
+    j->parts = parts;
+    j->shares = j->shares_inline;
+    if ((size_t)parts > sizeof j->shares_inline / sizeof j->shares_inline[0]) {
+        j->shares = aligned_alloc(alignof(struct share), (size_t)parts * sizeof *j->shares);
+        if (!j->shares)
+            return PF_ENOMEM;
+    }
+    size_t n = j->end - j->begin;
+    for (int p = 0; p < parts; p++) {
+        struct share *sh = &j->shares[p];
+        size_t lo, hi;
+        nth_block(j->begin, n, parts, p, &lo, &hi);
+        atomic_init(&sh->lo, lo);
+        atomic_init(&sh->hi, hi);
+        pf__mutex_init(&sh->lock);
+    }
+    atomic_init(&j->joined, 0);
+    return PF_OK;
+}
+
+static void shares_free(struct job *j)
+{
+    for (int p = 0; p < j->parts; p++)
+        pf__mutex_destroy(&j->shares[p].lock);
+    if (j->shares != j->shares_inline)
+        free(j->shares);
+}
+
 static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts *o)
 {
     size_t n = j->end - j->begin;
@@ -194,6 +337,11 @@ static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts 
     size_t n_chunks =
         j->schedule == PF_SCHEDULE_STATIC ? (size_t)workers : (n + j->chunk - 1) / j->chunk;
     int helpers = (int)PF__MIN((size_t)workers - 1, n_chunks - 1);
+    if (j->schedule == PF_SCHEDULE_DYNAMIC) {
+        int rc = share_out(j, helpers + 1);
+        if (rc != PF_OK)
+            return rc;
+    }
     pf_future *hf[PF_MAX_WORKERS];
     int started = 0;
     for (int i = 0; i < helpers; i++) {
@@ -201,12 +349,14 @@ static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts 
         if (pf_submit(ex, helper_task, &jp, sizeof jp, &hf[started]) == PF_OK)
             started++;
     }
-    participate(j);
+    participate(j);                     /* a helper that never starts has its share taken here */
     for (int i = 0; i < started; i++) { /* not started yet: no need to wait for it */
         pf_future_cancel(hf[i]);
         pf_future_wait(hf[i], PF_FOREVER);
         pf_future_release(hf[i]);
     }
+    if (j->schedule == PF_SCHEDULE_DYNAMIC)
+        shares_free(j);
     return atomic_load(&j->error);
 }
 

@@ -319,6 +319,55 @@ static void for_covers_each_index_once(pf_kind kind)
     free((void *)seen);
     pf_executor_destroy(ex);
 }
+/* The dynamic schedule's shares: a participant whose share runs out takes
+ * half of another's.  Iterations of the first share are slow, so the others
+ * must steal from it; every index still runs once, and no call of the body
+ * covers more than a chunk. */
+struct steal_ctx {
+    _Atomic int *seen;
+    size_t n, chunk;
+    _Atomic int too_long; /* calls wider than a chunk */
+};
+
+static int steal_body(size_t b, size_t e, void *ctx)
+{
+    struct steal_ctx *c = ctx;
+    if (e - b > c->chunk)
+        c->too_long++;
+    for (size_t i = b; i < e; i++) {
+        if (i < c->n / 16) { /* slow: about a microsecond */
+            volatile uint64_t x = i;
+            for (int k = 0; k < 300; k++)
+                x = x * 2862933555777941757ull + 3037000493ull;
+        }
+        c->seen[i]++;
+    }
+    return 0;
+}
+
+TEST(dynamic_shares_are_stolen_and_cover_each_index_once)
+{
+    enum { N = 30011 };
+    struct steal_ctx c = {.seen = calloc(N, sizeof(_Atomic int)), .n = N};
+    ASSERT(c.seen != NULL);
+    const int workers[] = {2, 3, 5, 8}; /* 8: more shares than fit in the job */
+    const size_t chunks[] = {1, 3, 64};
+    for (size_t w = 0; w < 4; w++) {
+        pf_executor *ex = make(PF_THREADS, workers[w]);
+        for (size_t k = 0; k < 3; k++) {
+            c.chunk = chunks[k];
+            pf_for_opts o = {.schedule = PF_SCHEDULE_DYNAMIC, .chunk = chunks[k], .grain = 1};
+            ASSERT_OK(pf_parallel_for(ex, 0, N, steal_body, &c, 0, &o));
+            for (int i = 0; i < N; i++)
+                ASSERT_EQ(c.seen[i], 1);
+            ASSERT_EQ(c.too_long, 0);
+            memset((void *)c.seen, 0, N * sizeof *c.seen);
+        }
+        pf_executor_destroy(ex);
+    }
+    free((void *)c.seen);
+}
+
 TEST(for_covers_each_index_once_threads)
 {
     for_covers_each_index_once(PF_THREADS);
