@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "tasks.h"
 
 /* --- helpers --------------------------------------------------------------- */
@@ -316,9 +317,26 @@ TEST(http_client_body_template_and_bad_answer)
  * before pf_init; every request path calls it again). */
 TEST(http_init_can_be_called_again)
 {
+    pf_server *srv = start_server(0, 0);
+    int threads = pf__thread_count();
     ASSERT_OK(pf_http_init());
-    ASSERT_OK(pf_http_init()); /* again: harmless */
+    ASSERT_OK(pf_http_init());              /* again: harmless */
+    ASSERT_EQ(pf__thread_count(), threads); /* it starts no thread */
     ASSERT(strstr(pf_http_version(), "libcurl/") != NULL);
+    /* and libcurl still works: a client made after both calls posts */
+    pf_http_config cfg = config_for(pf_server_port(srv));
+    pf_http_client *c;
+    ASSERT_OK(pf_http_client_create(&c, &cfg));
+    pf_http_record rec;
+    char msg[256];
+    ASSERT_OK(pf_http_client_post(c, 1, &rec, msg, sizeof msg));
+    ASSERT_EQ(rec.status, 201);
+    ASSERT_OK(pf_http_init()); /* with a client open */
+    ASSERT_OK(pf_http_client_post(c, 2, &rec, msg, sizeof msg));
+    ASSERT_EQ(rec.status, 201);
+    ASSERT_EQ(rec.connects, 0); /* its connection survived */
+    pf_http_client_destroy(c);
+    pf_server_stop(srv);
 }
 
 TEST(http_bad_input_is_einval)
