@@ -8,7 +8,11 @@
  * child subreaper, so processes that a test leaves behind become the
  * runner's children when the test ends: any still alive after a grace
  * period fail the test ("leaked processes") and are killed.  /dev/shm names
- * containing "pfor" that appear during a test fail it too.
+ * containing "pfor" that appear during a test fail it too.  Where it may
+ * (root), the runner gives itself a /dev/shm of its own (a private mount
+ * namespace with a fresh tmpfs there), so that what other programs on the
+ * machine create meanwhile is neither blamed on a test nor hidden from it;
+ * PF_TEST_SHARED_DEV_SHM=1 keeps the machine's.
  * Exit status: 0 if every selected test passed, 1 otherwise.
  */
 #include <dirent.h>
@@ -17,6 +21,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -319,6 +325,20 @@ static bool selected(const struct test_entry *t, int argc, char **argv, int firs
     return false;
 }
 
+/* A /dev/shm seen by this runner and its tests only; false where that is
+ * not allowed (not root), and the machine's is used. */
+static bool private_dev_shm(void)
+{
+    const char *keep = getenv("PF_TEST_SHARED_DEV_SHM");
+    if ((keep && *keep && strcmp(keep, "0") != 0) || unshare(CLONE_NEWNS) != 0)
+        return false;
+    /* our mounts must not propagate back to the machine's namespace */
+    if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("pfor-tests", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
+        return false; /* still the machine's /dev/shm, seen from a namespace of our own */
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     double timeout = 120.0;
@@ -345,6 +365,9 @@ int main(int argc, char **argv)
     }
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
         perror("prctl(PR_SET_CHILD_SUBREAPER)");
+    if (!private_dev_shm())
+        fprintf(stderr, "note: tests share the machine's /dev/shm (not root): another program's "
+                        "pfor objects created meanwhile would be blamed on a test\n");
     signal(SIGPIPE, SIG_IGN);
 
     int passed = 0, failed = 0, skipped = 0;
