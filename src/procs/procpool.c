@@ -72,7 +72,6 @@ struct ppool {
     pf_future **slot_future;   /* lock: [n_slots] */
     uint32_t *free_slots;      /* lock: stack of FREE slots */
     uint32_t n_free;           /* lock */
-    uint32_t n_timed;          /* lock: slots in use whose task has a time limit */
     struct pf__fqueue pending; /* lock */
     struct pworker *workers;   /* lock: [n_workers] */
     bool stopping;             /* lock */
@@ -166,7 +165,6 @@ static int place_locked(struct ppool *p, pf_future *f)
         munmap(map, map_len);
     }
     p->n_free--;
-    p->n_timed += f->timeout_ns != 0;
     p->slot_future[s] = pf_future_retain(f); /* the slot's own reference */
     f->slot = s;
     atomic_store_explicit(&slot->state, PF__SLOT_STATE(PF__SLOT_READY, 0), memory_order_release);
@@ -187,7 +185,6 @@ static pf_future *free_slot_locked(struct ppool *p, uint32_t s)
         punch(p, PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE, slot->arg_len);
     pf_future *f = p->slot_future[s];
     p->slot_future[s] = NULL;
-    p->n_timed -= slot->timeout_ns != 0;
     slot->timeout_ns = 0;
     atomic_store(&slot->state, PF__SLOT_STATE(PF__SLOT_FREE, 0));
     p->free_slots[p->n_free++] = s;
@@ -574,11 +571,9 @@ static uint64_t check_deadlines_locked(struct ppool *p, struct pf__finish_list *
         kill_worker_locked(p, i, s, PF_ETASKTIMEOUT, why, &info);
         pf__finish_later(dl, pf_future_retain(f), PF_ETASKTIMEOUT, NULL, 0, &info);
     }
-    /* A worker publishes the slot it runs (current, then started_ns) just
-     * after claiming it, so a check in between misses that task's deadline;
-     * while timed tasks are out, look again at least every 10 ms. */
-    if (p->n_timed > 0)
-        next = PF__MIN(next, now + 10000000u);
+    /* A task claimed but not yet published (current, started_ns) is not
+     * seen here; its worker then bumps timed_starts, which the collector
+     * checks before it sleeps. */
     return next;
 }
 
@@ -612,6 +607,7 @@ static void *collector_main(void *arg)
             busy |= drain_worker(p, w, &dl);
         busy |= read_messages(p, &dl);
 
+        uint32_t timed_starts = atomic_load(&h->timed_starts); /* before the check */
         pf__mutex_lock(&p->lock);
         refill_locked(p, &dl);
         uint64_t next = check_deadlines_locked(p, &dl);
@@ -636,7 +632,7 @@ static void *collector_main(void *arg)
         if (pf__spin_until(completion_waiting, p, next))
             continue;
         atomic_store(&h->collector_sleeping, 1);
-        if (any_completion(p)) {
+        if (any_completion(p) || atomic_load(&h->timed_starts) != timed_starts) {
             atomic_store(&h->collector_sleeping, 0);
             continue;
         }

@@ -142,6 +142,11 @@ struct pf__shm_header {
     _Atomic uint32_t sq_sleepers;                     /* workers asleep on sq_seq */
     _Atomic uint32_t shutdown;                        /* 1: leave once the ring is empty */
     _Alignas(64) _Atomic uint32_t collector_sleeping; /* write the eventfd if set */
+    /* Bumped by a worker once it has published (current, started_ns) for a
+     * task with a time limit: the collector looks at it before checking the
+     * deadlines and again after it says it sleeps, so a start it missed
+     * never lets it sleep past that task's deadline (Dekker, seq_cst). */
+    _Atomic uint32_t timed_starts;
 };
 
 static inline _Atomic uint32_t *pf__shm_ring(struct pf__shm_header *h)

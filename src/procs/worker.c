@@ -194,8 +194,12 @@ static void run_slot(struct worker_ctx *w, uint32_t s, void *state)
     w->slot = slot;
     atomic_store(&w->me->current, s);
     atomic_store(&slot->started_ns, pf__now_ns());
-    if (slot->timeout_ns)
-        wake_collector(w); /* it may be asleep with no deadline to wake it */
+    if (slot->timeout_ns) {
+        /* The collector may have checked the deadlines before these stores:
+         * make it look again (see timed_starts), or wake it. */
+        atomic_fetch_add(&w->hdr->timed_starts, 1);
+        wake_collector(w);
+    }
 
     struct pf_task t = {
         .alloc_result = shm_alloc_result,

@@ -125,6 +125,29 @@ TEST(worker_killed_from_outside)
     pf_executor_destroy(ex);
 }
 
+/* Deadlines of tasks claimed while the collector checks or falls asleep:
+ * a burst of overrunning timed tasks between quick ones.  A deadline the
+ * collector missed would let its task finish normally after 1 s. */
+TEST(every_timed_task_is_stopped_at_its_deadline)
+{
+    pf_executor *ex = pool(2, NULL);
+    pf_submit_opts so = {.timeout = 0.02};
+    enum { N = 24 };
+    pf_future *slow[N], *quick[N];
+    int32_t ms = 1000;
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(pf_submit_ex(ex, task_sleep_ms, &ms, sizeof ms, &so, &slow[i]));
+        quick[i] = submit_i32(ex, task_sleep_ms, i % 3);
+    }
+    for (int i = 0; i < N; i++) {
+        ASSERT_ERR(pf_future_result(slow[i], PF_FOREVER, NULL, NULL), PF_ETASKTIMEOUT);
+        ASSERT_EQ(result_i32(quick[i]), i % 3);
+        pf_future_release(slow[i]);
+        pf_future_release(quick[i]);
+    }
+    pf_executor_destroy(ex);
+}
+
 TEST(task_timeout_kills_only_that_worker)
 {
     pf_executor *ex = pool(2, NULL);
