@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install pfor from a build directory into a scratch prefix, then build and
-# run two small consumer programs the ways C users find libraries: with
-# pkg-config and with CMake's find_package(pfor).
+# run small consumer programs the ways C users find libraries: with
+# pkg-config and with CMake's find_package(pfor), and (where MPI was found)
+# an MPI program with pkg-config pfor-mpi and mpicc.
 #   tests/install/check_install.sh BUILD_DIR
 set -eu
 build=$(cd "${1:?usage: check_install.sh BUILD_DIR}" && pwd)
@@ -35,4 +36,15 @@ cmake -S "$scratch/cm" -B "$scratch/cm/build" -DCMAKE_PREFIX_PATH="$prefix" >/de
 cmake --build "$scratch/cm/build" >/dev/null
 "$scratch/cm/build/consumer_cmake" | grep -qx "consumer: 285 ok"
 "$scratch/cm/build/consumer_static" | grep -qx "consumer: 285 ok"
-echo "install: pkg-config and find_package(pfor) consumers built and ran"
+msg="install: pkg-config and find_package(pfor) consumers built and ran"
+
+# 3. pkg-config pfor-mpi, built with the MPI wrapper, run under mpirun
+if [ -f "$libdir/pkgconfig/pfor-mpi.pc" ] && command -v mpicc > /dev/null; then
+  mpicc -std=c11 -Wall -Werror -o "$scratch/consumer_mpi" "$here/consumer_mpi.c" \
+     $(pkg-config --cflags --libs pfor-mpi)
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 \
+    mpirun --oversubscribe --mca btl self,vader --mca oob_tcp_if_include lo -n 2 \
+    "$scratch/consumer_mpi" 2>/dev/null | grep -qx "consumer_mpi: 285 ok"
+  msg="$msg; so did a pkg-config pfor-mpi consumer under mpirun"
+fi
+echo "$msg"
