@@ -62,7 +62,10 @@ typedef struct pf_mpi_opts {
 PF_EXTERN int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts);
 
 /* Stop the worker ranks and finalise MPI (rank 0; destroy every PF_MPI
- * executor first).  Safe to call when pf_mpi_init was not. */
+ * executor first).  When a rank died during the run, no rank calls
+ * MPI_Finalize (Open MPI 4's closing fence can wait forever for the dead
+ * one); under mpirun --enable-recovery the job still ends, with status 0.
+ * Safe to call when pf_mpi_init was not. */
 PF_EXTERN void pf_mpi_finalize(void);
 
 /* This process's rank and the job's size; 0 and 1 before pf_mpi_init. */

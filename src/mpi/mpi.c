@@ -70,6 +70,7 @@
 #define HEARTBEAT_NS    100000000ull   /* workers: every 100 ms */
 #define PING_NS         500000000ull   /* rank 0: every 500 ms */
 #define ROOT_SILENCE_NS 10000000000ull /* workers leave after 10 s without rank 0 */
+#define BYE_WAIT_NS     5000000000ull  /* at the end: rank 0 waits this long for BYEs */
 #define MESSAGE_MAX     256
 
 enum msg_kind {
@@ -264,6 +265,7 @@ static void worker_idle(struct idle *idle)
 }
 
 static uint64_t w_last_root; /* worker main thread: when rank 0 was last heard */
+static bool w_skip_finalize; /* worker main thread: STOP said a rank died */
 
 static void leave_if_root_silent(uint64_t now)
 {
@@ -330,15 +332,19 @@ static bool pump_up(void)
     return w_sending != NULL;
 }
 
-/* Before leaving: wait for the last answers to leave (bounded by the time
- * rank 0 may stay silent). */
+/* After STOP: let the last answers (BYE last) leave.  Rank 0 reads until
+ * our BYE, so this normally ends at once; bounded all the same (rank 0 stops
+ * reading after BYE_WAIT_NS), and what is still in flight then is let go:
+ * rank 0 no longer needs it, and MPI_Finalize must not wait for it. */
 static void flush_up(void)
 {
     struct idle idle = {0};
-    while (pump_up()) {
-        leave_if_root_silent(pf__now_ns());
+    uint64_t until = pf__now_ns() + BYE_WAIT_NS;
+    while (pump_up() && pf__now_ns() < until)
         back_off(&idle, 1000000);
-    }
+    for (struct upmsg *u = w_sending; u; u = u->next)
+        MPI_Request_free(&u->req); /* the buffers stay: MPI may still read them */
+    w_sending = NULL;
 }
 
 static void send_result(struct wdone *d)
@@ -547,6 +553,7 @@ static void worker_main(void)
                 break;
             case M_STOP:
                 stop = true;
+                w_skip_finalize = m->code == 1;
                 break;
             default: /* M_PING */
                 break;
@@ -627,6 +634,10 @@ static struct {
     struct outgoing *queue; /* lock: to send, in order */
     struct outgoing **queue_tail;
     struct pf__finish_list finish; /* engine thread only */
+    /* Set with the STOPs when a rank died during the run: then no rank calls
+     * MPI_Finalize, whose closing fence in Open MPI 4 can wait forever for
+     * the dead rank (with --enable-recovery the job still ends with 0). */
+    bool skip_finalize; /* lock; read by pf_mpi_finalize after the join */
 } E;
 
 int pf_mpi_live_workers(void)
@@ -914,7 +925,8 @@ static void pump_sends(void)
 /* After the STOPs: read on until every live rank has said BYE, its last
  * message (MPI keeps a rank's messages in order, so all it sent before has
  * been taken in by then and its sends can complete), and the STOPs are
- * out; bounded by dead_after for a rank that died meanwhile. */
+ * out; bounded by BYE_WAIT_NS for a rank that died meanwhile (or is too
+ * slow: it lets its last sends go after as long, see flush_up). */
 static void await_byes(void)
 {
     bool bye[g_size];
@@ -925,7 +937,7 @@ static void await_byes(void)
         missing += !bye[r];
     }
     pf__mutex_unlock(&E.lock);
-    uint64_t deadline = pf__now_ns() + (uint64_t)(g_opts.dead_after * 1e9);
+    uint64_t deadline = pf__now_ns() + BYE_WAIT_NS;
     struct idle idle = {0};
     while ((missing > 0 || sending) && pf__now_ns() < deadline) {
         pump_sends();
@@ -969,10 +981,17 @@ static void *engine_main(void *arg)
             last_ping = now;
         }
         bool stop = E.stop && !E.execs;
-        if (stop)
-            for (int r = 1; r < g_size; r++)
-                if (!E.rank_dead[r])
-                    queue_locked(make_msg(M_STOP, 0, NULL, 0), r);
+        if (stop) {
+            E.skip_finalize = E.live < g_size - 1;
+            for (int r = 1; r < g_size; r++) {
+                if (E.rank_dead[r])
+                    continue;
+                struct msg *m = make_msg(M_STOP, 0, NULL, 0);
+                if (m)
+                    m->code = E.skip_finalize; /* 1: leave without MPI_Finalize */
+                queue_locked(m, r);
+            }
+        }
         bool quiet = !busy && !E.queue && !sending && !stop;
         if (quiet && E.finish.n == 0) {
             /* Nothing in flight: sleep until a submit (bounded for pings
@@ -1191,6 +1210,14 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
 
     if (g_rank != 0) {
         worker_main();
+        if (w_skip_finalize) { /* a rank died: see E.skip_finalize */
+            fflush(NULL);
+            _exit(0);
+        }
+        /* MPI_Finalize meets rank 0's; should rank 0 be gone by now, that
+         * would never end: the default action of SIGALRM ends this rank. */
+        signal(SIGALRM, SIG_DFL);
+        alarm((unsigned)(ROOT_SILENCE_NS / 1000000000ull));
         MPI_Finalize();
         exit(0);
     }
@@ -1227,7 +1254,8 @@ void pf_mpi_finalize(void)
     pf__mutex_unlock(&E.lock);
     PF__CHECK(pthread_join(E.thread, NULL) == 0);
     pf__mpi_create = NULL;
-    MPI_Finalize();
+    if (!E.skip_finalize)
+        MPI_Finalize();
     free(E.rank_load);
     free(E.rank_dead);
     free(E.rank_heard);
