@@ -130,21 +130,31 @@ PF_EXTERN int pf_http_post_task(pf_task *t, const void *arg, size_t arg_len);
  * The event-driven mode.
  */
 
-/* Called in the calling thread after each request; keep it short. */
+/* Called after each request; keep it short. */
 typedef void (*pf_http_progress_fn)(size_t done, size_t failed, void *user);
 
+#define PF_HTTP_MULTI_MAX_THREADS 256
+
 typedef struct pf_http_multi_opts {
-    pf_http_progress_fn progress; /* may be NULL */
+    /* Called after each request with the counts so far, one call at a time
+     * (from the loop that finished it); may be NULL. */
+    pf_http_progress_fn progress;
     void *progress_user;
+    /* Event loops, each on a thread (the first on the calling one) with its
+     * own multi handle and a share of max_in_flight; 0 or 1: one loop in the
+     * calling thread.  One per core lets the client use every core. */
+    int threads;
 } pf_http_multi_opts;
 
-/* POST requests 0 .. n-1 through one curl multi handle in the calling
- * thread (epoll), keeping up to max_in_flight transfers running, each on its
- * own kept-alive connection, reused for the next request as soon as it is
- * free.  records[i] gets request i's outcome.  Returns 0 once every request
- * has its record, failed ones included; PF_EINVAL for a bad argument
- * (n > 0 with NULL records, max_in_flight 0 or over 100000), PF_ENOMEM,
- * PF_ESYS or PF_EHTTP when the loop itself cannot run.  opts may be NULL. */
+/* POST requests 0 .. n-1 through curl multi handles driven by epoll loops
+ * (one in the calling thread unless opts.threads says more), keeping up to
+ * max_in_flight transfers running in all, each on its own kept-alive
+ * connection, reused for the next request as soon as it is free.  records[i]
+ * gets request i's outcome.  Returns 0 once every request has its record,
+ * failed ones included; PF_EINVAL for a bad argument (n > 0 with NULL
+ * records, max_in_flight 0 or over 100000, threads < 0 or over
+ * PF_HTTP_MULTI_MAX_THREADS), PF_ENOMEM, PF_ESYS or PF_EHTTP when a loop
+ * itself cannot run (then the others stop too).  opts may be NULL. */
 PF_EXTERN int pf_http_run_multi(const pf_http_config *cfg, size_t n, size_t max_in_flight,
                                 const pf_http_multi_opts *opts, pf_http_record *records);
 

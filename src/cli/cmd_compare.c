@@ -59,6 +59,8 @@ static void usage(FILE *out)
           "                        min(32, cores + 4); cpu: 1 .. 2 x cores)\n"
           "  --in-flight N         event-driven mode: transfers at once when --workers is\n"
           "                        not given (default 500)\n"
+          "  --event-loops N       event-driven mode: epoll loops sharing them, a thread\n"
+          "                        each (default: one per core)\n"
           "  --quick               a short run (under 20 s)\n"
           "  --reps N              run each measurement N times, keep the median (default 1)\n"
           "\n"
@@ -124,15 +126,15 @@ static void parse_executors(struct cmp_config *c, const char *val)
 
 struct seen {
     bool workload, executors, sizes, latency, error_rate, port, url, workers, in_flight, timeout,
-        body, bound, tasks;
+        body, bound, tasks, event_loops;
 };
 
 static void parse_args(int argc, char **argv, struct cmp_config *c, struct seen *seen)
 {
     static const char *const with_value[] = {
-        "--workload", "--executors", "--sizes",     "--latency", "--error-rate", "--port",
-        "--url",      "--workers",   "--in-flight", "--timeout", "--body",       "--bound",
-        "--tasks",    "--out",       "--json",      "--csv",     "--plot",       "--reps"};
+        "--workload", "--executors", "--sizes",   "--latency", "--error-rate", "--port",  "--url",
+        "--workers",  "--in-flight", "--timeout", "--body",    "--bound",      "--tasks", "--out",
+        "--json",     "--csv",       "--plot",    "--reps",    "--event-loops"};
     const char *url = NULL;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -223,6 +225,11 @@ static void parse_args(int argc, char **argv, struct cmp_config *c, struct seen 
             if (pf_cli_parse_u64(val, 1, 100000, &c->in_flight) != 0)
                 pf_cli_usage_error("compare: --in-flight wants 1..100000, not '%s'", val);
             seen->in_flight = true;
+        } else if (strcmp(name, "--event-loops") == 0) {
+            if (pf_cli_parse_u64(val, 1, PF_HTTP_MULTI_MAX_THREADS, &c->event_loops) != 0)
+                pf_cli_usage_error("compare: --event-loops wants 1..%d, not '%s'",
+                                   PF_HTTP_MULTI_MAX_THREADS, val);
+            seen->event_loops = true;
         } else if (strcmp(name, "--timeout") == 0) {
             if (pf_cli_parse_duration(val, &d) != 0 || d <= 0)
                 pf_cli_usage_error("compare: --timeout wants a duration like 30s, not '%s'", val);
@@ -279,15 +286,16 @@ static void parse_args(int argc, char **argv, struct cmp_config *c, struct seen 
 static void check_combinations(const struct cmp_config *c, const struct seen *s)
 {
     if (c->workload == CMP_CPU) {
-        const char *bad = s->sizes        ? "--sizes"
-                          : s->latency    ? "--latency"
-                          : s->error_rate ? "--error-rate"
-                          : s->port       ? "--port"
-                          : s->url        ? "--url"
-                          : s->in_flight  ? "--in-flight"
-                          : s->timeout    ? "--timeout"
-                          : s->body       ? "--body"
-                                          : NULL;
+        const char *bad = s->sizes         ? "--sizes"
+                          : s->latency     ? "--latency"
+                          : s->error_rate  ? "--error-rate"
+                          : s->port        ? "--port"
+                          : s->url         ? "--url"
+                          : s->in_flight   ? "--in-flight"
+                          : s->event_loops ? "--event-loops"
+                          : s->timeout     ? "--timeout"
+                          : s->body        ? "--body"
+                                           : NULL;
         if (bad)
             pf_cli_usage_error("compare: %s is for --workload http", bad);
         if (c->exec_on[CMP_EVENT])
@@ -717,6 +725,10 @@ static void set_defaults(struct cmp_config *c)
     c->builtin = true;
     c->latency_lo = c->latency_hi = DEFAULT_LATENCY;
     c->in_flight = DEFAULT_IN_FLIGHT;
+    /* a loop per core: one loop's libcurl work is what limits it */
+    int cores = pf_default_workers(PF_PROCESSES);
+    c->event_loops =
+        (uint64_t)(cores < PF_HTTP_MULTI_MAX_THREADS ? cores : PF_HTTP_MULTI_MAX_THREADS);
     c->reps = 1;
     c->out_dir = "results";
     (void)pf_http_config_init(&c->http, "http://127.0.0.1/");

@@ -42,6 +42,7 @@ struct cmp_config {
     uint64_t workers[CMP_MAX_WORKERS]; /* set or swept; n_workers 0: per-kind defaults */
     size_t n_workers;
     uint64_t in_flight;      /* event-driven mode's transfers at once */
+    uint64_t event_loops;    /* event-driven mode's loops (threads); default one per core */
     bool event_uses_workers; /* --workers without --in-flight: event follows --workers */
     bool quick;
     uint64_t reps; /* repetitions per measurement; the median is kept */

@@ -17,14 +17,23 @@
  *   the first round no connection is opened (the cache and the per-host
  *   limit are sized to max_in_flight).
  *
- * Single-threaded: nothing is shared with another thread; the progress
- * callback runs in the calling thread.
+ *   With opts.threads > 1, as many such loops run, the calling thread's and
+ *   threads of their own, each with its share of the transfers in flight and
+ *   its own multi handle, epoll set and connections (nothing of libcurl's is
+ *   shared between threads but the read-only header list); they take request
+ *   numbers from one atomic counter, and the progress callback is called
+ *   under a lock, one call at a time, in whichever loop finished a request.
+ *   On one core a loop's libcurl work is the limit, so a loop per core is
+ *   how the client keeps up with a fast server.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
 #include "http/http_internal.h"
+#include "platform/sync.h"
 
 #define MAX_IN_FLIGHT_LIMIT 100000
 #define EVENTS_PER_WAIT     256
@@ -96,26 +105,41 @@ static int start(struct loop *L, struct pf__http_xfer *x, const pf_http_config *
     return mc == CURLM_OK ? PF_OK : (mc == CURLM_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP);
 }
 
-int pf_http_run_multi(const pf_http_config *cfg, size_t n, size_t max_in_flight,
-                      const pf_http_multi_opts *opts, pf_http_record *records)
-{
-    if (pf__http_config_check(cfg) != PF_OK || (n > 0 && !records) || max_in_flight == 0 ||
-        max_in_flight > MAX_IN_FLIGHT_LIMIT)
-        return PF_EINVAL;
-    if (n == 0)
-        return PF_OK;
-    int rc = pf__http_global_init();
-    if (rc != PF_OK)
-        return rc;
+/* What the loops of one run share. */
+struct run {
+    const pf_http_config *cfg;
+    size_t n;
+    pf_http_record *records;
+    const pf_http_multi_opts *opts;
+    struct curl_slist *headers; /* read-only while the loops run */
+    const char *noproxy;        /* read-only while the loops run */
+    _Atomic size_t next;        /* the next request number to start */
+    _Atomic int stop;           /* a loop failed: the others end as well */
+    pf__mutex lock;             /* guards done, failed, the progress calls and rc */
+    size_t done, failed;
+    int rc; /* the first failure of a loop, PF_OK if none */
+};
 
-    size_t n_x = n < max_in_flight ? n : max_in_flight;
+/* Take the next request number for x and start it; false when none is left. */
+static bool start_next(struct run *R, struct loop *L, struct pf__http_xfer *x, int *rc)
+{
+    size_t i = atomic_fetch_add_explicit(&R->next, 1, memory_order_relaxed);
+    if (i >= R->n)
+        return false;
+    *rc = start(L, x, R->cfg, i);
+    return *rc == PF_OK;
+}
+
+/* One event loop with up to `slots` transfers in flight, taking request
+ * numbers from R until none is left or another loop failed. */
+static int run_loop(struct run *R, size_t slots)
+{
     struct loop L = {.multi = NULL, .epfd = -1, .timer_ns = UINT64_MAX};
-    struct pf__http_xfer *xs = calloc(n_x, sizeof *xs);
-    struct curl_slist *headers = pf__http_headers();
-    char *noproxy = pf__http_noproxy();
+    struct pf__http_xfer *xs = calloc(slots, sizeof *xs);
     struct epoll_event *evs = malloc(EVENTS_PER_WAIT * sizeof *evs);
-    size_t made = 0, next = 0, done = 0, failed = 0;
-    if (!xs || !headers || !noproxy || !evs) {
+    size_t made = 0, active = 0;
+    int rc = PF_OK;
+    if (!xs || !evs) {
         rc = PF_ENOMEM;
         goto out;
     }
@@ -140,27 +164,26 @@ int pf_http_run_multi(const pf_http_config *cfg, size_t n, size_t max_in_flight,
     MSET(CURLMOPT_TIMERFUNCTION, on_timer);
     MSET(CURLMOPT_TIMERDATA, &L);
     /* One connection per transfer in flight, all kept for reuse. */
-    MSET(CURLMOPT_MAXCONNECTS, (long)n_x);
-    MSET(CURLMOPT_MAX_HOST_CONNECTIONS, (long)n_x);
+    MSET(CURLMOPT_MAXCONNECTS, (long)slots);
+    MSET(CURLMOPT_MAX_HOST_CONNECTIONS, (long)slots);
     MSET(CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
 #undef MSET
     if (mc != CURLM_OK) {
         rc = PF_EHTTP;
         goto out;
     }
-    for (; made < n_x; made++) {
-        rc = pf__http_xfer_init(&xs[made], cfg, headers, noproxy);
+    for (; made < slots; made++) {
+        rc = pf__http_xfer_init(&xs[made], R->cfg, R->headers, R->noproxy);
         if (rc != PF_OK)
             goto out;
     }
-    for (; next < n_x; next++) {
-        rc = start(&L, &xs[next], cfg, next);
-        if (rc != PF_OK)
-            goto out;
-    }
+    for (size_t k = 0; k < slots && start_next(R, &L, &xs[k], &rc); k++)
+        active++;
+    if (rc != PF_OK)
+        goto out;
 
     int running = 0;
-    while (done < n) {
+    while (active > 0 && !atomic_load_explicit(&R->stop, memory_order_relaxed)) {
         /* curl always has a timer while transfers run (their time limits);
          * the cap is only a safety net, and a wake-up without events runs
          * curl's timeouts anyway. */
@@ -207,26 +230,26 @@ int pf_http_run_multi(const pf_http_config *cfg, size_t n, size_t max_in_flight,
             (void)curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
             struct pf__http_xfer *x = (struct pf__http_xfer *)(void *)priv;
             PF__CHECK(x != NULL && x->easy == e);
-            pf_http_record *rec = &records[x->index];
+            pf_http_record *rec = &R->records[x->index];
             pf__http_record_from(x, cc, rec);
             /* m is invalid once the handle is removed. */
             (void)curl_multi_remove_handle(L.multi, e);
-            done++;
-            failed += rec->error != 0;
-            if (opts && opts->progress)
-                opts->progress(done, failed, opts->progress_user);
-            if (next < n) {
-                rc = start(&L, x, cfg, next);
-                if (rc != PF_OK)
-                    goto out;
-                next++;
-            }
+            active--;
+            pf__mutex_lock(&R->lock);
+            R->done++;
+            R->failed += rec->error != 0;
+            if (R->opts && R->opts->progress)
+                R->opts->progress(R->done, R->failed, R->opts->progress_user);
+            pf__mutex_unlock(&R->lock);
+            if (start_next(R, &L, x, &rc))
+                active++;
+            else if (rc != PF_OK)
+                goto out;
         }
     }
-    rc = PF_OK;
 out:
-    /* Requests never started, or cut off by a failure of the loop itself,
-     * get no record: the caller gets the error instead. */
+    /* Requests never started, or cut off by a failure of a loop, get no
+     * record: the caller gets the error instead. */
     for (size_t i = 0; i < made; i++) {
         if (L.multi) /* a no-op for a handle that is not in it */
             (void)curl_multi_remove_handle(L.multi, xs[i].easy);
@@ -237,8 +260,78 @@ out:
     if (L.epfd >= 0)
         close(L.epfd);
     free(evs);
-    free(noproxy);
-    curl_slist_free_all(headers);
     free(xs);
+    if (rc != PF_OK) {
+        pf__mutex_lock(&R->lock);
+        if (R->rc == PF_OK)
+            R->rc = rc;
+        pf__mutex_unlock(&R->lock);
+        atomic_store(&R->stop, 1);
+    }
+    return rc;
+}
+
+struct loop_thread {
+    struct run *R;
+    size_t slots;
+    pthread_t thread;
+};
+
+static void *loop_thread_main(void *arg)
+{
+    struct loop_thread *lt = arg;
+    (void)run_loop(lt->R, lt->slots); /* its failure is in R->rc */
+    return NULL;
+}
+
+int pf_http_run_multi(const pf_http_config *cfg, size_t n, size_t max_in_flight,
+                      const pf_http_multi_opts *opts, pf_http_record *records)
+{
+    if (pf__http_config_check(cfg) != PF_OK || (n > 0 && !records) || max_in_flight == 0 ||
+        max_in_flight > MAX_IN_FLIGHT_LIMIT ||
+        (opts && (opts->threads < 0 || opts->threads > PF_HTTP_MULTI_MAX_THREADS)))
+        return PF_EINVAL;
+    if (n == 0)
+        return PF_OK;
+    int rc = pf__http_global_init();
+    if (rc != PF_OK)
+        return rc;
+
+    size_t in_flight = n < max_in_flight ? n : max_in_flight;
+    size_t loops = opts && opts->threads > 0 ? (size_t)opts->threads : 1;
+    if (loops > in_flight)
+        loops = in_flight; /* every loop has a transfer at least */
+    struct run R = {.cfg = cfg, .n = n, .records = records, .opts = opts, .rc = PF_OK};
+    atomic_init(&R.next, 0);
+    atomic_init(&R.stop, 0);
+    pf__mutex_init(&R.lock);
+    R.headers = pf__http_headers();
+    char *noproxy = pf__http_noproxy();
+    R.noproxy = noproxy;
+    struct loop_thread *lts = calloc(loops, sizeof *lts);
+    if (!R.headers || !noproxy || !lts) {
+        rc = PF_ENOMEM;
+        goto out;
+    }
+    /* Loops 1.. on threads of their own, loop 0 here; the slots split
+     * evenly, and those of a thread that could not start go to loop 0. */
+    size_t started = 0, given = 0;
+    for (size_t k = 1; k < loops; k++) {
+        lts[k].R = &R;
+        lts[k].slots = in_flight / loops + (k < in_flight % loops);
+        if (pthread_create(&lts[k].thread, NULL, loop_thread_main, &lts[k]) != 0)
+            break;
+        started = k;
+        given += lts[k].slots;
+    }
+    (void)run_loop(&R, in_flight - given);
+    for (size_t k = 1; k <= started; k++)
+        pthread_join(lts[k].thread, NULL);
+    rc = R.rc;
+out:
+    free(lts);
+    free(noproxy);
+    curl_slist_free_all(R.headers);
+    pf__mutex_destroy(&R.lock);
     return rc;
 }

@@ -375,6 +375,10 @@ TEST(http_bad_input_is_einval)
     ASSERT_ERR(pf_http_run_multi(&cfg, 1, 1, NULL, NULL), PF_EINVAL);
     ASSERT_ERR(pf_http_run_multi(NULL, 1, 1, NULL, &rec), PF_EINVAL);
     ASSERT_OK(pf_http_run_multi(&cfg, 0, 1, NULL, NULL));
+    pf_http_multi_opts bad_mo = {.threads = -1};
+    ASSERT_ERR(pf_http_run_multi(&cfg, 1, 1, &bad_mo, &rec), PF_EINVAL);
+    bad_mo.threads = PF_HTTP_MULTI_MAX_THREADS + 1;
+    ASSERT_ERR(pf_http_run_multi(&cfg, 1, 1, &bad_mo, &rec), PF_EINVAL);
 
     /* The task without its initializer, or with a wrong argument, fails
      * with a message instead of crashing. */
@@ -423,8 +427,10 @@ static void on_progress(size_t done, size_t failed, void *user)
 }
 
 /* Thousands of requests, hundreds in flight: all 201, and exactly one
- * connection per transfer slot, each reused for the rest. */
-TEST(http_multi_many_in_flight_reuse_connections)
+ * connection per transfer slot, each reused for the rest; with several
+ * loops, the slots are split between them and the progress calls still come
+ * one at a time, counting up by one. */
+static void many_in_flight(int threads)
 {
     need_fds(2000); /* client and server side, same process */
     pf_server *srv = start_server(0.02, 0);
@@ -432,7 +438,7 @@ TEST(http_multi_many_in_flight_reuse_connections)
     enum { N = 3000, IN_FLIGHT = 400 };
     pf_http_record *recs = calloc(N, sizeof *recs);
     struct progress_seen seen = {0};
-    pf_http_multi_opts mo = {.progress = on_progress, .progress_user = &seen};
+    pf_http_multi_opts mo = {.progress = on_progress, .progress_user = &seen, .threads = threads};
     ASSERT_OK(pf_http_run_multi(&cfg, N, IN_FLIGHT, &mo, recs));
     long connects = 0;
     for (size_t i = 0; i < N; i++) {
@@ -451,6 +457,16 @@ TEST(http_multi_many_in_flight_reuse_connections)
     ASSERT_EQ(st.created, N);
     free(recs);
     pf_server_stop(srv);
+}
+
+TEST(http_multi_many_in_flight_reuse_connections)
+{
+    many_in_flight(0);
+}
+
+TEST(http_multi_three_loops_share_the_work)
+{
+    many_in_flight(3);
 }
 
 TEST(http_multi_error_rate_refused_and_timeout)
