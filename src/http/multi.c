@@ -131,8 +131,9 @@ static bool start_next(struct run *R, struct loop *L, struct pf__http_xfer *x, i
 }
 
 /* One event loop with up to `slots` transfers in flight, taking request
- * numbers from R until none is left or another loop failed. */
-static int run_loop(struct run *R, size_t slots)
+ * numbers from R until none is left or another loop failed; its own
+ * failure goes to R->rc. */
+static void run_loop(struct run *R, size_t slots)
 {
     struct loop L = {.multi = NULL, .epfd = -1, .timer_ns = UINT64_MAX};
     struct pf__http_xfer *xs = calloc(slots, sizeof *xs);
@@ -268,7 +269,6 @@ out:
         pf__mutex_unlock(&R->lock);
         atomic_store(&R->stop, 1);
     }
-    return rc;
 }
 
 struct loop_thread {
@@ -280,7 +280,7 @@ struct loop_thread {
 static void *loop_thread_main(void *arg)
 {
     struct loop_thread *lt = arg;
-    (void)run_loop(lt->R, lt->slots); /* its failure is in R->rc */
+    run_loop(lt->R, lt->slots);
     return NULL;
 }
 
@@ -324,7 +324,7 @@ int pf_http_run_multi(const pf_http_config *cfg, size_t n, size_t max_in_flight,
         started = k;
         given += lts[k].slots;
     }
-    (void)run_loop(&R, in_flight - given);
+    run_loop(&R, in_flight - given);
     for (size_t k = 1; k <= started; k++)
         pthread_join(lts[k].thread, NULL);
     rc = R.rc;

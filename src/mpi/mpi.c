@@ -185,18 +185,72 @@ static struct msg *recv_msg(int source, int tag, MPI_Status *st, size_t *total)
     return m;
 }
 
-/* A header and payload in one buffer, ready to send. */
-static struct msg *make_msg(uint32_t kind, uint32_t exec, const void *payload, size_t len)
+/* A message to send: header and payload in one buffer, with its MPI request
+ * once the send is started.  Both sides keep the sends they started in a
+ * list and test them as they go, never waiting for one: Open MPI completes
+ * a send only once the receiver has taken it in. */
+struct out {
+    MPI_Request req;
+    int dest;
+    struct out *next;
+    struct msg m; /* then m.len payload bytes */
+};
+
+/* NULL without memory. */
+static struct out *out_new(uint32_t kind, uint32_t exec, const void *payload, size_t len)
 {
-    struct msg *m = calloc(1, sizeof *m + len);
-    if (!m)
+    struct out *o = calloc(1, sizeof *o + len);
+    if (!o)
         return NULL;
-    m->kind = kind;
-    m->exec = exec;
-    m->len = len;
+    o->m.kind = kind;
+    o->m.exec = exec;
+    o->m.len = len;
     if (len)
-        memcpy(m + 1, payload, len);
-    return m;
+        memcpy(&o->m + 1, payload, len);
+    return o;
+}
+
+/* Start sending o to dest and keep it in *inflight. */
+static void out_send(struct out **inflight, struct out *o, int dest, int tag)
+{
+    o->dest = dest;
+    if (MPI_Isend(&o->m, (int)(sizeof o->m + o->m.len), MPI_BYTE, dest, tag, MPI_COMM_WORLD,
+                  &o->req) != MPI_SUCCESS) {
+        free(o); /* the peer is gone: its silence says so */
+        return;
+    }
+    o->next = *inflight;
+    *inflight = o;
+}
+
+/* Let MPI finish o without us: its buffer stays (MPI may still read it). */
+static void out_let_go(struct out *o)
+{
+    MPI_Request_free(&o->req);
+    o->next = NULL; /* leaked on purpose: a few bytes */
+}
+
+/* Free the sends that completed; sends to a rank marked in dead (may be
+ * NULL) never will, and are let go.  Whether some are still in flight. */
+static bool out_pump(struct out **inflight, const bool *dead)
+{
+    for (struct out **p = inflight; *p;) {
+        struct out *o = *p;
+        int done = 0;
+        if (dead && dead[o->dest]) {
+            *p = o->next;
+            out_let_go(o);
+            continue;
+        }
+        MPI_Test(&o->req, &done, MPI_STATUS_IGNORE);
+        if (done) {
+            *p = o->next;
+            free(o);
+        } else {
+            p = &o->next;
+        }
+    }
+    return *inflight != NULL;
 }
 
 /* ============================================================ worker side */
@@ -276,60 +330,17 @@ static void leave_if_root_silent(uint64_t now)
     }
 }
 
-/* Messages to rank 0 in flight (worker main thread only).  Sends never
- * block the worker: a result is on its way as soon as MPI has it, and MPI
- * completes it once rank 0 takes it in (Open MPI's shared-memory transport
- * waits for the receiver), so several go up at once. */
-struct upmsg {
-    MPI_Request req;
-    struct upmsg *next;
-    struct msg m; /* and its payload */
-};
-static struct upmsg *w_sending;
+static struct out *w_sending; /* worker main thread: sends to rank 0 in flight */
 
-/* A message to fill and hand to post_up(); NULL without memory. */
-static struct upmsg *new_up(size_t payload)
-{
-    return calloc(1, sizeof(struct upmsg) + payload);
-}
-
-static void post_up(struct upmsg *u)
-{
-    if (MPI_Isend(&u->m, (int)(sizeof u->m + u->m.len), MPI_BYTE, 0, TAG_UP, MPI_COMM_WORLD,
-                  &u->req) != MPI_SUCCESS) {
-        free(u); /* rank 0 is gone: its silence ends this rank */
-        return;
-    }
-    u->next = w_sending;
-    w_sending = u;
-}
-
-/* A header-only message. */
+/* A header-only message to rank 0. */
 static void send_up(const struct msg *m)
 {
-    struct upmsg *u = new_up(0);
-    if (!u)
+    struct out *o = out_new(0, 0, NULL, 0);
+    if (!o)
         abort(); /* cannot even say so: rank 0 will see a dead rank */
-    u->m = *m;
-    u->m.len = 0;
-    post_up(u);
-}
-
-/* Free the sends rank 0 has taken in; whether some are still in flight. */
-static bool pump_up(void)
-{
-    for (struct upmsg **p = &w_sending; *p;) {
-        struct upmsg *u = *p;
-        int done = 0;
-        MPI_Test(&u->req, &done, MPI_STATUS_IGNORE);
-        if (done) {
-            *p = u->next;
-            free(u);
-        } else {
-            p = &u->next;
-        }
-    }
-    return w_sending != NULL;
+    o->m = *m;
+    o->m.len = 0;
+    out_send(&w_sending, o, 0, TAG_UP);
 }
 
 /* After STOP: let the last answers (BYE last) leave.  Rank 0 reads until
@@ -340,11 +351,13 @@ static void flush_up(void)
 {
     struct idle idle = {0};
     uint64_t until = pf__now_ns() + BYE_WAIT_NS;
-    while (pump_up() && pf__now_ns() < until)
+    while (out_pump(&w_sending, NULL) && pf__now_ns() < until)
         back_off(&idle, 1000000);
-    for (struct upmsg *u = w_sending; u; u = u->next)
-        MPI_Request_free(&u->req); /* the buffers stay: MPI may still read them */
-    w_sending = NULL;
+    while (w_sending) {
+        struct out *o = w_sending;
+        w_sending = o->next;
+        out_let_go(o);
+    }
 }
 
 static void send_result(struct wdone *d)
@@ -373,17 +386,15 @@ static void send_result(struct wdone *d)
                  "rank %d: a %zu-byte result is too big for one MPI message", g_rank, len);
         len = 0;
     }
-    struct upmsg *u = new_up(len);
-    if (!u) {
+    struct out *o = out_new(0, 0, data, len);
+    if (!o) {
         hdr.code = PF_ENOMEM;
         snprintf(hdr.message, sizeof hdr.message, "rank %d: no memory for the result", g_rank);
         send_up(&hdr);
     } else {
-        u->m = hdr;
-        u->m.len = len;
-        if (len)
-            memcpy(&u->m + 1, data, len);
-        post_up(u);
+        hdr.len = len;
+        o->m = hdr; /* the payload after it stays */
+        out_send(&w_sending, o, 0, TAG_UP);
     }
     pf_future_release(d->f);
     free(d);
@@ -507,15 +518,14 @@ static bool drain_done(void)
     w_done_head = NULL;
     w_done_tail = &w_done_head;
     pf__mutex_unlock(&w_done_lock);
-    bool sent = false;
+    bool any = d != NULL;
     while (d) {
         struct wdone *next = d->next;
         send_result(d);
         w_local_tasks--;
         d = next;
-        sent = true;
     }
-    return sent;
+    return any;
 }
 
 static void worker_main(void)
@@ -569,7 +579,7 @@ static void worker_main(void)
             last_beat = now;
         }
         leave_if_root_silent(now);
-        pump_up();
+        out_pump(&w_sending, NULL);
         if (!flag)
             worker_idle(&idle);
     }
@@ -612,32 +622,21 @@ struct mpix {
     struct mpix *next_in_engine; /* engine */
 };
 
-struct outgoing {
-    struct msg *m;
-    int dest;
-    MPI_Request req;
-    struct outgoing *next;
-};
-
 static struct {
     pf__mutex lock;
-    pf__cond wake;          /* submits and shutdowns wake the idle engine */
-    pthread_t thread;       /* immutable once started */
-    bool stop;              /* lock: pf_mpi_finalize asked */
-    struct mpix *execs;     /* lock */
-    uint32_t next_exec;     /* lock */
-    uint64_t next_task;     /* lock */
-    int *rank_load;         /* lock: [size] tasks in flight per rank */
-    bool *rank_dead;        /* lock: [size] */
-    uint64_t *rank_heard;   /* lock: [size] last message (ns) */
-    int live;               /* lock: worker ranks alive */
-    struct outgoing *queue; /* lock: to send, in order */
-    struct outgoing **queue_tail;
+    pf__cond wake;        /* submits and shutdowns wake the idle engine */
+    pthread_t thread;     /* immutable once started */
+    bool stop;            /* lock: pf_mpi_finalize asked */
+    struct mpix *execs;   /* lock */
+    uint32_t next_exec;   /* lock */
+    uint64_t next_task;   /* lock */
+    int *rank_load;       /* lock: [size] tasks in flight per rank */
+    bool *rank_dead;      /* lock: [size] */
+    uint64_t *rank_heard; /* lock: [size] last message (ns) */
+    int live;             /* lock: worker ranks alive */
+    struct out *queue;    /* lock: to send, in order (dest set) */
+    struct out **queue_tail;
     struct pf__finish_list finish; /* engine thread only */
-    /* Set with the STOPs when a rank died during the run: then no rank calls
-     * MPI_Finalize, whose closing fence in Open MPI 4 can wait forever for
-     * the dead rank (with --enable-recovery the job still ends with 0). */
-    bool skip_finalize; /* lock; read by pf_mpi_finalize after the join */
 } E;
 
 int pf_mpi_live_workers(void)
@@ -650,6 +649,15 @@ int pf_mpi_live_workers(void)
     return n;
 }
 
+/* Whether a rank died during the run.  Then no rank calls MPI_Finalize
+ * (STOP says so to the workers): its closing fence in Open MPI 4 can wait
+ * forever for the dead rank, and with --enable-recovery the job ends with 0
+ * all the same. */
+static bool some_rank_died_locked(void)
+{
+    return E.live < g_size - 1;
+}
+
 static int capacity_per_rank(int threads)
 {
     int prefetch = g_opts.prefetch > 0 ? g_opts.prefetch : 2 * threads;
@@ -657,16 +665,12 @@ static int capacity_per_rank(int threads)
 }
 
 /* Queue a message for the engine to send (engine lock held). */
-static void queue_locked(struct msg *m, int dest)
+static void queue_locked(struct out *o, int dest)
 {
-    struct outgoing *o = calloc(1, sizeof *o);
-    if (!o || !m) {
-        free(o);
-        free(m);
+    if (!o)
         return; /* out of memory: the rank will look silent and be dropped */
-    }
-    o->m = m;
     o->dest = dest;
+    o->next = NULL;
     *E.queue_tail = o;
     E.queue_tail = &o->next;
 }
@@ -713,16 +717,16 @@ static void dispatch_locked(struct mpix *x)
             continue;
         }
         struct record *rec = calloc(1, sizeof *rec);
-        struct msg *m = make_msg(M_TASK, x->id, f->arg, f->arg_len);
-        if (!rec || !m) {
+        struct out *o = out_new(M_TASK, x->id, f->arg, f->arg_len);
+        if (!rec || !o) {
             free(rec);
-            free(m);
+            free(o);
             defer_fail(f, PF_ENOMEM, 0, "no memory to send the task");
             continue;
         }
-        m->task = rec->task = ++E.next_task;
-        m->fn = id;
-        m->timeout = f->timeout_ns;
+        o->m.task = rec->task = ++E.next_task;
+        o->m.fn = id;
+        o->m.timeout = f->timeout_ns;
         rec->f = f;
         rec->rank = r;
         rec->deadline = f->timeout_ns ? pf__now_ns() + f->timeout_ns : 0;
@@ -732,7 +736,7 @@ static void dispatch_locked(struct mpix *x)
         if (E.rank_load[r]++ == 0)
             E.rank_heard[r] = pf__now_ns(); /* its silence counts from now */
         pf__future_set_running(f, r - 1);
-        queue_locked(m, r);
+        queue_locked(o, r);
     }
 }
 
@@ -859,7 +863,7 @@ static void retire_locked(void)
                     continue;
                 }
                 x->acks_missing++;
-                queue_locked(make_msg(M_DESTROY, x->id, NULL, 0), r);
+                queue_locked(out_new(M_DESTROY, x->id, NULL, 0), r);
                 if (E.rank_load[r] == 0)
                     E.rank_heard[r] = pf__now_ns();
                 E.rank_load[r]++; /* the DESTROY counts as work: silence kills */
@@ -879,7 +883,7 @@ static void retire_locked(void)
 }
 
 /* Send what is queued; forget sends that completed.  Engine thread only. */
-static struct outgoing *sending; /* engine thread only: started, not complete */
+static struct out *sending; /* engine thread only: started, not complete */
 
 static void pump_sends(void)
 {
@@ -887,39 +891,17 @@ static void pump_sends(void)
      * lock per message in flight. */
     bool dead[g_size];
     pf__mutex_lock(&E.lock);
-    struct outgoing *q = E.queue;
+    struct out *q = E.queue;
     E.queue = NULL;
     E.queue_tail = &E.queue;
     memcpy(dead, E.rank_dead, (size_t)g_size * sizeof *dead);
     pf__mutex_unlock(&E.lock);
     while (q) {
-        struct outgoing *next = q->next;
-        MPI_Isend(q->m, (int)(sizeof *q->m + q->m->len), MPI_BYTE, q->dest, TAG_DOWN,
-                  MPI_COMM_WORLD, &q->req);
-        q->next = sending;
-        sending = q;
+        struct out *next = q->next;
+        out_send(&sending, q, q->dest, TAG_DOWN);
         q = next;
     }
-    for (struct outgoing **p = &sending; *p;) {
-        int done = 0;
-        struct outgoing *o = *p;
-        if (dead[o->dest]) {
-            /* never completes: let MPI drop it, keep the buffer (MPI may
-             * still read it) until MPI_Finalize */
-            MPI_Request_free(&o->req);
-            *p = o->next;
-            o->next = NULL;
-            continue; /* leaked on purpose: a few bytes per dead rank */
-        }
-        MPI_Test(&o->req, &done, MPI_STATUS_IGNORE);
-        if (done) {
-            *p = o->next;
-            free(o->m);
-            free(o);
-        } else {
-            p = &o->next;
-        }
-    }
+    out_pump(&sending, dead);
 }
 
 /* After the STOPs: read on until every live rank has said BYE, its last
@@ -977,19 +959,19 @@ static void *engine_main(void *arg)
         if (now - last_ping >= PING_NS) {
             for (int r = 1; r < g_size; r++)
                 if (!E.rank_dead[r])
-                    queue_locked(make_msg(M_PING, 0, NULL, 0), r);
+                    queue_locked(out_new(M_PING, 0, NULL, 0), r);
             last_ping = now;
         }
         bool stop = E.stop && !E.execs;
         if (stop) {
-            E.skip_finalize = E.live < g_size - 1;
+            bool skip_finalize = some_rank_died_locked();
             for (int r = 1; r < g_size; r++) {
                 if (E.rank_dead[r])
                     continue;
-                struct msg *m = make_msg(M_STOP, 0, NULL, 0);
-                if (m)
-                    m->code = E.skip_finalize; /* 1: leave without MPI_Finalize */
-                queue_locked(m, r);
+                struct out *o = out_new(M_STOP, 0, NULL, 0);
+                if (o)
+                    o->m.code = skip_finalize; /* 1: leave without MPI_Finalize */
+                queue_locked(o, r);
             }
         }
         bool quiet = !busy && !E.queue && !sending && !stop;
@@ -1147,13 +1129,13 @@ static int mpi_create(const struct pf_executor *base, struct pf_executor **out)
     for (int r = 1; r < g_size; r++) {
         if (E.rank_dead[r])
             continue;
-        struct msg *m = make_msg(M_CREATE, x->id, base->opts.init_arg, base->opts.init_arg_len);
-        if (m) {
-            m->fn = init_id;
-            m->fn2 = fini_id;
-            m->threads = x->threads;
+        struct out *o = out_new(M_CREATE, x->id, base->opts.init_arg, base->opts.init_arg_len);
+        if (o) {
+            o->m.fn = init_id;
+            o->m.fn2 = fini_id;
+            o->m.threads = x->threads;
         }
-        queue_locked(m, r);
+        queue_locked(o, r);
     }
     x->next_in_engine = E.execs;
     E.execs = x;
@@ -1210,7 +1192,7 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
 
     if (g_rank != 0) {
         worker_main();
-        if (w_skip_finalize) { /* a rank died: see E.skip_finalize */
+        if (w_skip_finalize) { /* a rank died: see some_rank_died_locked */
             fflush(NULL);
             _exit(0);
         }
@@ -1254,7 +1236,7 @@ void pf_mpi_finalize(void)
     pf__mutex_unlock(&E.lock);
     PF__CHECK(pthread_join(E.thread, NULL) == 0);
     pf__mpi_create = NULL;
-    if (!E.skip_finalize)
+    if (!some_rank_died_locked()) /* the engine is gone: no lock needed */
         MPI_Finalize();
     free(E.rank_load);
     free(E.rank_dead);

@@ -553,27 +553,21 @@ static uint64_t check_deadlines_locked(struct ppool *p, struct pf__finish_list *
             atomic_load(&slot->state) != PF__SLOT_STATE(PF__SLOT_RUNNING, i))
             continue;
         uint64_t started = atomic_load(&slot->started_ns);
-        if (!started || !pw->alive) {
-            /* Claimed a moment ago (its start time is not written yet), or
-             * by a worker whose "started" message is still on the way: look
-             * again shortly, or nothing would wake us for its deadline. */
-            next = PF__MIN(next, now + 1000000u);
-            continue;
-        }
+        if (!started)
+            continue; /* not published yet: its worker bumps timed_starts after */
         uint64_t deadline = started + slot->timeout_ns;
         if (deadline > now) {
             next = PF__MIN(next, deadline);
             continue;
         }
+        if (!pw->alive)
+            continue; /* overran, but its "started" message (which wakes us) is not in yet */
         char why[96];
         snprintf(why, sizeof why, "task overran its time limit of %.3f s", slot->timeout_ns / 1e9);
         pf_error_info info;
         kill_worker_locked(p, i, s, PF_ETASKTIMEOUT, why, &info);
         pf__finish_later(dl, pf_future_retain(f), PF_ETASKTIMEOUT, NULL, 0, &info);
     }
-    /* A task claimed but not yet published (current, started_ns) is not
-     * seen here; its worker then bumps timed_starts, which the collector
-     * checks before it sleeps. */
     return next;
 }
 

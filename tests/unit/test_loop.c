@@ -321,7 +321,8 @@ static void for_covers_each_index_once(pf_kind kind)
 }
 /* The dynamic schedule's shares: a participant whose share runs out takes
  * half of another's.  Iterations of the first share are slow, so the others
- * must steal from it; every index still runs once, and no call of the body
+ * run out first and steal from it (which participant ran what is not
+ * observable here): every index still runs once, and no call of the body
  * covers more than a chunk. */
 struct steal_ctx {
     _Atomic int *seen;
@@ -345,7 +346,7 @@ static int steal_body(size_t b, size_t e, void *ctx)
     return 0;
 }
 
-TEST(dynamic_shares_are_stolen_and_cover_each_index_once)
+TEST(dynamic_shares_under_uneven_work_cover_each_index_once)
 {
     enum { N = 30011 };
     struct steal_ctx c = {.seen = calloc(N, sizeof(_Atomic int)), .n = N};
