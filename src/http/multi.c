@@ -116,8 +116,8 @@ struct run {
     _Atomic size_t next;        /* the next request number to start */
     _Atomic int stop;           /* a loop failed: the others end as well */
     pf__mutex lock;             /* guards done, failed, the progress calls and rc */
-    size_t done, failed;
-    int rc; /* the first failure of a loop, PF_OK if none */
+    size_t done, failed;        /* for the progress calls only */
+    int rc;                     /* the first failure of a loop, PF_OK if none */
 };
 
 /* Take the next request number for x and start it; false when none is left. */
@@ -236,12 +236,13 @@ static void run_loop(struct run *R, size_t slots)
             /* m is invalid once the handle is removed. */
             (void)curl_multi_remove_handle(L.multi, e);
             active--;
-            pf__mutex_lock(&R->lock);
-            R->done++;
-            R->failed += rec->error != 0;
-            if (R->opts && R->opts->progress)
+            if (R->opts && R->opts->progress) { /* the counts exist for it only */
+                pf__mutex_lock(&R->lock);
+                R->done++;
+                R->failed += rec->error != 0;
                 R->opts->progress(R->done, R->failed, R->opts->progress_user);
-            pf__mutex_unlock(&R->lock);
+                pf__mutex_unlock(&R->lock);
+            }
             if (start_next(R, &L, x, &rc))
                 active++;
             else if (rc != PF_OK)
