@@ -17,6 +17,20 @@
  *   the first round no connection is opened (the cache and the per-host
  *   limit are sized to max_in_flight).
  *
+ *   Keeping sockets in the epoll set.  When a transfer ends, curl stops
+ *   watching its connection (CURL_POLL_REMOVE) and the next transfer on it
+ *   asks for the same events again: two epoll_ctl calls per request for
+ *   nothing.  So a connection socket stays in the set while it idles in
+ *   curl's connection cache, and watching it again costs no call when the
+ *   events are the same.  This is sound only while we know what the set
+ *   holds for a descriptor number, so it is done only for sockets curl opens
+ *   and closes through our callbacks (on_open_socket, on_close_socket: the
+ *   number cannot be reused in between); any other descriptor (a resolver's
+ *   wake-up pipe) leaves the set when curl stops watching it, as before.  An
+ *   idle socket that turns ready (the server closed it) is taken out of the
+ *   set when its event comes, without bothering curl, whose alive check
+ *   finds the closed connection when it next looks.
+ *
  *   With opts.threads > 1, as many such loops run, the calling thread's and
  *   threads of their own, each with its share of the transfers in flight and
  *   its own multi handle, epoll set and connections (nothing of libcurl's is
@@ -29,7 +43,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "http/http_internal.h"
@@ -38,39 +56,122 @@
 #define MAX_IN_FLIGHT_LIMIT 100000
 #define EVENTS_PER_WAIT     256
 
+/* What the loop knows of one descriptor number (see "Keeping sockets"). */
+struct fd_watch {
+    uint8_t in_set; /* the events it is in the epoll set for (EPOLLIN/EPOLLOUT); 0: not in it */
+    uint8_t wanted; /* what curl watches it for now; 0 after CURL_POLL_REMOVE */
+    uint8_t ours;   /* opened by on_open_socket and not yet closed by on_close_socket */
+};
+
 struct loop {
     CURLM *multi;
     int epfd;
-    uint64_t timer_ns; /* when curl wants socket_action(TIMEOUT); UINT64_MAX: no timer */
-    int sys_errno;     /* first epoll_ctl failure, 0 if none */
+    uint64_t timer_ns;    /* when curl wants socket_action(TIMEOUT); UINT64_MAX: no timer */
+    int sys_errno;        /* first epoll_ctl or allocation failure, 0 if none */
+    struct fd_watch *fds; /* indexed by descriptor number; entries past nfds are all zero */
+    size_t nfds;
 };
+
+/* The entry of descriptor s, growing the table as needed; NULL (and
+ * sys_errno set) if out of memory. */
+static struct fd_watch *watch_of(struct loop *L, curl_socket_t s)
+{
+    size_t i = (size_t)s;
+    if (i >= L->nfds) {
+        size_t n = L->nfds ? L->nfds : 64;
+        while (n <= i)
+            n *= 2;
+        struct fd_watch *f = realloc(L->fds, n * sizeof *f);
+        if (!f) {
+            if (!L->sys_errno)
+                L->sys_errno = ENOMEM;
+            return NULL;
+        }
+        memset(f + L->nfds, 0, (n - L->nfds) * sizeof *f);
+        L->fds = f;
+        L->nfds = n;
+    }
+    return &L->fds[i];
+}
+
+/* Put s in the set for `events` (it is in it for w->in_set now).  A number
+ * we thought was in the set but was closed and reused is not (ENOENT), and
+ * one we thought was not may be (EEXIST): either way the other call does. */
+static int set_watch(struct loop *L, curl_socket_t s, struct fd_watch *w, uint8_t events)
+{
+    struct epoll_event ev = {.events = events, .data.fd = s};
+    int op = w->in_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int r = epoll_ctl(L->epfd, op, s, &ev);
+    if (r != 0 && (errno == ENOENT || errno == EEXIST))
+        r = epoll_ctl(L->epfd, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev);
+    if (r != 0) {
+        w->in_set = 0;
+        if (!L->sys_errno)
+            L->sys_errno = errno;
+        return -1;
+    }
+    w->in_set = events;
+    return 0;
+}
+
+static void drop_watch(struct loop *L, curl_socket_t s, struct fd_watch *w)
+{
+    /* curl may already have closed it, which took it out of the set. */
+    (void)epoll_ctl(L->epfd, EPOLL_CTL_DEL, s, NULL);
+    w->in_set = 0;
+}
+
+/* curl: open a connection's socket (close-on-exec: a process pool may fork
+ * while the loop runs). */
+static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct loop *L = userp;
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKET_BAD;
+    curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (s == CURL_SOCKET_BAD)
+        return s;
+    struct fd_watch *w = watch_of(L, s);
+    if (!w) {
+        close(s);
+        return CURL_SOCKET_BAD;
+    }
+    *w = (struct fd_watch){.ours = 1};
+    return s;
+}
+
+/* curl: close a socket on_open_socket opened; closing takes it out of the set. */
+static int on_close_socket(void *userp, curl_socket_t s)
+{
+    struct loop *L = userp;
+    if ((size_t)s < L->nfds)
+        L->fds[s] = (struct fd_watch){0};
+    return close(s);
+}
 
 /* curl: watch socket s for `what` (or stop watching it). */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)easy;
+    (void)socketp;
     struct loop *L = userp;
+    struct fd_watch *w = watch_of(L, s);
+    if (!w)
+        return -1;
     if (what == CURL_POLL_REMOVE) {
-        /* curl may already have closed it, which removed it from the set.
-         * curl forgets the socket's assignment itself. */
-        (void)epoll_ctl(L->epfd, EPOLL_CTL_DEL, s, NULL);
+        w->wanted = 0;
+        /* A connection socket stays in for reading while it idles; anything
+         * else leaves now (an idle socket is always writable). */
+        if (w->in_set && (!w->ours || (w->in_set & EPOLLOUT)))
+            drop_watch(L, s, w);
         return 0;
     }
-    struct epoll_event ev = {.data.fd = s};
-    if (what & CURL_POLL_IN)
-        ev.events |= EPOLLIN;
-    if (what & CURL_POLL_OUT)
-        ev.events |= EPOLLOUT;
-    /* socketp is non-NULL once the socket is in the set (curl_multi_assign
-     * below), so each change is one epoll_ctl. */
-    if (epoll_ctl(L->epfd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) == 0) {
-        if (!socketp)
-            (void)curl_multi_assign(L->multi, s, L);
-        return 0;
-    }
-    if (!L->sys_errno)
-        L->sys_errno = errno;
-    return -1;
+    uint8_t events =
+        (uint8_t)(((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0));
+    w->wanted = events;
+    if (w->ours && w->in_set == events)
+        return 0; /* already in the set for just that */
+    return set_watch(L, s, w, events);
 }
 
 /* curl: call socket_action(TIMEOUT) in timeout_ms (-1: no timer). */
@@ -177,6 +278,19 @@ static void run_loop(struct run *R, size_t slots)
         rc = pf__http_xfer_init(&xs[made], R->cfg, R->headers, R->noproxy);
         if (rc != PF_OK)
             goto out;
+        CURL *e = xs[made].easy;
+        CURLcode cc = curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &L);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, &L);
+        if (cc != CURLE_OK) {
+            made++; /* freed below */
+            rc = cc == CURLE_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
+            goto out;
+        }
     }
     for (size_t k = 0; k < slots && start_next(R, &L, &xs[k], &rc); k++)
         active++;
@@ -198,6 +312,11 @@ static void run_loop(struct run *R, size_t slots)
         }
         mc = CURLM_OK;
         for (int i = 0; i < nev && mc == CURLM_OK; i++) {
+            int fd = evs[i].data.fd;
+            if ((size_t)fd < L.nfds && L.fds[fd].wanted == 0) {
+                drop_watch(&L, fd, &L.fds[fd]); /* idle: see "Keeping sockets" */
+                continue;
+            }
             int flags = 0;
             if (evs[i].events & (EPOLLIN | EPOLLHUP))
                 flags |= CURL_CSELECT_IN;
@@ -205,7 +324,7 @@ static void run_loop(struct run *R, size_t slots)
                 flags |= CURL_CSELECT_OUT;
             if (evs[i].events & EPOLLERR)
                 flags |= CURL_CSELECT_ERR;
-            mc = curl_multi_socket_action(L.multi, evs[i].data.fd, flags, &running);
+            mc = curl_multi_socket_action(L.multi, fd, flags, &running);
         }
         if (mc == CURLM_OK &&
             (nev == 0 || (L.timer_ns != UINT64_MAX && L.timer_ns <= pf__now_ns()))) {
@@ -213,7 +332,7 @@ static void run_loop(struct run *R, size_t slots)
             mc = curl_multi_socket_action(L.multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
         if (L.sys_errno) {
-            rc = PF_ESYS;
+            rc = L.sys_errno == ENOMEM ? PF_ENOMEM : PF_ESYS;
             goto out;
         }
         if (mc != CURLM_OK) {
@@ -257,8 +376,9 @@ out:
             (void)curl_multi_remove_handle(L.multi, xs[i].easy);
         pf__http_xfer_free(&xs[i]);
     }
-    if (L.multi)
+    if (L.multi) /* closes the cached connections through on_close_socket */
         curl_multi_cleanup(L.multi);
+    free(L.fds);
     if (L.epfd >= 0)
         close(L.epfd);
     free(evs);
