@@ -642,6 +642,16 @@ static void grow_ahead(pf__eng *e)
     PF__CHECK(pthread_mutex_unlock(m) == 0);
 }
 
+/* Add "lane l of stripe st bumps from [from, to) now" to t; what was left of
+ * its old chunk counts as wasted. */
+static void tx_new_chunk(pf__eng *e, struct eng_tx *t, struct pf__eng_stripe *st, unsigned l,
+                         uint64_t from, uint64_t to)
+{
+    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->lane[l].chunk_end - st->lane[l].chunk_cur));
+    tx_put(t, OFF(e, &st->lane[l].chunk_cur), from);
+    tx_put(t, OFF(e, &st->lane[l].chunk_end), to);
+}
+
 /* Hand stripe st (locked) a new chunk of n bytes from the top of the arena.
  * exact: the chunk is one block of class c, recorded as the reservation of the
  * operation in progress.  Otherwise it becomes the bump chunk of lane l. */
@@ -672,10 +682,7 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         tx_put(t, OFF(e, &st->pend_cls), c);
         tx_put(t, OFF(e, &st->pend_kind), PEND_EXACT);
     } else {
-        tx_put(t, OFF(e, &st->wasted),
-               st->wasted + (st->lane[l].chunk_end - st->lane[l].chunk_cur));
-        tx_put(t, OFF(e, &st->lane[l].chunk_cur), top);
-        tx_put(t, OFF(e, &st->lane[l].chunk_end), top + csize);
+        tx_new_chunk(e, t, st, l, top, top + csize);
     }
     tx_commit(e, t, PF__DP_GTX_HALF);
     top += csize;
@@ -714,9 +721,7 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
         return false; /* the next lookup of this list will report it */
     struct eng_tx *t = tx_begin(stripe_tx(st));
     tx_put(t, OFF(e, &st->free_head[c]), ld(word(e, b)));
-    tx_put(t, OFF(e, &st->wasted), st->wasted + (st->lane[l].chunk_end - st->lane[l].chunk_cur));
-    tx_put(t, OFF(e, &st->lane[l].chunk_cur), b);
-    tx_put(t, OFF(e, &st->lane[l].chunk_end), b + class_size(c));
+    tx_new_chunk(e, t, st, l, b, b + class_size(c));
     tx_commit(e, t, PF__DP_NONE);
     tx_begin(t); /* the caller's record starts empty again */
     return true;
