@@ -32,6 +32,13 @@ struct pf__http_xfer {
 /* curl_global_init once per process (pthread_once).  0 or PF_EHTTP. */
 int pf__http_global_init(void);
 
+/* curl's timer callback, for a loop that keeps the deadline in *timer_ns:
+ * timeout_ms from now, or UINT64_MAX for none (timeout_ms < 0). */
+void pf__http_timer_set(uint64_t *timer_ns, long timeout_ms);
+/* The poll timeout until that deadline: -1 (none), 0 (due) or ms, rounded
+ * up, at most 60 s. */
+int pf__http_wait_ms(uint64_t timer_ns);
+
 /* Check a config: PF_EINVAL unless the URL and body are terminated, the URL
  * is http(s):// and the timeouts are finite and in range. */
 int pf__http_config_check(const pf_http_config *cfg);

@@ -178,24 +178,8 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
-    struct loop *L = userp;
-    if (timeout_ms < 0)
-        L->timer_ns = UINT64_MAX;
-    else
-        L->timer_ns = pf__now_ns() + (uint64_t)timeout_ms * 1000000u;
+    pf__http_timer_set(&((struct loop *)userp)->timer_ns, timeout_ms);
     return 0;
-}
-
-/* epoll_wait's timeout for the next timer: -1 (none), 0 (due) or ms. */
-static int wait_ms(const struct loop *L)
-{
-    if (L->timer_ns == UINT64_MAX)
-        return -1;
-    uint64_t now = pf__now_ns();
-    if (L->timer_ns <= now)
-        return 0;
-    uint64_t ms = (L->timer_ns - now + 999999u) / 1000000u;
-    return ms > 60000 ? 60000 : (int)ms;
 }
 
 static int start(struct loop *L, struct pf__http_xfer *x, const pf_http_config *cfg, size_t index)
@@ -302,7 +286,7 @@ static void run_loop(struct run *R, size_t slots)
         /* curl always has a timer while transfers run (their time limits);
          * the cap is only a safety net, and a wake-up without events runs
          * curl's timeouts anyway. */
-        int ms = wait_ms(&L);
+        int ms = pf__http_wait_ms(L.timer_ns);
         int nev = epoll_wait(L.epfd, evs, EVENTS_PER_WAIT, ms < 0 || ms > 1000 ? 1000 : ms);
         if (nev < 0) {
             if (errno == EINTR)
