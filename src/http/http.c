@@ -390,7 +390,6 @@ struct pf_http_client {
     /* What curl watches during a post (its socket callback keeps these). */
     struct pollfd watch[CLIENT_MAX_SOCKETS];
     nfds_t nwatch;
-    bool too_many;     /* curl asked for more than CLIENT_MAX_SOCKETS: the post fails */
     uint64_t timer_ns; /* when curl wants socket_action(TIMEOUT); UINT64_MAX: no timer */
 };
 
@@ -409,7 +408,9 @@ static int client_on_socket(CURL *easy, curl_socket_t s, int what, void *userp, 
     }
     if (i == c->nwatch) {
         if (i == CLIENT_MAX_SOCKETS) {
-            c->too_many = true;
+            /* curl ends the transfer with an error; say why. */
+            snprintf(c->x.errbuf, sizeof c->x.errbuf, "more than %d sockets at once",
+                     CLIENT_MAX_SOCKETS);
             return -1;
         }
         c->watch[c->nwatch++] = (struct pollfd){.fd = s};
@@ -431,13 +432,14 @@ static CURLcode multi_code(CURLMcode mc)
     return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
 }
 
-/* Run the prepared transfer of c to its end; its result code.  Failures of
- * the loop itself (never expected) end the transfer with a code of curl's
- * that says so: the request is recorded as failed, like any other. */
+/* Run the prepared transfer of c to its end; its result code.  A failure of
+ * the loop itself (never expected: poll failing, curl's multi interface
+ * refusing) ends the transfer as CURLE_FAILED_INIT or CURLE_OUT_OF_MEMORY,
+ * with the reason in the error buffer where we know it: the request is
+ * recorded as failed, like any other. */
 static CURLcode client_perform(pf_http_client *c)
 {
     c->nwatch = 0;
-    c->too_many = false;
     c->timer_ns = UINT64_MAX;
     CURLMcode mc = curl_multi_add_handle(c->multi, c->x.easy);
     if (mc != CURLM_OK)
@@ -446,10 +448,6 @@ static CURLcode client_perform(pf_http_client *c)
     int running = 1;
     mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     while (mc == CURLM_OK && running > 0) {
-        if (c->too_many) {
-            failed = CURLE_FAILED_INIT;
-            break;
-        }
         /* curl always has a timer while the transfer runs (its time limit);
          * the cap is a safety net. */
         int ms = pf__http_wait_ms(c->timer_ns);
@@ -457,7 +455,8 @@ static CURLcode client_perform(pf_http_client *c)
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            failed = CURLE_RECV_ERROR;
+            snprintf(c->x.errbuf, sizeof c->x.errbuf, "poll: %s", strerror(errno));
+            failed = CURLE_FAILED_INIT;
             break;
         }
         /* A copy: curl changes the watch list while it acts. */

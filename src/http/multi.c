@@ -24,12 +24,18 @@
  *   curl's connection cache, and watching it again costs no call when the
  *   events are the same.  This is sound only while we know what the set
  *   holds for a descriptor number, so it is done only for sockets curl opens
- *   and closes through our callbacks (on_open_socket, on_close_socket: the
- *   number cannot be reused in between); any other descriptor (a resolver's
- *   wake-up pipe) leaves the set when curl stops watching it, as before.  An
- *   idle socket that turns ready (the server closed it) is taken out of the
- *   set when its event comes, without bothering curl, whose alive check
- *   finds the closed connection when it next looks.
+ *   and closes through our callbacks (on_open_socket, on_close_socket); any
+ *   other descriptor (a resolver's wake-up pipe) leaves the set when curl
+ *   stops watching it, as before.  on_close_socket takes the socket out of
+ *   the set itself (closing would not, were the descriptor duplicated in a
+ *   child forked meanwhile).  One hole: curl 7.88 closes a socket whose
+ *   connect failed without our callback and without CURL_POLL_REMOVE (fixed
+ *   in curl 8.2); if the transfer's next attempt gets the same number, curl
+ *   believes it still watches it and says nothing, so on_open_socket watches
+ *   a reused number for what curl last asked at once.  An idle socket that
+ *   turns ready (the server closed it) is taken out of the set when its event
+ *   comes, without bothering curl, whose alive check finds the closed
+ *   connection when it next looks.
  *
  *   With opts.threads > 1, as many such loops run, the calling thread's and
  *   threads of their own, each with its share of the transfers in flight and
@@ -121,8 +127,8 @@ static void drop_watch(struct loop *L, curl_socket_t s, struct fd_watch *w)
     w->in_set = 0;
 }
 
-/* curl: open a connection's socket (close-on-exec: a process pool may fork
- * while the loop runs). */
+/* curl: open a connection's socket (close-on-exec: the program may start
+ * other programs while the loop runs). */
 static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
 {
     struct loop *L = userp;
@@ -136,16 +142,25 @@ static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct cu
         close(s);
         return CURL_SOCKET_BAD;
     }
+    /* Still ours and watched: curl closed the previous socket of this number
+     * behind our back (see "Keeping sockets") and may go on as if it watched
+     * this one for the same events. */
+    uint8_t still_wanted = w->ours ? w->wanted : 0;
     *w = (struct fd_watch){.ours = 1};
+    if (still_wanted && set_watch(L, s, w, still_wanted) == 0)
+        w->wanted = still_wanted;
     return s;
 }
 
-/* curl: close a socket on_open_socket opened; closing takes it out of the set. */
+/* curl: close a socket on_open_socket opened. */
 static int on_close_socket(void *userp, curl_socket_t s)
 {
     struct loop *L = userp;
-    if ((size_t)s < L->nfds)
+    if ((size_t)s < L->nfds) {
+        if (L->fds[s].in_set)
+            drop_watch(L, s, &L->fds[s]);
         L->fds[s] = (struct fd_watch){0};
+    }
     return close(s);
 }
 
@@ -155,6 +170,8 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     (void)easy;
     (void)socketp;
     struct loop *L = userp;
+    if (what == CURL_POLL_REMOVE && (size_t)s >= L->nfds)
+        return 0; /* never watched */
     struct fd_watch *w = watch_of(L, s);
     if (!w)
         return -1;
