@@ -89,6 +89,9 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap);
 
 /* For tests and statistics: the stripe of a key, growths, backed size. */
 unsigned pf__eng_stripe_of(const pf__eng *e, const void *key, size_t klen);
+/* The lane (0..3) the calling thread writes through in e, drawn at its
+ * first use of e: the first four writers of a dict get distinct lanes. */
+unsigned pf__eng_lane(const pf__eng *e);
 uint64_t pf__eng_grows(const pf__eng *e);
 uint64_t pf__eng_size(const pf__eng *e);
 /* Arena bytes handed to stripes so far. */

@@ -236,6 +236,39 @@ TEST(dict_shm_growth_limit_is_enospc)
     pf_dict_close(d);
 }
 
+/* Writers draw their lanes from the dict itself: the first four writer
+ * processes get four distinct lanes, whatever their process ids.  Three
+ * short-lived processes before each writer make the writers' ids (usually)
+ * equal modulo 4, which put them all on one lane when the lane was the
+ * thread id mod 4. */
+TEST(dict_shm_first_writers_get_distinct_lanes)
+{
+    char name[64];
+    uniq(name, sizeof name, "lanes");
+    pf_dict *d;
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    unsigned seen = 0;
+    for (int w = 0; w < 4; w++) {
+        for (int k = 0; k < 3; k++) {
+            pid_t spacer = fork();
+            if (spacer == 0)
+                _exit(0);
+            ASSERT_EQ(wait_child(spacer), 0);
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (pf_dict_set(d, &w, sizeof w, "x", 1))
+                _exit(100);
+            _exit(10 + (int)pf__eng_lane(pf__dict_engine(d)));
+        }
+        int code = wait_child(pid);
+        ASSERT(code >= 10 && code < 14);
+        seen |= 1u << (code - 10);
+    }
+    ASSERT_EQ(seen, 0xfu);
+    pf_dict_close(d);
+}
+
 TEST(dict_shm_grows_across_processes)
 {
     char name[64], msg[256];
