@@ -461,16 +461,18 @@ int main(int argc, char **argv)
            sysconf(_SC_NPROCESSORS_ONLN), reps);
     struct config cs[8];
     int nc = 0;
-    for (unsigned w = 1; w <= 2; w++) {
+    /* A backend's 1- and 2-worker runs back to back, so that their ratio
+     * within a repetition sees the same machine. */
+    for (unsigned w = 1; w <= 2; w++)
         if (strstr(only, "shm"))
             cs[nc++] = (struct config){.what = "shm", .workers = w, .n = n};
+    for (unsigned w = 1; w <= 2; w++)
         if (strstr(only, "local"))
             cs[nc++] = (struct config){.what = "local", .workers = w, .n = n};
-        if (strstr(only, "redis") && ra.port > 0) {
-            cs[nc++] = (struct config){.what = "redis", .workers = w, .n = n_redis};
-            cs[nc++] = (struct config){.what = "redis_pipelined", .workers = w, .n = n_pipe};
-        }
-    }
+    for (unsigned w = 1; w <= 2 && strstr(only, "redis") && ra.port > 0; w++)
+        cs[nc++] = (struct config){.what = "redis", .workers = w, .n = n_redis};
+    for (unsigned w = 1; w <= 2 && strstr(only, "redis") && ra.port > 0; w++)
+        cs[nc++] = (struct config){.what = "redis_pipelined", .workers = w, .n = n_pipe};
     if (strstr(only, "redis") && ra.port <= 0)
         fprintf(stderr, "dict_bench: redis skipped (no --redis-port)\n");
     /* Repetitions are interleaved (every configuration once, then again), so a

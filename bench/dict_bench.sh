@@ -142,7 +142,9 @@ for anchor, unit, label in order[:4]:
             print("| %s | %d | %s | %s | %s | %s |" % (label, w, "{:,}".format(s["n"]), fmt(s["value"]),
                   fmt(v(anchor, "get_cpu_throughput_%d%s" % (w, unit))), fmt(v(anchor, "update_cpu_throughput_%d%s" % (w, unit)))))
 print()
-print("2 workers / 1 worker (medians; bests in brackets; per CPU-second after the semicolon):")
+print("2 workers / 1 worker (medians; bests in brackets; after the semicolons: per CPU-second,")
+print("then the median of the ratios within each repetition, whose 1- and 2-worker runs are")
+print("back to back, so that slow swings of the machine's other load cancel):")
 print()
 for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_bench.local", "thread", "local, N = 200k"),
                             ("dict_bench_large.shm", "proc", "shm, N = 2M"), ("dict_bench_large.local", "thread", "local, N = 2M")):
@@ -153,7 +155,11 @@ for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_
         if a and b:
             c1 = v(anchor, "%s_cpu_throughput_1%s" % (phase, unit))
             c2 = v(anchor, "%s_cpu_throughput_2%s" % (phase, unit))
-            parts.append("%ss %.2fx (%.2fx; %.2fx)" % (phase, b / a, v(anchor, m2, "max") / v(anchor, m1, "max"), c2 / c1))
+            s1, s2 = v(anchor, m1, "samples"), v(anchor, m2, "samples")
+            paired = sorted(y / x for x, y in zip(s1, s2) if x > 0)
+            k = len(paired)
+            pm = (paired[k // 2] if k % 2 else (paired[k // 2 - 1] + paired[k // 2]) / 2) if k else float("nan")
+            parts.append("%ss %.2fx (%.2fx; %.2fx; %.2fx)" % (phase, b / a, v(anchor, m2, "max") / v(anchor, m1, "max"), c2 / c1, pm))
     if parts:
         print("- %s: %s" % (label, ", ".join(parts)))
 EOF
