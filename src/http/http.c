@@ -365,13 +365,33 @@ void pf__http_timer_set(uint64_t *timer_ns, long timeout_ms)
 
 int pf__http_wait_ms(uint64_t timer_ns)
 {
-    if (timer_ns == UINT64_MAX)
-        return -1;
     uint64_t now = pf__now_ns();
     if (timer_ns <= now)
         return 0;
-    uint64_t ms = (timer_ns - now + 999999u) / 1000000u;
-    return ms > 60000 ? 60000 : (int)ms;
+    uint64_t left = timer_ns - now; /* no timer (UINT64_MAX): huge */
+    return left >= 1000000000u ? 1000 : (int)((left + 999999u) / 1000000u);
+}
+
+unsigned pf__http_poll_events(int what)
+{
+    return ((what & CURL_POLL_IN) ? POLLIN : 0u) | ((what & CURL_POLL_OUT) ? POLLOUT : 0u);
+}
+
+int pf__http_cselect(unsigned revents)
+{
+    int flags = 0;
+    if (revents & (POLLIN | POLLHUP))
+        flags |= CURL_CSELECT_IN;
+    if (revents & POLLOUT)
+        flags |= CURL_CSELECT_OUT;
+    if (revents & (POLLERR | POLLNVAL))
+        flags |= CURL_CSELECT_ERR;
+    return flags;
+}
+
+int pf__http_multi_rc(CURLMcode mc)
+{
+    return mc == CURLM_OK ? PF_OK : mc == CURLM_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
 }
 
 /* --- the client, the worker initializer and the task --------------------- */
@@ -415,8 +435,7 @@ static int client_on_socket(CURL *easy, curl_socket_t s, int what, void *userp, 
         }
         c->watch[c->nwatch++] = (struct pollfd){.fd = s};
     }
-    c->watch[i].events =
-        (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+    c->watch[i].events = (short)pf__http_poll_events(what);
     return 0;
 }
 
@@ -425,11 +444,6 @@ static int client_on_timer(CURLM *multi, long timeout_ms, void *userp)
     (void)multi;
     pf__http_timer_set(&((pf_http_client *)userp)->timer_ns, timeout_ms);
     return 0;
-}
-
-static CURLcode multi_code(CURLMcode mc)
-{
-    return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
 }
 
 /* Run the prepared transfer of c to its end; its result code.  A failure of
@@ -443,55 +457,45 @@ static CURLcode client_perform(pf_http_client *c)
     c->timer_ns = UINT64_MAX;
     CURLMcode mc = curl_multi_add_handle(c->multi, c->x.easy);
     if (mc != CURLM_OK)
-        return multi_code(mc);
-    CURLcode failed = CURLE_OK; /* set if the loop gave up */
+        return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+    bool poll_failed = false;
     int running = 1;
     mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     while (mc == CURLM_OK && running > 0) {
-        /* curl always has a timer while the transfer runs (its time limit);
-         * the cap is a safety net. */
-        int ms = pf__http_wait_ms(c->timer_ns);
-        int r = poll(c->watch, c->nwatch, ms < 0 || ms > 1000 ? 1000 : ms);
+        int r = poll(c->watch, c->nwatch, pf__http_wait_ms(c->timer_ns));
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             snprintf(c->x.errbuf, sizeof c->x.errbuf, "poll: %s", strerror(errno));
-            failed = CURLE_FAILED_INIT;
+            poll_failed = true;
             break;
         }
         /* A copy: curl changes the watch list while it acts. */
         struct pollfd ready[CLIENT_MAX_SOCKETS];
         nfds_t nready = 0;
-        for (nfds_t i = 0; i < c->nwatch && r > 0; i++)
+        for (nfds_t i = 0; i < c->nwatch; i++)
             if (c->watch[i].revents)
                 ready[nready++] = c->watch[i];
-        for (nfds_t i = 0; i < nready && mc == CURLM_OK; i++) {
-            int flags = 0;
-            if (ready[i].revents & (POLLIN | POLLHUP))
-                flags |= CURL_CSELECT_IN;
-            if (ready[i].revents & POLLOUT)
-                flags |= CURL_CSELECT_OUT;
-            if (ready[i].revents & (POLLERR | POLLNVAL))
-                flags |= CURL_CSELECT_ERR;
-            mc = curl_multi_socket_action(c->multi, ready[i].fd, flags, &running);
-        }
-        if (mc == CURLM_OK && running > 0 &&
-            (r == 0 || (c->timer_ns != UINT64_MAX && c->timer_ns <= pf__now_ns()))) {
+        for (nfds_t i = 0; i < nready && mc == CURLM_OK; i++)
+            mc = curl_multi_socket_action(c->multi, ready[i].fd,
+                                          pf__http_cselect((unsigned short)ready[i].revents),
+                                          &running);
+        if (mc == CURLM_OK && running > 0 && c->timer_ns <= pf__now_ns()) {
             c->timer_ns = UINT64_MAX;
             mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
     }
-    CURLcode cc = mc != CURLM_OK ? multi_code(mc) : failed;
-    bool done = false;
+    /* The one transfer's result; none only if the loop gave up. */
+    CURLcode cc = CURLE_FAILED_INIT;
     CURLMsg *m;
     int left;
     while ((m = curl_multi_info_read(c->multi, &left)))
-        if (m->msg == CURLMSG_DONE && m->easy_handle == c->x.easy && cc == CURLE_OK) {
+        if (m->msg == CURLMSG_DONE)
             cc = m->data.result;
-            done = true;
-        }
-    if (!done && cc == CURLE_OK)
-        cc = CURLE_FAILED_INIT; /* running ended without a result: cannot happen */
+    if (mc == CURLM_OUT_OF_MEMORY)
+        cc = CURLE_OUT_OF_MEMORY;
+    else if (mc != CURLM_OK || poll_failed)
+        cc = CURLE_FAILED_INIT;
     (void)curl_multi_remove_handle(c->multi, c->x.easy);
     return cc;
 }
@@ -531,10 +535,9 @@ int pf_http_client_create(pf_http_client **out, const pf_http_config *cfg)
         mc = curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, client_on_timer);
     if (mc == CURLM_OK)
         mc = curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-    if (mc != CURLM_OK) {
-        rc = mc == CURLM_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
+    rc = pf__http_multi_rc(mc);
+    if (rc != PF_OK)
         goto fail;
-    }
     *out = c;
     return PF_OK;
 fail:

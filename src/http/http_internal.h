@@ -32,12 +32,24 @@ struct pf__http_xfer {
 /* curl_global_init once per process (pthread_once).  0 or PF_EHTTP. */
 int pf__http_global_init(void);
 
+/* What the two loops driving curl's socket interface (the per-worker
+ * client in http.c, the event loops in multi.c) share. */
+
 /* curl's timer callback, for a loop that keeps the deadline in *timer_ns:
  * timeout_ms from now, or UINT64_MAX for none (timeout_ms < 0). */
 void pf__http_timer_set(uint64_t *timer_ns, long timeout_ms);
-/* The poll timeout until that deadline: -1 (none), 0 (due) or ms, rounded
- * up, at most 60 s. */
+/* The wait until that deadline for poll/epoll_wait, in ms, rounded up: 0
+ * when due, at most 1000 (curl always has a timer while transfers run, the
+ * cap is a safety net, and a wake-up without events runs curl's timers). */
 int pf__http_wait_ms(uint64_t timer_ns);
+/* curl's CURL_POLL_IN/OUT as poll events (POLLIN/POLLOUT, which epoll's
+ * EPOLLIN/EPOLLOUT equal). */
+unsigned pf__http_poll_events(int what);
+/* Ready events from poll or epoll (same bit values) as the CURL_CSELECT_*
+ * flags of curl_multi_socket_action. */
+int pf__http_cselect(unsigned revents);
+/* A curl multi code as PF_OK, PF_ENOMEM or PF_EHTTP. */
+int pf__http_multi_rc(CURLMcode mc);
 
 /* Check a config: PF_EINVAL unless the URL and body are terminated, the URL
  * is http(s):// and the timeouts are finite and in range. */

@@ -52,12 +52,19 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "http/http_internal.h"
 #include "platform/sync.h"
+
+/* The event bits shared with the poll-based client (pf__http_poll_events,
+ * pf__http_cselect) are epoll's too. */
+_Static_assert(EPOLLIN == POLLIN && EPOLLOUT == POLLOUT && EPOLLERR == POLLERR &&
+                   EPOLLHUP == POLLHUP,
+               "epoll and poll event bits differ");
 
 #define MAX_IN_FLIGHT_LIMIT 100000
 #define EVENTS_PER_WAIT     256
@@ -183,8 +190,7 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
             drop_watch(L, s, w);
         return 0;
     }
-    uint8_t events =
-        (uint8_t)(((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0));
+    uint8_t events = (uint8_t)pf__http_poll_events(what);
     w->wanted = events;
     if (w->ours && w->in_set == events)
         return 0; /* already in the set for just that */
@@ -204,7 +210,7 @@ static int start(struct loop *L, struct pf__http_xfer *x, const pf_http_config *
     x->index = index;
     pf__http_xfer_prepare(x, cfg, (uint64_t)index);
     CURLMcode mc = curl_multi_add_handle(L->multi, x->easy);
-    return mc == CURLM_OK ? PF_OK : (mc == CURLM_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP);
+    return pf__http_multi_rc(mc);
 }
 
 /* What the loops of one run share. */
@@ -271,10 +277,9 @@ static void run_loop(struct run *R, size_t slots)
     MSET(CURLMOPT_MAX_HOST_CONNECTIONS, (long)slots);
     MSET(CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
 #undef MSET
-    if (mc != CURLM_OK) {
-        rc = PF_EHTTP;
+    rc = pf__http_multi_rc(mc);
+    if (rc != PF_OK)
         goto out;
-    }
     for (; made < slots; made++) {
         rc = pf__http_xfer_init(&xs[made], R->cfg, R->headers, R->noproxy);
         if (rc != PF_OK)
@@ -300,11 +305,7 @@ static void run_loop(struct run *R, size_t slots)
 
     int running = 0;
     while (active > 0 && !atomic_load_explicit(&R->stop, memory_order_relaxed)) {
-        /* curl always has a timer while transfers run (their time limits);
-         * the cap is only a safety net, and a wake-up without events runs
-         * curl's timeouts anyway. */
-        int ms = pf__http_wait_ms(L.timer_ns);
-        int nev = epoll_wait(L.epfd, evs, EVENTS_PER_WAIT, ms < 0 || ms > 1000 ? 1000 : ms);
+        int nev = epoll_wait(L.epfd, evs, EVENTS_PER_WAIT, pf__http_wait_ms(L.timer_ns));
         if (nev < 0) {
             if (errno == EINTR)
                 continue;
@@ -318,17 +319,9 @@ static void run_loop(struct run *R, size_t slots)
                 drop_watch(&L, fd, &L.fds[fd]); /* idle: see "Keeping sockets" */
                 continue;
             }
-            int flags = 0;
-            if (evs[i].events & (EPOLLIN | EPOLLHUP))
-                flags |= CURL_CSELECT_IN;
-            if (evs[i].events & EPOLLOUT)
-                flags |= CURL_CSELECT_OUT;
-            if (evs[i].events & EPOLLERR)
-                flags |= CURL_CSELECT_ERR;
-            mc = curl_multi_socket_action(L.multi, fd, flags, &running);
+            mc = curl_multi_socket_action(L.multi, fd, pf__http_cselect(evs[i].events), &running);
         }
-        if (mc == CURLM_OK &&
-            (nev == 0 || (L.timer_ns != UINT64_MAX && L.timer_ns <= pf__now_ns()))) {
+        if (mc == CURLM_OK && (nev == 0 || L.timer_ns <= pf__now_ns())) {
             L.timer_ns = UINT64_MAX;
             mc = curl_multi_socket_action(L.multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
@@ -337,7 +330,7 @@ static void run_loop(struct run *R, size_t slots)
             goto out;
         }
         if (mc != CURLM_OK) {
-            rc = mc == CURLM_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
+            rc = pf__http_multi_rc(mc);
             goto out;
         }
         CURLMsg *m;
