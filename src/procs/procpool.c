@@ -71,6 +71,7 @@ struct ppool {
     pf__cond stopped;          /* broadcast when the collector ends */
     pf_future **slot_future;   /* lock: [n_slots] */
     uint32_t *free_slots;      /* lock: stack of FREE slots */
+    bool *medium_reserved;     /* lock: [n_slots] slot's medium area is fallocated */
     uint32_t n_free;           /* lock */
     struct pf__fqueue pending; /* lock */
     struct pworker *workers;   /* lock: [n_workers] */
@@ -149,6 +150,14 @@ static int place_locked(struct ppool *p, pf_future *f)
         if (f->arg_len)
             memcpy(slot->arg_inline, f->arg, f->arg_len);
     } else if (f->arg_len <= h->medium_size) {
+        /* Medium areas are reserved on first use: reserving all of them up
+         * front (4 MiB) was most of the pool's creation time. */
+        if (!p->medium_reserved[s]) {
+            if (posix_fallocate(p->memfd, (off_t)(h->medium_off + (uint64_t)s * h->medium_size),
+                                (off_t)h->medium_size) != 0)
+                return PF_ENOSPC;
+            p->medium_reserved[s] = true;
+        }
         slot->arg_where = PF__ARG_MEDIUM;
         memcpy(pf__shm_medium(h, s), f->arg, f->arg_len);
     } else {
@@ -791,6 +800,7 @@ static void pp_free(struct pf_executor *ex)
     pf__mutex_destroy(&p->join_lock);
     free(p->slot_future);
     free(p->free_slots);
+    free(p->medium_reserved);
     free(p->workers);
     free(p);
 }
@@ -861,7 +871,12 @@ static int setup_shm(struct ppool *p)
     p->memfd = memfd_create("pfor-pool", MFD_CLOEXEC);
     if (p->memfd < 0)
         return PF_ESYS;
-    int err = posix_fallocate(p->memfd, 0, (off_t)ctl_size);
+    /* The whole control region is mapped, so the file spans it; only the
+     * part before the medium areas is reserved now (place_locked reserves
+     * a slot's medium area when it first holds an argument). */
+    if (ftruncate(p->memfd, (off_t)ctl_size) != 0)
+        return PF_ESYS;
+    int err = posix_fallocate(p->memfd, 0, (off_t)medium_off);
     if (err)
         return err == ENOSPC || err == ENOMEM ? PF_ENOSPC : PF_ESYS;
     void *m = mmap(NULL, ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->memfd, 0);
@@ -914,8 +929,9 @@ static int setup_shm(struct ppool *p)
     }
     p->slot_future = calloc(n_slots, sizeof *p->slot_future);
     p->free_slots = malloc(n_slots * sizeof *p->free_slots);
+    p->medium_reserved = calloc(n_slots, sizeof *p->medium_reserved);
     p->workers = calloc((size_t)nw, sizeof *p->workers);
-    if (!p->slot_future || !p->free_slots || !p->workers)
+    if (!p->slot_future || !p->free_slots || !p->medium_reserved || !p->workers)
         return PF_ENOMEM;
     for (uint32_t s = 0; s < n_slots; s++) /* low slot numbers first */
         p->free_slots[s] = n_slots - 1 - s;
