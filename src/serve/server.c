@@ -42,6 +42,7 @@
 
 #include "internal.h"
 #include "pfor/serve.h"
+#include "platform/sync.h"
 #include "serve/serve_internal.h"
 
 #define DEFAULT_BIND            "127.0.0.1"
@@ -108,6 +109,7 @@ struct request {
     const char *fixed_body;    /* !is_api: static body of the answer */
     const char *allow;         /* !is_api: Allow header value, or NULL */
     uint64_t arrived_ns;       /* headers parsed: the latency counts from here */
+    uint64_t due_ns;           /* PH_DELAYED: when the answer is due */
 };
 
 /* --- small helpers -------------------------------------------------------- */
@@ -372,10 +374,11 @@ static enum MHD_Result on_body_done(struct pf_server *s, struct MHD_Connection *
             rq->phase = PH_DELAYED;
             rq->resp = r;
             rq->status = status;
+            rq->due_ns = rq->arrived_ns + delay_ns;
             /* Suspend before the timer can see the connection, so that its
              * resume always follows the suspend. */
             MHD_suspend_connection(conn);
-            if (pf__timer_add(s->timer, rq->arrived_ns + delay_ns, conn) != PF_OK)
+            if (pf__timer_add(s->timer, rq->due_ns, conn) != PF_OK)
                 MHD_resume_connection(conn); /* stopping (or full): answer now */
             return MHD_YES;
         }
@@ -408,6 +411,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* Called again after the timer resumed the connection. */
         struct MHD_Response *r = rq->resp;
         rq->resp = NULL;
+        /* The timer resumes a lightly loaded server's connections a little
+         * early, so that this thread's wake-up is over by the deadline; the
+         * rest of the delay is waited out here.  (After a shutdown resumed
+         * everything, a delay still far off is not.) */
+        uint64_t now = pf__now_ns();
+        if (rq->due_ns > now && rq->due_ns - now <= PF__TIMER_LEAD_NS)
+            while (pf__now_ns() < rq->due_ns)
+                pf__cpu_relax();
         return send_answer(s, conn, rq->status, r);
     }
     }
