@@ -147,3 +147,9 @@ bool pf__spin_until(bool (*ready)(void *ctx), void *ctx, uint64_t deadline_ns)
         sched_yield(); /* let a runnable thread on this CPU (the one we wait for) go first */
     }
 }
+
+void pf__yield_until_ns(uint64_t deadline_ns)
+{
+    while (pf__now_ns() < deadline_ns)
+        sched_yield();
+}

@@ -69,4 +69,13 @@ uint64_t pf__spin_budget_ns(void);
  * the absolute deadline (UINT64_MAX: none) runs out (return false). */
 bool pf__spin_until(bool (*ready)(void *ctx), void *ctx, uint64_t deadline_ns);
 
+/* Wait for the monotonic clock to reach deadline_ns without sleeping in the
+ * kernel (for the last 100-250 us before a deadline that a sleep would
+ * overshoot by 50-100 us), yielding the CPU between reads of the clock: a
+ * pure spin keeps a thread that was just woken off a 2-CPU machine's other
+ * core, and on the mock server that is the client waiting for the answer
+ * (the 20 ms efficiency of `pfor compare` measured 0.975-0.984 spinning,
+ * 0.980-0.986 yielding, processes). */
+void pf__yield_until_ns(uint64_t deadline_ns);
+
 #endif /* PF_PLATFORM_SYNC_H */

@@ -417,8 +417,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * everything, a delay still far off is not.) */
         uint64_t now = pf__now_ns();
         if (rq->due_ns > now && rq->due_ns - now <= PF__TIMER_LEAD_NS)
-            while (pf__now_ns() < rq->due_ns)
-                pf__cpu_relax();
+            pf__yield_until_ns(rq->due_ns);
         return send_answer(s, conn, rq->status, r);
     }
     }

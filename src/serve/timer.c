@@ -24,9 +24,9 @@
 /* Precision: a thread asleep until a deadline wakes 50-100 us after it on a
  * virtual machine, and every delayed answer waits for this one.  So while
  * the load is light (few items pending), the thread sleeps until SPIN_AHEAD_NS
- * before the earliest deadline and polls the clock from there; under heavy
- * load (thousands of connections) it sleeps to the deadline, as polling would
- * take a core from the server.  Off when spinning is off (PFOR_SPIN_NS=0).
+ * before the earliest deadline and polls the clock from there, yielding the
+ * CPU between polls; under heavy load (thousands of connections) it sleeps to
+ * the deadline, as polling would take a core from the server.  Off when spinning is off (PFOR_SPIN_NS=0).
  * Under light load items also fire PF__TIMER_LEAD_NS early: the thread that
  * fire() wakes (an MHD thread, 40-60 us to wake on this kind of machine) is
  * then running at the deadline and waits out the rest itself. */
@@ -137,8 +137,7 @@ static void *timer_main(void *arg)
             /* At most SPIN_AHEAD_NS: an earlier item added meanwhile (or
              * a stop) waits no longer than it would for a late wake-up. */
             pf__mutex_unlock(&t->lock);
-            while (pf__now_ns() < next)
-                pf__cpu_relax();
+            pf__yield_until_ns(next);
             pf__mutex_lock(&t->lock);
         }
     }
