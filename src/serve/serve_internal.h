@@ -10,8 +10,11 @@
 #ifndef PF_SERVE_INTERNAL_H
 #define PF_SERVE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pfor/serve.h"
 
 typedef struct pf__timer pf__timer;
 
@@ -41,8 +44,15 @@ int pf__timer_add(pf__timer *t, uint64_t deadline_ns, void *item);
  * nothing.  NULL is fine. */
 void pf__timer_shutdown(pf__timer *t);
 
+/* Whether pf__timer_shutdown has begun (which fires every item early). */
+bool pf__timer_stopping(pf__timer *t);
+
 /* Shut the timer down if it is not yet, then free it.  No other thread may
  * use it any more.  NULL is fine. */
 void pf__timer_free(pf__timer *t);
+
+/* The server's delayed answers that were queued before they were due, a stop
+ * aside: 0 unless the timer's lead is not waited out.  For the tests. */
+uint64_t pf__server_early_answers(const pf_server *s);
 
 #endif /* PF_SERVE_INTERNAL_H */

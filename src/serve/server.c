@@ -88,6 +88,9 @@ struct pf_server {
     _Atomic uint64_t rng;     /* splitmix64's Weyl counter */
     _Atomic uint64_t next_id; /* last id handed out */
     _Atomic uint64_t n_requests, n_created, n_client_errors, n_server_errors;
+    /* Delayed answers queued before they were due, other than by a stop:
+     * always 0 unless the timer's lead is not waited out (tests read it). */
+    _Atomic uint64_t n_early;
 };
 
 enum phase {
@@ -416,8 +419,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * rest of the delay is waited out here.  (After a shutdown resumed
          * everything, a delay still far off is not.) */
         uint64_t now = pf__now_ns();
-        if (rq->due_ns > now && rq->due_ns - now <= PF__TIMER_LEAD_NS)
+        if (rq->due_ns > now && rq->due_ns - now <= PF__TIMER_LEAD_NS) {
             pf__yield_until_ns(rq->due_ns);
+            now = pf__now_ns();
+        }
+        if (now < rq->due_ns && !pf__timer_stopping(s->timer))
+            atomic_fetch_add_explicit(&s->n_early, 1, memory_order_relaxed);
         return send_answer(s, conn, rq->status, r);
     }
     }
@@ -592,6 +599,11 @@ fail:
 uint16_t pf_server_port(const pf_server *s)
 {
     return s ? s->port : 0;
+}
+
+uint64_t pf__server_early_answers(const pf_server *s)
+{
+    return atomic_load_explicit(&((const struct pf_server *)s)->n_early, memory_order_relaxed);
 }
 
 int pf_server_stats_get(const pf_server *s, pf_server_stats *out)

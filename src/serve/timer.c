@@ -199,6 +199,14 @@ out:
     return rc;
 }
 
+bool pf__timer_stopping(pf__timer *t)
+{
+    pf__mutex_lock(&t->lock);
+    bool stopping = t->stopping;
+    pf__mutex_unlock(&t->lock);
+    return stopping;
+}
+
 void pf__timer_shutdown(pf__timer *t)
 {
     if (!t)

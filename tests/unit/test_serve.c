@@ -372,11 +372,12 @@ TEST(serve_fixed_latency_is_respected)
     pf_server_stop(s);
 }
 
-/* The timer wakes a lightly loaded server's thread up to PF__TIMER_LEAD_NS
- * before the deadline; the answer itself must still wait for it.  Timed from
- * the moment curl has sent the request to the first byte of the answer,
- * which holds less than the server's own delay if the answer left early
- * (round trips on loopback are shorter than the lead). */
+/* The timer resumes a lightly loaded server's connections up to
+ * PF__TIMER_LEAD_NS before their deadline; the answer itself must still wait
+ * for it.  The server counts answers queued early (it fails without the
+ * handler's wait); the client sees each answer's first byte no sooner than
+ * the latency after its transfer began (which precedes the request's
+ * arrival), a bound that always holds but is too loose to catch 100 us. */
 TEST(serve_answers_never_leave_before_the_latency)
 {
     pf_serve_opts o = {.latency_min = 0.002, .latency_max = 0.002};
@@ -386,13 +387,11 @@ TEST(serve_answers_never_leave_before_the_latency)
     struct reply r;
     for (int i = 0; i < 40; i++) {
         ASSERT_EQ(http_on(c, pf_server_port(s), "POST", "/api/users", "{\"i\":1}", &r), 201);
-        curl_off_t sent_us = 0, first_byte_us = 0;
-        curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &sent_us);
+        curl_off_t first_byte_us = 0;
         curl_easy_getinfo(c, CURLINFO_STARTTRANSFER_TIME_T, &first_byte_us);
-        if (first_byte_us - sent_us < 2000)
-            FAIL("request %d: answered %ld us after it was sent", i,
-                 (long)(first_byte_us - sent_us));
+        ASSERT_GE(first_byte_us, 2000);
     }
+    ASSERT_EQ(pf__server_early_answers(s), 0);
     curl_easy_cleanup(c);
     pf_server_stop(s);
 }
