@@ -527,9 +527,9 @@ int cmp_run_cpu(const struct cmp_config *c, enum cmp_exec exec, int workers, str
         if (exec == CMP_SEQUENTIAL)
             cmp_progress_draw(pb, i + 1, n, 0, i + 1 == n);
     }
-    /* Everything is submitted: shut down now, as Python's `with` block does
-     * when its body ends, so that workers left without a task finish (run
-     * the HTTP finalizer, exit) while the last requests are still out. */
+    /* Everything is submitted: shut down now, as Python's `with` block
+     * does, so that workers left without a task exit while the last tasks
+     * still run. */
     (void)pf_executor_shutdown(ex, false, false);
     countdown_wait(&cd, ex, n, pb);
     pf_executor_destroy(ex);

@@ -27,14 +27,15 @@ int pf__timer_start(pf__timer **out, size_t capacity, pf__timer_fire_fn fire);
 
 /* Under light load (a few dozen items pending) fire() is called up to this
  * much before an item's deadline, so that whatever fire() wakes is running
- * by then; the caller waits out the rest (the server spins in its handler).
+ * by then; the caller waits out the rest (the server, in its handler).
  * Under heavy load items fire at their deadline. */
 #define PF__TIMER_LEAD_NS 100000u
 
 /* Call fire(item) on the timer thread once the monotonic clock reaches
- * deadline_ns (pf__now_ns() scale), or up to PF__TIMER_LEAD_NS before it.  Returns PF_OK, PF_ESHUTDOWN once
- * pf__timer_shutdown has begun, or PF_ENOSPC when `capacity` items are pending;
- * in both error cases fire(item) will not be called. */
+ * deadline_ns (pf__now_ns() scale), or up to PF__TIMER_LEAD_NS before it.
+ * Returns PF_OK, PF_ESHUTDOWN once pf__timer_shutdown has begun, or
+ * PF_ENOSPC when `capacity` items are pending; in both error cases
+ * fire(item) will not be called. */
 int pf__timer_add(pf__timer *t, uint64_t deadline_ns, void *item);
 
 /* Fire every pending item now (deadline or not), make every later add fail

@@ -26,10 +26,11 @@
  * the load is light (few items pending), the thread sleeps until SPIN_AHEAD_NS
  * before the earliest deadline and polls the clock from there, yielding the
  * CPU between polls; under heavy load (thousands of connections) it sleeps to
- * the deadline, as polling would take a core from the server.  Off when spinning is off (PFOR_SPIN_NS=0).
- * Under light load items also fire PF__TIMER_LEAD_NS early: the thread that
- * fire() wakes (an MHD thread, 40-60 us to wake on this kind of machine) is
- * then running at the deadline and waits out the rest itself. */
+ * the deadline, as polling would take a core from the server.  Off when
+ * spinning is off (PFOR_SPIN_NS=0).  Under light load items also fire
+ * PF__TIMER_LEAD_NS early: the thread that fire() wakes (an MHD thread, 40-60
+ * us to wake on this kind of machine) is then running at the deadline and
+ * waits out the rest itself. */
 #define SPIN_AHEAD_NS    150000u
 #define SPIN_MAX_PENDING 64u
 
