@@ -208,8 +208,13 @@ int pf__http_xfer_init(struct pf__http_xfer *x, const pf_http_config *cfg,
     SET(CURLOPT_HTTPHEADER, headers);
     if (*noproxy)
         SET(CURLOPT_NOPROXY, noproxy);
-    else
-        SET(CURLOPT_PROXY, ""); /* no proxy: none is configured */
+    else {
+        /* No proxy: none is configured.  The empty no-proxy list too, or
+         * curl reads no_proxy and NO_PROXY from the environment on every
+         * request (getenv scans the whole environment each time). */
+        SET(CURLOPT_PROXY, "");
+        SET(CURLOPT_NOPROXY, "");
+    }
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SET(CURLOPT_USERAGENT, "pfor/" PF_VERSION_STRING);
     SET(CURLOPT_NOSIGNAL, 1L); /* no SIGALRM for time-outs: threads */
