@@ -80,7 +80,7 @@ timeout 600 python3 "$anchors/py_dict.py" --reps 3 | tee "$out/py_dict.jsonl"
 echo "load average after: $(load)" | tee -a "$out/load.txt"
 
 python3 - "$out" <<'EOF' | tee "$out/table.md"
-import json, sys, os
+import json, os, statistics, sys
 out = sys.argv[1]
 rows = {}
 for name in ("dict_bench.jsonl", "py_dict.jsonl"):
@@ -156,9 +156,8 @@ for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_
             c1 = v(anchor, "%s_cpu_throughput_1%s" % (phase, unit))
             c2 = v(anchor, "%s_cpu_throughput_2%s" % (phase, unit))
             s1, s2 = v(anchor, m1, "samples"), v(anchor, m2, "samples")
-            paired = sorted(y / x for x, y in zip(s1, s2) if x > 0)
-            k = len(paired)
-            pm = (paired[k // 2] if k % 2 else (paired[k // 2 - 1] + paired[k // 2]) / 2) if k else float("nan")
+            paired = [y / x for x, y in zip(s1, s2) if x > 0]
+            pm = statistics.median(paired) if paired else float("nan")
             parts.append("%ss %.2fx (%.2fx; %.2fx; %.2fx)" % (phase, b / a, v(anchor, m2, "max") / v(anchor, m1, "max"), c2 / c1, pm))
     if parts:
         print("- %s: %s" % (label, ", ".join(parts)))

@@ -264,6 +264,18 @@ static void countdown_wait(struct countdown *cd, pf_executor *ex, uint64_t total
     pthread_mutex_destroy(&cd->lock);
 }
 
+/* Every task of a measurement is submitted: shut ex down at once, as
+ * Python's `with` block does when its body ends, so that workers left
+ * without a task leave (an HTTP worker runs its finalizer) while the last
+ * tasks still run; wait for the watched futures, then destroy ex. */
+static void finish_pool(struct countdown *cd, pf_executor *ex, uint64_t total,
+                        struct cmp_progress *pb)
+{
+    (void)pf_executor_shutdown(ex, false, false);
+    countdown_wait(cd, ex, total, pb);
+    pf_executor_destroy(ex);
+}
+
 /* --- HTTP ---------------------------------------------------------------- */
 
 struct event_progress {
@@ -368,12 +380,7 @@ static void run_pool(const struct cmp_config *c, enum cmp_exec exec, int workers
         if (exec == CMP_SEQUENTIAL) /* it ran inside pf_submit */
             cmp_progress_draw(pb, i + 1, n, 0, i + 1 == n);
     }
-    /* Everything is submitted: shut down now, as Python's `with` block does
-     * when its body ends, so that workers left without a task finish (run
-     * the HTTP finalizer, exit) while the last requests are still out. */
-    (void)pf_executor_shutdown(ex, false, false);
-    countdown_wait(&cd, ex, n, pb);
-    pf_executor_destroy(ex);
+    finish_pool(&cd, ex, n, pb);
     row->wall_s = cmp_now() - t0;
 
     for (size_t i = 0; i < n_fs; i++) {
@@ -527,12 +534,7 @@ int cmp_run_cpu(const struct cmp_config *c, enum cmp_exec exec, int workers, str
         if (exec == CMP_SEQUENTIAL)
             cmp_progress_draw(pb, i + 1, n, 0, i + 1 == n);
     }
-    /* Everything is submitted: shut down now, as Python's `with` block
-     * does, so that workers left without a task exit while the last tasks
-     * still run. */
-    (void)pf_executor_shutdown(ex, false, false);
-    countdown_wait(&cd, ex, n, pb);
-    pf_executor_destroy(ex);
+    finish_pool(&cd, ex, n, pb);
     row->wall_s = cmp_now() - t0;
     cmp_progress_clear(pb);
     for (size_t i = 0; i < n_fs; i++) {

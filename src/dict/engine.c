@@ -566,6 +566,15 @@ static inline struct eng_tx *stripe_tx(const pf__eng *e, struct pf__eng_stripe *
     return &st->lane[lane_of(e)].tx;
 }
 
+/* The lane of st whose commit record is t (a write draws its lane once, in
+ * stripe_tx, and finds it again from its record). */
+static inline unsigned tx_lane(const struct pf__eng_stripe *st, const struct eng_tx *t)
+{
+    uintptr_t d = (uintptr_t)t - (uintptr_t)&st->lane[0].tx;
+    PF__CHECK(d % sizeof(struct eng_lane) == 0 && d / sizeof(struct eng_lane) < LANES);
+    return (unsigned)(d / sizeof(struct eng_lane));
+}
+
 /* Back [from, to) and make it accessible in this process: posix_fallocate
  * (shm), which reserves the pages now so that a full /dev/shm is an error here
  * and never a SIGBUS on first touch later, and mprotect (which for a local dict
@@ -735,7 +744,7 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
     uint64_t b = st->free_head[c], size = cur_size(e);
     if (!in_arena(e, size, b, class_size(c)))
         return false; /* the next lookup of this list will report it */
-    struct eng_tx *t = tx_begin(stripe_tx(e, st));
+    struct eng_tx *t = tx_begin(&st->lane[l].tx);
     tx_put(t, OFF(e, &st->free_head[c]), ld(word(e, b)));
     tx_new_chunk(e, t, st, l, b, b + class_size(c));
     tx_commit(e, t, PF__DP_NONE);
@@ -750,7 +759,8 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
 static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, struct eng_tx *t,
                           uint64_t *out)
 {
-    PF__CHECK(t == stripe_tx(e, st) && t->n == 0); /* the reservation opens the record */
+    unsigned l = tx_lane(st, t); /* t is the writer's lane record of st */
+    PF__CHECK(t->n == 0);        /* the reservation opens the record */
     uint64_t n = class_size(c);
     uint64_t b = st->free_head[c];
     if (b) {
@@ -771,7 +781,6 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
     } else {
         /* From the bump chunk: until the commit moves chunk_cur the block is
          * unallocated space, so a death before it needs no undo and no note. */
-        unsigned l = lane_of(e);
         if (st->lane[l].chunk_end - st->lane[l].chunk_cur < n &&
             !recycle_chunk_locked(e, st, n, l)) {
             int rc = grab_locked(e, st, n, c, false, l);

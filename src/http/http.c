@@ -231,7 +231,7 @@ int pf__http_xfer_init(struct pf__http_xfer *x, const pf_http_config *cfg,
 #undef SET
     if (cc != CURLE_OK) {
         pf__http_xfer_free(x);
-        return cc == CURLE_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
+        return pf__http_easy_rc(cc);
     }
     return PF_OK;
 }
@@ -394,6 +394,11 @@ int pf__http_cselect(unsigned revents)
     return flags;
 }
 
+int pf__http_easy_rc(CURLcode cc)
+{
+    return cc == CURLE_OK ? PF_OK : cc == CURLE_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
+}
+
 int pf__http_multi_rc(CURLMcode mc)
 {
     return mc == CURLM_OK ? PF_OK : mc == CURLM_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
@@ -460,12 +465,11 @@ static CURLcode client_perform(pf_http_client *c)
 {
     c->nwatch = 0;
     c->timer_ns = UINT64_MAX;
-    CURLMcode mc = curl_multi_add_handle(c->multi, c->x.easy);
-    if (mc != CURLM_OK)
-        return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
     bool poll_failed = false;
     int running = 1;
-    mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    CURLMcode mc = curl_multi_add_handle(c->multi, c->x.easy);
+    if (mc == CURLM_OK)
+        mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     while (mc == CURLM_OK && running > 0) {
         int r = poll(c->watch, c->nwatch, pf__http_wait_ms(c->timer_ns));
         if (r < 0) {
@@ -501,7 +505,7 @@ static CURLcode client_perform(pf_http_client *c)
         cc = CURLE_OUT_OF_MEMORY;
     else if (mc != CURLM_OK || poll_failed)
         cc = CURLE_FAILED_INIT;
-    (void)curl_multi_remove_handle(c->multi, c->x.easy);
+    (void)curl_multi_remove_handle(c->multi, c->x.easy); /* fine if never added */
     return cc;
 }
 

@@ -48,7 +48,8 @@ unsigned pf__http_poll_events(int what);
 /* Ready events from poll or epoll (same bit values) as the CURL_CSELECT_*
  * flags of curl_multi_socket_action. */
 int pf__http_cselect(unsigned revents);
-/* A curl multi code as PF_OK, PF_ENOMEM or PF_EHTTP. */
+/* A curl easy or multi code as PF_OK, PF_ENOMEM or PF_EHTTP. */
+int pf__http_easy_rc(CURLcode cc);
 int pf__http_multi_rc(CURLMcode mc);
 
 /* Check a config: PF_EINVAL unless the URL and body are terminated, the URL

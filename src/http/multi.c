@@ -171,6 +171,19 @@ static int on_close_socket(void *userp, curl_socket_t s)
     return close(s);
 }
 
+/* Have curl open and close e's connection sockets through L's callbacks. */
+static int own_sockets(CURL *e, struct loop *L)
+{
+    CURLcode cc = curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, L);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, L);
+    return pf__http_easy_rc(cc);
+}
+
 /* curl: watch socket s for `what` (or stop watching it). */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -280,23 +293,13 @@ static void run_loop(struct run *R, size_t slots)
     rc = pf__http_multi_rc(mc);
     if (rc != PF_OK)
         goto out;
-    for (; made < slots; made++) {
+    while (made < slots) {
         rc = pf__http_xfer_init(&xs[made], R->cfg, R->headers, R->noproxy);
         if (rc != PF_OK)
             goto out;
-        CURL *e = xs[made].easy;
-        CURLcode cc = curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-        if (cc == CURLE_OK)
-            cc = curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &L);
-        if (cc == CURLE_OK)
-            cc = curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
-        if (cc == CURLE_OK)
-            cc = curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, &L);
-        if (cc != CURLE_OK) {
-            made++; /* freed below */
-            rc = cc == CURLE_OUT_OF_MEMORY ? PF_ENOMEM : PF_EHTTP;
+        rc = own_sockets(xs[made++].easy, &L);
+        if (rc != PF_OK)
             goto out;
-        }
     }
     for (size_t k = 0; k < slots && start_next(R, &L, &xs[k], &rc); k++)
         active++;

@@ -111,7 +111,8 @@ static void *timer_main(void *arg)
         /* Collect what is due (everything once stopping), fire it unlocked. */
         size_t n = 0;
         uint64_t now = pf__now_ns();
-        uint64_t lead = light_load_locked(t) ? PF__TIMER_LEAD_NS : 0;
+        bool light = light_load_locked(t); /* for this pass: len changes only by popping */
+        uint64_t lead = light ? PF__TIMER_LEAD_NS : 0;
         while (t->len > 0 && n < FIRE_BATCH &&
                (t->stopping || t->heap[0].deadline_ns <= now + lead))
             batch[n++] = pop_locked(t);
@@ -130,7 +131,7 @@ static void *timer_main(void *arg)
             continue;
         }
         uint64_t next = t->heap[0].deadline_ns - lead;
-        if (!light_load_locked(t)) {
+        if (!light) {
             pf__cond_wait_until(&t->wake, &t->lock, next);
         } else if (next - now > SPIN_AHEAD_NS) {
             pf__cond_wait_until(&t->wake, &t->lock, next - SPIN_AHEAD_NS);
