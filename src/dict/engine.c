@@ -54,7 +54,8 @@
 #define SLOT_EMPTY 0ull
 #define SLOT_TOMB  1ull /* block offset 16 is inside the header: never a block */
 
-#define CHUNK_FIRST 1024u        /* a stripe's first chunk of the arena */
+#define CHUNK_FIRST 1024u        /* the smallest free block reused as a bump chunk */
+#define CHUNK_PAGE  4096ull      /* chunks from the top come in whole pages of this size */
 #define CHUNK_MAX   (1u << 20)   /* the biggest shared chunk (bigger blocks get their own) */
 #define EXACT_MIN   (64u << 10)  /* blocks this big get a chunk of their own */
 #define GROW_MIN    (1ull << 20) /* the backing grows by at least this */
@@ -688,11 +689,14 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         return rc;
     struct pf__eng_hdr *h = e->h;
     uint64_t top = h->top;
-    /* A quarter of what the stripe owns (1 KiB .. 1 MiB): a small dict stays
-     * small, and the last chunk's unused tail stays under a fifth. */
-    uint64_t csize = PF__MIN(PF__MAX((st->owned / 4 + 1023) & ~1023ull, (uint64_t)CHUNK_FIRST),
-                             (uint64_t)CHUNK_MAX);
+    /* A quarter of what the stripe owns (4 KiB .. 1 MiB): a small dict stays
+     * small, and once a stripe owns 16 KiB its last chunk's unused tail stays
+     * under a fifth.  Whole pages (below the cap): a fresh page then belongs
+     * to one lane, so two processes never fault on it at once (the second
+     * would sleep until the first has zeroed it, then wait to be woken). */
+    uint64_t csize = PF__MIN(PF__MAX(st->owned / 4, (uint64_t)CHUNK_PAGE), (uint64_t)CHUNK_MAX);
     csize = exact ? n : PF__MAX(csize, n);
+    csize = (csize + CHUNK_PAGE - 1) & ~(CHUNK_PAGE - 1);
     if (top + csize > e->max_bytes || ensure_size_locked(e, top + csize) != 0) {
         csize = n;
         rc = ensure_size_locked(e, top + csize);
