@@ -19,14 +19,22 @@
  * dict's growth); the get phase reads them all back and checks every value;
  * the update phase sets every key again to a new value.
  *
+ * --pin binds each shm and local worker to one CPU, as OMP_PROC_BIND does:
+ * worker w of a 2-worker run to the w-th CPU this process may use, the one
+ * worker of repetition r to the (r mod CPUs)-th, so that the 1-worker
+ * figure is taken on every core in turn.  Unbound, this VM's scheduler was
+ * seen to run both workers on one vCPU for milliseconds, and its two vCPUs
+ * do not run equally fast (the same single-worker run: 42 to 72 ms).
+ *
  * Prints one JSON object per line, in the format of ../shared/anchors.
  * bench/dict_bench.sh runs this next to the Python anchors and prints ratios.
  *
  *   dict_bench [--n N] [--n-redis N] [--reps R] [--redis-host H --redis-port P]
- *              [--only shm,local,redis]
+ *              [--only shm,local,redis] [--pin]
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +61,27 @@ static double cpu_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Bind the calling thread to the k-th (mod their count) CPU it may use now;
+ * k < 0: leave it free.  A failure only leaves it unbound. */
+static void pin_to(int k)
+{
+    cpu_set_t allowed, one;
+    if (k < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+        return;
+    int n = CPU_COUNT(&allowed);
+    if (n < 1)
+        return;
+    k %= n;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (CPU_ISSET(c, &allowed) && k-- == 0) {
+            CPU_ZERO(&one);
+            CPU_SET(c, &one);
+            (void)sched_setaffinity(0, sizeof one, &one);
+            return;
+        }
+    }
 }
 
 static void make_key(unsigned char *k, unsigned w, uint64_t i)
@@ -223,7 +252,7 @@ typedef int (*open_fn)(pf_dict **d, void *arg);
 /* Workers are forked processes.  They use the parent's handle d (inherited), or
  * open their own with open() (redis: one connection each). */
 static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uint64_t per,
-                     enum mode mode, struct result *out)
+                     enum mode mode, int pin, struct result *out)
 {
     struct pipes p[8];
     pid_t pids[8];
@@ -237,6 +266,7 @@ static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uin
         if (pids[w] < 0)
             return PF_ESYS;
         if (pids[w] == 0) {
+            pin_to(pin < 0 ? -1 : pin + (int)w);
             struct span s;
             memset(&s, 0, sizeof s);
             pf_dict *mine = d;
@@ -284,6 +314,7 @@ static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uin
 struct targ {
     pf_dict *d;
     unsigned w;
+    int cpu; /* pin_to's k */
     uint64_t per;
     struct tbar *bar;
     struct span sp;
@@ -292,18 +323,20 @@ struct targ {
 static void *thr_main(void *arg)
 {
     struct targ *t = arg;
+    pin_to(t->cpu);
     work(t->d, t->w, t->per, PLAIN, thr_go, t->bar, &t->sp);
     return NULL;
 }
 
-static int run_threads(pf_dict *d, unsigned workers, uint64_t per, struct result *out)
+static int run_threads(pf_dict *d, unsigned workers, uint64_t per, int pin, struct result *out)
 {
     struct tbar bar;
     pthread_barrier_init(&bar.b, NULL, workers);
     struct targ t[8];
     pthread_t th[8];
     for (unsigned w = 0; w < workers; w++) {
-        t[w] = (struct targ){.d = d, .w = w, .per = per, .bar = &bar};
+        t[w] = (struct targ){
+            .d = d, .w = w, .cpu = pin < 0 ? -1 : pin + (int)w, .per = per, .bar = &bar};
         pthread_create(&th[w], NULL, thr_main, &t[w]);
     }
     int rc = 0;
@@ -365,26 +398,28 @@ struct config {
 };
 
 /* One repetition of one configuration, on a fresh dict. */
-static int run_config(struct config *c, int rep, struct redis_arg *ra)
+static int run_config(struct config *c, int rep, struct redis_arg *ra, bool pin)
 {
     struct result r = {0};
     uint64_t per = c->n / c->workers;
     pf_dict *d = NULL;
+    /* One worker: a different core each repetition; two: one core each. */
+    int first = !pin ? -1 : c->workers == 1 ? rep : 0;
     int rc;
     if (!strcmp(c->what, "shm")) {
         rc = pf_dict_create_shm(&d, NULL, NULL);
         if (!rc)
-            rc = run_procs(d, NULL, NULL, c->workers, per, PLAIN, &r);
+            rc = run_procs(d, NULL, NULL, c->workers, per, PLAIN, first, &r);
     } else if (!strcmp(c->what, "local")) {
         rc = pf_dict_open_local(&d, NULL);
         if (!rc)
-            rc = run_threads(d, c->workers, per, &r);
+            rc = run_threads(d, c->workers, per, first, &r);
     } else {
         snprintf(ra->name, sizeof ra->name, "dict-bench-%d-%d", (int)getpid(), rep);
         rc = pf_dict_open_redis(&d, ra->host, ra->port, ra->name, NULL);
         if (!rc)
             rc = run_procs(NULL, open_redis, ra, c->workers, per,
-                           !strcmp(c->what, "redis_pipelined") ? PIPELINED : PLAIN, &r);
+                           !strcmp(c->what, "redis_pipelined") ? PIPELINED : PLAIN, -1, &r);
         if (d)
             pf_dict_clear(d);
     }
@@ -402,15 +437,17 @@ static int run_config(struct config *c, int rep, struct redis_arg *ra)
     return 0;
 }
 
-static void report(const struct config *c, int reps)
+static void report(const struct config *c, int reps, bool pin)
 {
     char anchor[64], metric[64], extra[128];
     const char *unit = !strcmp(c->what, "local") ? "thread" : "proc";
     uint64_t per = c->n / c->workers;
     snprintf(anchor, sizeof anchor, "dict_bench.%s", c->what);
     snprintf(extra, sizeof extra,
-             ", \"n\": %llu, \"workers\": %u, \"key_bytes\": %d, \"value_bytes\": %d",
-             (unsigned long long)per * c->workers, c->workers, KLEN, VLEN);
+             ", \"n\": %llu, \"workers\": %u, \"key_bytes\": %d, \"value_bytes\": %d, "
+             "\"pinned\": %s",
+             (unsigned long long)per * c->workers, c->workers, KLEN, VLEN,
+             pin && strncmp(c->what, "redis", 5) ? "true" : "false");
     snprintf(metric, sizeof metric, "set_throughput_%u%s", c->workers, unit);
     emit(anchor, metric, c->sets, reps, extra);
     snprintf(metric, sizeof metric, "get_throughput_%u%s", c->workers, unit);
@@ -431,9 +468,14 @@ int main(int argc, char **argv)
     uint64_t n = 2000000, n_redis = 200000, n_pipe = 2000000;
     int reps = 3;
     const char *only = "shm,local,redis";
+    bool pin = false;
     struct redis_arg ra = {.host = "127.0.0.1", .port = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--pin")) {
+            pin = true;
+            continue;
+        }
         if (!v)
             goto usage;
         if (!strcmp(a, "--n"))
@@ -479,13 +521,13 @@ int main(int argc, char **argv)
      * burst of load on this shared machine hits them all alike. */
     for (int rep = 0; rep < reps; rep++)
         for (int i = 0; i < nc; i++)
-            if (run_config(&cs[i], rep, &ra))
+            if (run_config(&cs[i], rep, &ra, pin))
                 return 1;
     for (int i = 0; i < nc; i++)
-        report(&cs[i], reps);
+        report(&cs[i], reps, pin);
     return 0;
 usage:
     fprintf(stderr, "usage: dict_bench [--n N] [--n-redis N] [--n-pipelined N] [--reps R] "
-                    "[--redis-host H] [--redis-port P] [--only shm,local,redis]\n");
+                    "[--redis-host H] [--redis-port P] [--only shm,local,redis] [--pin]\n");
     return 2;
 }

@@ -5,11 +5,18 @@
 #      processes and the local dict from threads (N = 200 000 and 2 000 000),
 #      and the redis backend plain and pipelined, against a private
 #      redis-server started here (no persistence, 127.0.0.1, free port);
+#      The shm and local runs are made twice: with the workers free, as a
+#      program would run them, and bound one per CPU (--pin; the single
+#      worker on each CPU in turn), which measures the dict rather than the
+#      scheduler's placement of the workers (see bench/dict_bench.c);
 #   2. ../shared/anchors/py_dict.py: Python's Manager().dict() and a dict
 #      behind a threading.Lock, on the same machine, right after;
-#   3. a Markdown table of the figures and their ratios to Manager().dict().
+#   3. ../shared/anchors/c_hash_ceiling.c (built here): a plain C hash table
+#      per process, nothing shared, with 1 and 2 processes: how far two
+#      memory-bound processes scale on this machine at this moment;
+#   4. a Markdown table of the figures and their ratios to Manager().dict().
 #
-# Usage:  sh bench/dict_bench.sh            (from the repository root; ~3 min)
+# Usage:  sh bench/dict_bench.sh            (from the repository root; ~4 min)
 # Environment:
 #   BUILD_DIR    build folder holding bench/dict_bench (default: build; built if missing)
 #   ANCHORS_DIR  the anchors (default: <repo>/../shared/anchors, else /work/shared/anchors)
@@ -66,6 +73,9 @@ bench="$build/bench/dict_bench"
 {
   "$bench" --only shm,local --reps "$reps" --n 200000
   "$bench" --only shm,local --reps "$reps" --n 2000000 | sed 's/"anchor": "dict_bench\./"anchor": "dict_bench_large./'
+  "$bench" --only shm,local --reps "$reps" --n 200000 --pin | sed 's/"anchor": "dict_bench\./"anchor": "dict_bench_pinned./'
+  "$bench" --only shm,local --reps "$reps" --n 2000000 --pin |
+    sed 's/"anchor": "dict_bench\./"anchor": "dict_bench_pinned_large./'
   if [ -n "$port" ]; then
     "$bench" --only redis --reps "$reps" --redis-port "$port" --n-redis 50000 --n-pipelined 1000000
   fi
@@ -77,13 +87,17 @@ if [ -n "$rpid" ]; then
 fi
 
 timeout 600 python3 "$anchors/py_dict.py" --reps 3 | tee "$out/py_dict.jsonl"
+cc -O2 -o "$tmp/c_hash_ceiling" "$anchors/c_hash_ceiling.c"
+for p in 1 2; do
+  "$tmp/c_hash_ceiling" --procs "$p" --ns 200000,2000000 --reps "$reps"
+done | tee "$out/c_hash_ceiling.jsonl"
 echo "load average after: $(load)" | tee -a "$out/load.txt"
 
 python3 - "$out" <<'EOF' | tee "$out/table.md"
 import json, os, statistics, sys
 out = sys.argv[1]
 rows = {}
-for name in ("dict_bench.jsonl", "py_dict.jsonl"):
+for name in ("dict_bench.jsonl", "py_dict.jsonl", "c_hash_ceiling.jsonl"):
     for line in open(os.path.join(out, name)):
         line = line.strip()
         if not line.startswith("{"):
@@ -107,7 +121,11 @@ print()
 print("| backend | workers | N | sets/s | gets/s | updates/s | sets vs Manager | gets vs Manager |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 order = [("dict_bench.shm", "proc", "shm dict, processes"), ("dict_bench.local", "thread", "local dict, threads"),
+         ("dict_bench_pinned.shm", "proc", "shm dict, processes, pinned"),
+         ("dict_bench_pinned.local", "thread", "local dict, threads, pinned"),
          ("dict_bench_large.shm", "proc", "shm dict, processes"), ("dict_bench_large.local", "thread", "local dict, threads"),
+         ("dict_bench_pinned_large.shm", "proc", "shm dict, processes, pinned"),
+         ("dict_bench_pinned_large.local", "thread", "local dict, threads, pinned"),
          ("dict_bench.redis", "proc", "redis, plain"), ("dict_bench.redis_pipelined", "proc", "redis, pipelined (batches of 1000)")]
 for anchor, unit, label in order:
     for w in (1, 2):
@@ -135,7 +153,7 @@ print("workers achieve while they hold a core, whatever else the machine runs.")
 print()
 print("| backend | workers | N | sets/s | gets/s | updates/s |")
 print("|---|---:|---:|---:|---:|---:|")
-for anchor, unit, label in order[:4]:
+for anchor, unit, label in order[:8]:
     for w in (1, 2):
         s = rows.get((anchor, "set_cpu_throughput_%d%s" % (w, unit)))
         if s:
@@ -147,7 +165,11 @@ print("then the median of the ratios within each repetition, whose 1- and 2-work
 print("back to back, so that slow swings of the machine's other load cancel):")
 print()
 for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_bench.local", "thread", "local, N = 200k"),
-                            ("dict_bench_large.shm", "proc", "shm, N = 2M"), ("dict_bench_large.local", "thread", "local, N = 2M")):
+                            ("dict_bench_pinned.shm", "proc", "shm, N = 200k, pinned"),
+                            ("dict_bench_pinned.local", "thread", "local, N = 200k, pinned"),
+                            ("dict_bench_large.shm", "proc", "shm, N = 2M"), ("dict_bench_large.local", "thread", "local, N = 2M"),
+                            ("dict_bench_pinned_large.shm", "proc", "shm, N = 2M, pinned"),
+                            ("dict_bench_pinned_large.local", "thread", "local, N = 2M, pinned")):
     parts = []
     for phase in ("set", "get", "update"):
         m1, m2 = "%s_throughput_1%s" % (phase, unit), "%s_throughput_2%s" % (phase, unit)
@@ -161,5 +183,14 @@ for anchor, unit, label in (("dict_bench.shm", "proc", "shm, N = 200k"), ("dict_
             parts.append("%ss %.2fx (%.2fx; %.2fx; %.2fx)" % (phase, b / a, v(anchor, m2, "max") / v(anchor, m1, "max"), c2 / c1, pm))
     if parts:
         print("- %s: %s" % (label, ", ".join(parts)))
+print()
+print("This machine's own scaling at the time (anchor c_hash_ceiling: one plain C hash table")
+print("per process, nothing shared, no growth, no locks), inserts/s, 1 and 2 processes:")
+print()
+for n, label in ((200000, "200k"), (2000000, "2M")):
+    a = v("c_hash_ceiling.1proc", "insert_per_s_n%d" % n)
+    b = v("c_hash_ceiling.2proc", "insert_per_s_n%d_2proc_aggregate" % n)
+    if a and b:
+        print("- N = %s: %s and %s = %.2fx" % (label, fmt(a), fmt(b), b / a))
 EOF
 echo "(JSON lines and the table are in $out)"
