@@ -627,7 +627,10 @@ TEST(http_multi_timed_out_connections_are_replaced)
     /* Had a replaced socket been left unwatched, every slot would time out
      * from its first time-out on. */
     ASSERT(timed_out > 0 && ok >= N / 2);
-    ASSERT(new_connections > 4); /* the timed-out ones were replaced */
+    /* Four first connections, then one more for each timed-out transfer that
+     * had a successor on its slot, and none besides: a kept-alive connection is
+     * reused, a timed-out one is replaced once. */
+    ASSERT(new_connections > 4 && new_connections <= 4 + timed_out);
     pf_server_stop(srv);
 }
 
