@@ -192,5 +192,29 @@ for n, label in ((200000, "200k"), (2000000, "2M")):
     b = v("c_hash_ceiling.2proc", "insert_per_s_n%d_2proc_aggregate" % n)
     if a and b:
         print("- N = %s: %s and %s = %.2fx" % (label, fmt(a), fmt(b), b / a))
+print()
+print("Against the targets (medians, workers free; shm dict from processes):")
+print()
+def verdict(ok):
+    return "met" if ok else "NOT met"
+for anchor, label in (("dict_bench.shm", "200k"), ("dict_bench_large.shm", "2M")):
+    s2, g2 = v(anchor, "set_throughput_2proc"), v(anchor, "get_throughput_2proc")
+    s1, g1 = v(anchor, "set_throughput_1proc"), v(anchor, "get_throughput_1proc")
+    u1, u2 = v(anchor, "update_throughput_1proc"), v(anchor, "update_throughput_2proc")
+    if not (s1 and s2 and g1 and g2 and u1 and u2):
+        continue
+    print("- N = %s: 2 processes >= 5 M sets/s: %s (%s); gets >= sets: %s; 2 vs 1 >= 1.6x: "
+          "sets %.2fx, gets %.2fx, updates %.2fx: %s"
+          % (label, fmt(s2), verdict(s2 >= 5e6), verdict(g1 >= s1 and g2 >= s2), s2 / s1, g2 / g1, u2 / u1,
+             verdict(min(s2 / s1, g2 / g1, u2 / u1) >= 1.6)))
+best = None
+for w in (1, 2):
+    p = v("dict_bench.redis_pipelined", "set_throughput_%dproc" % w)
+    if p and mgr[w]["set"]:
+        r = p / mgr[w]["set"]
+        best = r if best is None else min(best, r)
+if best is not None:
+    print("- redis pipelined >= 10x Manager().dict() (sets, 1 and 2 workers): %.0fx at least: %s"
+          % (best, verdict(best >= 10)))
 EOF
 echo "(JSON lines and the table are in $out)"
