@@ -775,11 +775,40 @@ static void finish_defaults(struct cmp_config *c, const struct seen *s)
     c->event_uses_workers = s->workers && !s->in_flight;
 }
 
+/* A file named by --csv, --json or --plot must be writable where it is
+ * named, checked before the run rather than found out after it: its folder
+ * exists and takes new files, and the name is not a folder. */
+static void check_output(const char *opt, const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (strlen(path) >= sizeof dir)
+        pf_cli_usage_error("compare: %s: the name '%.40s...' is too long", opt, path);
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct stat st;
+    if (access(dir, W_OK | X_OK) != 0)
+        pf_cli_usage_error("compare: %s: cannot write '%s': %s", opt, path, strerror(errno));
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        pf_cli_usage_error("compare: %s: '%s' is a folder", opt, path);
+}
+
 /* The output paths: explicit ones, or all four into the results folder. */
 static void output_paths(struct cmp_config *c)
 {
-    if (c->csv_path || c->json_path || c->plot_path)
+    if (c->csv_path || c->json_path || c->plot_path) {
+        if (c->csv_path)
+            check_output("--csv", c->csv_path);
+        if (c->json_path)
+            check_output("--json", c->json_path);
+        if (c->plot_path)
+            check_output("--plot", c->plot_path);
         return;
+    }
     if (make_dirs(c->out_dir) != 0)
         pf_cli_usage_error("compare: cannot create the results folder '%s': %s", c->out_dir,
                            strerror(errno));

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,13 +48,66 @@ static void csv_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* Results files are written whole or not at all: into a new file beside
+ * `path` (tmp gets its name), renamed over `path` by close_output.  A name
+ * that is a link or not a regular file (/dev/stdout, a pipe) is written in
+ * place (tmp is then ""): a rename would replace it.  NULL, with the reason
+ * printed, if the file cannot be made. */
+static FILE *open_output(const char *path, char *tmp, size_t cap)
+{
+    struct stat st;
+    tmp[0] = '\0';
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        FILE *f = fopen(path, "w");
+        if (!f)
+            fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
+        return f;
+    }
+    if ((size_t)snprintf(tmp, cap, "%s.XXXXXX", path) >= cap) {
+        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(ENAMETOOLONG));
+        return NULL;
+    }
+    int fd = mkstemp(tmp);
+    FILE *f = NULL;
+    if (fd >= 0) {
+        mode_t mask = umask(0); /* mkstemp makes 0600: give the usual mode instead */
+        umask(mask);
+        if (fchmod(fd, 0666 & ~mask) == 0)
+            f = fdopen(fd, "w");
+        if (!f) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            errno = e;
+        }
+    }
+    if (!f)
+        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
+    return f;
+}
+
+/* Close f (from open_output) and put it in place; on any error remove it and
+ * say why.  0 or -1. */
+static int close_output(FILE *f, const char *tmp, const char *path)
+{
+    errno = 0;
+    bool ok = !ferror(f);
+    ok = fclose(f) == 0 && ok;
+    if (ok && (!tmp[0] || rename(tmp, path) == 0))
+        return 0;
+    int e = errno ? errno : EIO;
+    if (tmp[0])
+        unlink(tmp);
+    fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(e));
+    return -1;
+}
+
 int cmp_write_csv(const struct cmp_config *c, const struct cmp_results *res, const char *path)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
+    char tmp[4200];
+    FILE *f = open_output(path, tmp, sizeof tmp);
+    if (!f)
         return -1;
-    }
     if (c->workload == CMP_HTTP)
         fputs("executor,workers,requests,latency_ms,wall_s,requests_per_s,p50_ms,p99_ms,errors,"
               "ideal_s,efficiency,cores,os\n",
@@ -89,11 +143,7 @@ int cmp_write_csv(const struct cmp_config *c, const struct cmp_results *res, con
         csv_str(f, res->os);
         fputc('\n', f);
     }
-    if (fclose(f) != 0) {
-        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return close_output(f, tmp, path);
 }
 
 /* --- JSON ---------------------------------------------------------------- */
@@ -228,13 +278,24 @@ int cmp_write_json(const struct cmp_config *c, const struct cmp_results *res, co
     json_object_set_new(fail, "reasons", reasons);
     json_object_set_new(fail, "other", json_integer((json_int_t)res->other_failures));
     json_object_set_new(root, "failures", fail);
-    int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
-    json_decref(root);
-    if (rc != 0) {
-        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
+    char tmp[4200];
+    FILE *f = open_output(path, tmp, sizeof tmp);
+    if (!f) {
+        json_decref(root);
         return -1;
     }
-    return 0;
+    errno = 0;
+    int rc = json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
+    json_decref(root);
+    if (rc != 0) {
+        int e = errno ? errno : EIO;
+        fclose(f);
+        if (tmp[0])
+            unlink(tmp);
+        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(e));
+        return -1;
+    }
+    return close_output(f, tmp, path);
 }
 
 /* --- plots --------------------------------------------------------------- */

@@ -415,6 +415,8 @@ TEST(compare_bad_input_exits_2_with_one_line)
         {"pfor", "compare", "--workload", "cpu", "--executors", "event", NULL},
         {"pfor", "compare", "--plot", "graph.txt", NULL},
         {"pfor", "compare", "--timeout", "0", NULL},
+        {"pfor", "compare", "--json", "/nonexistent-pfor-folder/r.json", NULL},
+        {"pfor", "compare", "--csv", "/", NULL},
         {"pfor", "compare", "--port", NULL},
         {"pfor", "compare", "--port", port_s, "--sizes", "5", "--json", "/dev/null", NULL},
     };
