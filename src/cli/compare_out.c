@@ -63,26 +63,27 @@ static FILE *open_output(const char *path, char *tmp, size_t cap)
             fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
         return f;
     }
-    if ((size_t)snprintf(tmp, cap, "%s.XXXXXX", path) >= cap) {
-        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(ENAMETOOLONG));
-        return NULL;
+    /* A new name of our own (O_EXCL: never an existing file or link); the
+     * mode is 0666 less the umask, as for any file this command writes. */
+    int fd = -1;
+    for (int i = 0; fd < 0 && i < 100; i++) {
+        if ((size_t)snprintf(tmp, cap, "%s.%ld-%d.tmp", path, (long)getpid(), i) >= cap) {
+            errno = ENAMETOOLONG;
+            break;
+        }
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
     }
-    int fd = mkstemp(tmp);
-    FILE *f = NULL;
-    if (fd >= 0) {
-        mode_t mask = umask(0); /* mkstemp makes 0600: give the usual mode instead */
-        umask(mask);
-        if (fchmod(fd, 0666 & ~mask) == 0)
-            f = fdopen(fd, "w");
-        if (!f) {
-            int e = errno;
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        int e = errno;
+        if (fd >= 0) {
             close(fd);
             unlink(tmp);
-            errno = e;
         }
+        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(e));
     }
-    if (!f)
-        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
     return f;
 }
 
