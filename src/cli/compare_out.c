@@ -525,11 +525,15 @@ static void write_cpu_plot(FILE *f, const struct cmp_config *c, const struct cmp
     fputs("\nunset multiplot\n", f);
 }
 
+/* The script's variables holding its two output names. */
+static const char *const out_vars[2] = {"out_svg", "out_png"};
+
 /* Write the script: data once, then one plot per output. */
 static int write_script(const char *path, const struct cmp_config *c, const struct cmp_results *res,
                         const char *svg, const char *png, const char *png_terminal)
 {
-    FILE *f = fopen(path, "w");
+    char tmp[4200];
+    FILE *f = open_output(path, tmp, sizeof tmp);
     if (!f)
         return -1;
     struct series ss[64];
@@ -552,27 +556,42 @@ static int write_script(const char *path, const struct cmp_config *c, const stru
                     "set terminal %s size 1200,768 enhanced font 'Sans,12' "
                     "background rgb 'white'\n",
                     png_terminal);
-        fputs("set output ", f);
+        /* `gnuplot -e "out_svg='...'"` redirects it (see cmp_plot); run
+         * plainly, the script draws to the names given. */
+        fprintf(f, "if (!exists(\"%s\")) %s = ", out_vars[k], out_vars[k]);
         gp_str(f, outs[k]);
-        fputc('\n', f);
+        fprintf(f, "\nset output %s\n", out_vars[k]);
         if (c->workload == CMP_HTTP)
             write_http_plot(f, c, res, ss, n_ss);
         else
             write_cpu_plot(f, c, res, ss, n_ss);
         fputs("set output\nreset\n", f);
     }
-    return fclose(f) == 0 ? 0 : -1;
+    return close_output(f, tmp, path);
 }
 
-/* Run `gnuplot script`, its stderr into errpath.  Exit status, or -1 if it
- * could not be started. */
-static int run_gnuplot(const char *script, const char *errpath)
+/* Append `name='value'; ` (gnuplot quoting) to buf. */
+static void gp_assign(char *buf, size_t size, const char *name, const char *value)
+{
+    size_t n = strlen(buf);
+    n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s='", name);
+    for (; *value && n + 4 < size; value++) {
+        if (*value == '\'')
+            buf[n++] = '\'';
+        buf[n++] = *value;
+    }
+    snprintf(buf + n, n < size ? size - n : 0, "'; ");
+}
+
+/* Run `gnuplot -e SETS script`, its stderr into errpath.  Exit status, or -1
+ * if it could not be started. */
+static int run_gnuplot(const char *script, const char *sets, const char *errpath)
 {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    char *argv[] = {"gnuplot", (char *)script, NULL};
+    char *argv[] = {"gnuplot", "-e", (char *)sets, (char *)script, NULL};
     pid_t pid;
     int rc = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -625,14 +644,29 @@ int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const ch
         return -1;
     }
     close(efd);
+    /* gnuplot draws into new names beside the plots, renamed into place
+     * once it succeeded: a failed or interrupted run leaves no half image.
+     * A name that is a link or a device is drawn to in place. */
+    const char *outs[2] = {svg, png};
+    char tmps[2][4200], sets[9000] = "";
+    for (int k = 0; k < 2; k++) {
+        struct stat st;
+        tmps[k][0] = '\0';
+        if (!outs[k] || (lstat(outs[k], &st) == 0 && !S_ISREG(st.st_mode)))
+            continue;
+        if ((size_t)snprintf(tmps[k], sizeof tmps[k], "%s.%ld.tmp", outs[k], (long)getpid()) >=
+            sizeof tmps[k]) {
+            tmps[k][0] = '\0';
+            continue;
+        }
+        gp_assign(sets, sizeof sets, out_vars[k], tmps[k]);
+    }
     int rc = -1;
     const char *terms[] = {"pngcairo", "png"};
     for (int t = 0; t < 2; t++) {
-        if (write_script(script, c, res, svg, png, terms[t]) != 0) {
-            fprintf(stderr, "pfor: compare: cannot write %s: %s\n", script, strerror(errno));
-            break;
-        }
-        rc = run_gnuplot(script, errpath);
+        if (write_script(script, c, res, svg, png, terms[t]) != 0)
+            break; /* said why */
+        rc = run_gnuplot(script, sets, errpath);
         if (rc == -1) {
             fprintf(stderr, "pfor: compare: cannot run gnuplot (install gnuplot-nox); no plot "
                             "drawn\n");
@@ -647,5 +681,16 @@ int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const ch
         fprintf(stderr, "pfor: compare: gnuplot failed (status %d): %s\n", rc, why);
     }
     unlink(errpath);
+    for (int k = 0; k < 2; k++) {
+        if (!tmps[k][0])
+            continue;
+        if (rc == 0 && rename(tmps[k], outs[k]) == 0)
+            continue;
+        if (rc == 0) {
+            fprintf(stderr, "pfor: compare: cannot write %s: %s\n", outs[k], strerror(errno));
+            rc = -1;
+        }
+        unlink(tmps[k]);
+    }
     return rc == 0 ? 0 : -1;
 }
