@@ -7,6 +7,7 @@
  * Assertions are on behaviour (fields, counts, statuses), never on speed.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
@@ -389,6 +390,69 @@ TEST(compare_unreachable_url_fails_every_request_with_a_summary)
     ASSERT_EQ(json_array_size(json_object_get(j, "results")), 0); /* nothing measured */
     json_decref(j);
     rm_dir(dir);
+}
+
+/* Entries of dir other than "." and "..". */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ASSERT(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* A gnuplot that fails half way through its image (here a stand-in first
+ * on PATH: it writes part of the file it is told to, then exits 1) leaves
+ * no image behind, and CSV/JSON runs leave no temporary files. */
+TEST(compare_failed_plot_leaves_no_half_image)
+{
+    char bin[64], out[64];
+    make_dir(bin, sizeof bin);
+    make_dir(out, sizeof out);
+    char fake[128];
+    snprintf(fake, sizeof fake, "%s/gnuplot", bin);
+    FILE *f = fopen(fake, "w");
+    ASSERT(f != NULL);
+    /* Its target: the -e assignment (`out_svg='...'; ` is sh too), else the
+     * name the script sets. */
+    fputs("#!/bin/sh\n"
+          "if [ \"$1\" = -e ]; then eval \"$2\"; shift 2; fi\n"
+          "[ -n \"$out_svg\" ] || out_svg=$(sed -n \"s/^set output '\\(.*\\)'$/\\1/p;"
+          "s/^if (!exists(.out_svg.)) out_svg = '\\(.*\\)'$/\\1/p\" \"$1\" | head -n 1)\n"
+          "echo '<svg half' > \"$out_svg\"\n"
+          "exit 1\n",
+          f);
+    ASSERT(fclose(f) == 0 && chmod(fake, 0755) == 0);
+    char svg[128], json[128], path[8192];
+    snprintf(svg, sizeof svg, "%s/r.svg", out);
+    snprintf(json, sizeof json, "%s/r.json", out);
+    const char *old = getenv("PATH");
+    char *saved = old ? strdup(old) : NULL;
+    snprintf(path, sizeof path, "%s:%s", bin, old ? old : "/usr/bin:/bin");
+    setenv("PATH", path, 1);
+    char *argv[] = {"pfor",   "compare", "--sizes", "5",  "--executors", "threads",
+                    "--plot", svg,       "--json",  json, NULL};
+    struct run r;
+    run_pfor(argv, 60, &r);
+    if (saved) {
+        setenv("PATH", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("PATH");
+    }
+    ASSERT_EQ(r.status, 1); /* a plot asked for by name was not drawn */
+    ASSERT(strstr(r.err, "gnuplot failed") != NULL);
+    ASSERT(access(svg, F_OK) != 0 && errno == ENOENT);
+    /* What is left: the whole JSON and the script, nothing half written. */
+    json_t *j = load_json(json);
+    json_decref(j);
+    ASSERT_EQ(count_entries(out), 2); /* r.json, r.gp */
+    rm_dir(out);
+    rm_dir(bin);
 }
 
 TEST(compare_bad_input_exits_2_with_one_line)
