@@ -63,17 +63,18 @@ static double cpu_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Bind the calling thread to the k-th (mod their count) CPU it may use now;
- * k < 0: leave it free.  A failure only leaves it unbound. */
-static void pin_to(int k)
+/* Bind the calling thread, worker w of a run, to the (first + w)-th (mod
+ * their count) CPU it may use now; first < 0: leave it free.  A failure only
+ * leaves it unbound. */
+static void pin_to(int first, unsigned w)
 {
     cpu_set_t allowed, one;
-    if (k < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+    if (first < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0)
         return;
     int n = CPU_COUNT(&allowed);
     if (n < 1)
         return;
-    k %= n;
+    int k = (first + (int)w) % n;
     for (int c = 0; c < CPU_SETSIZE; c++) {
         if (CPU_ISSET(c, &allowed) && k-- == 0) {
             CPU_ZERO(&one);
@@ -252,7 +253,7 @@ typedef int (*open_fn)(pf_dict **d, void *arg);
 /* Workers are forked processes.  They use the parent's handle d (inherited), or
  * open their own with open() (redis: one connection each). */
 static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uint64_t per,
-                     enum mode mode, int pin, struct result *out)
+                     enum mode mode, int first_cpu, struct result *out)
 {
     struct pipes p[8];
     pid_t pids[8];
@@ -266,7 +267,7 @@ static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uin
         if (pids[w] < 0)
             return PF_ESYS;
         if (pids[w] == 0) {
-            pin_to(pin < 0 ? -1 : pin + (int)w);
+            pin_to(first_cpu, w);
             struct span s;
             memset(&s, 0, sizeof s);
             pf_dict *mine = d;
@@ -314,7 +315,7 @@ static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uin
 struct targ {
     pf_dict *d;
     unsigned w;
-    int cpu; /* pin_to's k */
+    int first_cpu; /* pin_to's first */
     uint64_t per;
     struct tbar *bar;
     struct span sp;
@@ -323,20 +324,20 @@ struct targ {
 static void *thr_main(void *arg)
 {
     struct targ *t = arg;
-    pin_to(t->cpu);
+    pin_to(t->first_cpu, t->w);
     work(t->d, t->w, t->per, PLAIN, thr_go, t->bar, &t->sp);
     return NULL;
 }
 
-static int run_threads(pf_dict *d, unsigned workers, uint64_t per, int pin, struct result *out)
+static int run_threads(pf_dict *d, unsigned workers, uint64_t per, int first_cpu,
+                       struct result *out)
 {
     struct tbar bar;
     pthread_barrier_init(&bar.b, NULL, workers);
     struct targ t[8];
     pthread_t th[8];
     for (unsigned w = 0; w < workers; w++) {
-        t[w] = (struct targ){
-            .d = d, .w = w, .cpu = pin < 0 ? -1 : pin + (int)w, .per = per, .bar = &bar};
+        t[w] = (struct targ){.d = d, .w = w, .first_cpu = first_cpu, .per = per, .bar = &bar};
         pthread_create(&th[w], NULL, thr_main, &t[w]);
     }
     int rc = 0;

@@ -48,51 +48,52 @@ static void csv_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* Results files are written whole or not at all: into a new file beside
- * `path` (tmp gets its name), renamed over `path` by close_output.  A name
- * that is a link or not a regular file (/dev/stdout, a pipe) is written in
- * place (tmp is then ""): a rename would replace it.  NULL, with the reason
- * printed, if the file cannot be made. */
-static FILE *open_output(const char *path, char *tmp, size_t cap)
+/* Results files are written whole or not at all: under a new name beside
+ * them, renamed into place once complete.  That name for `path`, into tmp;
+ * false (tmp "") when `path` is written in place instead: it is a link or
+ * not a regular file (/dev/stdout, a pipe), which a rename would replace, or
+ * the new name would not fit. */
+static bool temp_beside(const char *path, char *tmp, size_t cap)
 {
     struct stat st;
     tmp[0] = '\0';
-    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        FILE *f = fopen(path, "w");
-        if (!f)
-            fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
-        return f;
-    }
-    /* A new name of our own (O_EXCL: never an existing file or link); the
-     * mode is 0666 less the umask, as for any file this command writes. */
-    int fd = -1;
-    for (int i = 0; fd < 0 && i < 100; i++) {
-        if ((size_t)snprintf(tmp, cap, "%s.%ld-%d.tmp", path, (long)getpid(), i) >= cap) {
-            errno = ENAMETOOLONG;
-            break;
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        int e = errno;
-        if (fd >= 0) {
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return false;
+    if ((size_t)snprintf(tmp, cap, "%s.%ld.tmp", path, (long)getpid()) < cap)
+        return true;
+    tmp[0] = '\0';
+    return false;
+}
+
+/* Open `path` for writing as temp_beside says (tmp gets the new name, or ""):
+ * the new file with mode 0666 less the umask, never through a link.  NULL,
+ * with the reason printed, if it cannot be made. */
+static FILE *open_output(const char *path, char *tmp, size_t cap)
+{
+    FILE *f;
+    if (!temp_beside(path, tmp, cap)) {
+        f = fopen(path, "w");
+    } else {
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+        f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!f && fd >= 0) {
+            int e = errno;
             close(fd);
             unlink(tmp);
+            errno = e;
         }
-        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(e));
     }
+    if (!f)
+        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(errno));
     return f;
 }
 
-/* Close f (from open_output) and put it in place; on any error remove it and
- * say why.  0 or -1. */
-static int close_output(FILE *f, const char *tmp, const char *path)
+/* Close f (from open_output) and, if everything was written (`ok`, and no
+ * stream error), put it in place; otherwise remove it and say why.  0 or -1. */
+static int close_output(FILE *f, const char *tmp, const char *path, bool ok)
 {
     errno = 0;
-    bool ok = !ferror(f);
+    ok = ok && !ferror(f);
     ok = fclose(f) == 0 && ok;
     if (ok && (!tmp[0] || rename(tmp, path) == 0))
         return 0;
@@ -144,7 +145,7 @@ int cmp_write_csv(const struct cmp_config *c, const struct cmp_results *res, con
         csv_str(f, res->os);
         fputc('\n', f);
     }
-    return close_output(f, tmp, path);
+    return close_output(f, tmp, path, true);
 }
 
 /* --- JSON ---------------------------------------------------------------- */
@@ -285,18 +286,9 @@ int cmp_write_json(const struct cmp_config *c, const struct cmp_results *res, co
         json_decref(root);
         return -1;
     }
-    errno = 0;
     int rc = json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
     json_decref(root);
-    if (rc != 0) {
-        int e = errno ? errno : EIO;
-        fclose(f);
-        if (tmp[0])
-            unlink(tmp);
-        fprintf(stderr, "pfor: compare: cannot write %s: %s\n", path, strerror(e));
-        return -1;
-    }
-    return close_output(f, tmp, path);
+    return close_output(f, tmp, path, rc == 0);
 }
 
 /* --- plots --------------------------------------------------------------- */
@@ -567,7 +559,7 @@ static int write_script(const char *path, const struct cmp_config *c, const stru
             write_cpu_plot(f, c, res, ss, n_ss);
         fputs("set output\nreset\n", f);
     }
-    return close_output(f, tmp, path);
+    return close_output(f, tmp, path, true);
 }
 
 /* Append `name='value'; ` (gnuplot quoting) to buf. */
@@ -650,16 +642,9 @@ int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const ch
     const char *outs[2] = {svg, png};
     char tmps[2][4200], sets[9000] = "";
     for (int k = 0; k < 2; k++) {
-        struct stat st;
         tmps[k][0] = '\0';
-        if (!outs[k] || (lstat(outs[k], &st) == 0 && !S_ISREG(st.st_mode)))
-            continue;
-        if ((size_t)snprintf(tmps[k], sizeof tmps[k], "%s.%ld.tmp", outs[k], (long)getpid()) >=
-            sizeof tmps[k]) {
-            tmps[k][0] = '\0';
-            continue;
-        }
-        gp_assign(sets, sizeof sets, out_vars[k], tmps[k]);
+        if (outs[k] && temp_beside(outs[k], tmps[k], sizeof tmps[k]))
+            gp_assign(sets, sizeof sets, out_vars[k], tmps[k]);
     }
     int rc = -1;
     const char *terms[] = {"pngcairo", "png"};
