@@ -201,7 +201,7 @@ typedef int (*pf_dict_update_cb)(void *arg, const void *old, size_t old_len, con
                                  size_t *new_len);
 /* Run fn on the key's value and apply its answer atomically.  On local and shm
  * dicts fn runs once, under the key's stripe lock: it must be short and must not
- * call any pf_dict function (that may deadlock).  On redis it runs in this process
+ * call any pf_dict function nor fork (either may deadlock).  On redis it runs in this process
  * inside WATCH/MULTI/EXEC and may run again when another client changed the hash
  * meanwhile (PF_EBUSY after 1000 tries): it must have no side effects. */
 PF_EXTERN int pf_dict_update_fn(pf_dict *d, const void *key, size_t klen, pf_dict_update_cb fn,

@@ -11,9 +11,10 @@
  * costs a lookup; a cached handle whose dict its owner destroyed is dropped once
  * no caller holds it.
  *
- * Fork: g_mu is taken around fork() (pthread_atfork) so a child never inherits
- * it locked; the child's copies of shm handles stay valid (the mapping is
- * inherited), redis handles reconnect (their socket is the parent's).
+ * Fork: g_mu is taken and every local dict frozen around fork()
+ * (pthread_atfork) so a child never inherits a lock held, nor a local dict with
+ * an operation half done; the child's copies of shm handles stay valid (the
+ * mapping is inherited), redis handles reconnect (their socket is the parent's).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -67,20 +68,30 @@ struct cache_ent {
 static struct cache_ent *g_cache;   /* g_mu */
 static size_t g_ncache, g_capcache; /* g_mu */
 
+/* Around fork(): g_mu, then every local dict (registered under g_mu, alive
+ * while registered) frozen, so that the child's private copies hold no
+ * half-done operation (see pf__eng_fork_freeze).  Engine operations never take
+ * g_mu, so holding it while waiting for them cannot deadlock. */
 static void fork_prepare(void)
 {
     pthread_mutex_lock(&g_mu);
+    for (size_t i = 0; i < g_nlocal; i++)
+        pf__eng_fork_freeze(pf__dict_engine(g_local[i].d));
 }
 
 static void fork_parent(void)
 {
+    for (size_t i = g_nlocal; i-- > 0;)
+        pf__eng_fork_thaw(pf__dict_engine(g_local[i].d));
     pthread_mutex_unlock(&g_mu);
 }
 
 static void fork_child(void)
 {
-    /* One thread here, the one that took g_mu in fork_prepare (a normal
-     * mutex: its unlock in the child is fine). */
+    /* One thread here, the one that took the locks in fork_prepare (normal
+     * mutexes: their unlock in the child is fine). */
+    for (size_t i = g_nlocal; i-- > 0;)
+        pf__eng_fork_thaw(pf__dict_engine(g_local[i].d));
     pf__dict_redis_atfork_child();
     pf__eng_atfork_child();
     pthread_mutex_unlock(&g_mu);
@@ -346,7 +357,8 @@ int pf_dict_open_redis(pf_dict **out, const char *host, int port, const char *na
     *out = NULL;
     if (!host || !name || !*host || !*name || strlen(host) > PF_DICT_MAX_HOST ||
         strlen(name) > PF_DICT_MAX_NAME || (host[0] != '/' && (port <= 0 || port > 65535)) ||
-        (opts && (opts->timeout < 0 || (opts->password && strlen(opts->password) > 128))))
+        (opts &&
+         (!pf__dict_timeout_ok(opts->timeout) || (opts->password && strlen(opts->password) > 128))))
         return PF_EINVAL;
     pthread_once(&g_once, once_init);
     return pf__dict_redis_open(out, host, port, name, opts);

@@ -298,6 +298,41 @@ static inline bool in_arena(const pf__eng *e, uint64_t size, uint64_t off, uint6
     return off >= e->arena_off && (off & 15) == 0 && off <= size && n <= size - off;
 }
 
+/* The table (tab, cap) of a stripe is whole: a power-of-two capacity in range,
+ * its slots inside the arena.  tab == 0 with cap == 0 is "no table yet". */
+static inline bool table_ok(const pf__eng *e, uint64_t size, uint64_t tab, uint64_t cap)
+{
+    if (tab == 0)
+        return cap == 0;
+    return cap >= MIN_CAP && cap <= MAX_CAP && (cap & (cap - 1)) == 0 &&
+           in_arena(e, size, tab, BLK_HDR + cap * 8);
+}
+
+/* The class field of block b (its header inside the arena), or NCLASSES if it
+ * names no class or the class's size does not fit. */
+static inline unsigned block_class(const pf__eng *e, uint64_t size, uint64_t b)
+{
+    if (!in_arena(e, size, b, BLK_HDR))
+        return NCLASSES;
+    unsigned c = (unsigned)((ld(word(e, b + 8)) >> 32) & 0xff);
+    return c < NCLASSES && in_arena(e, size, b, class_size(c)) ? c : NCLASSES;
+}
+
+/* The entry block b a slot points to is whole: inside the arena, its key and
+ * value within the limits and within its class.  Fills *klen, *vlen, *cls. */
+static inline bool entry_ok(const pf__eng *e, uint64_t size, uint64_t b, uint64_t *klen,
+                            uint64_t *vlen, unsigned *cls)
+{
+    *cls = block_class(e, size, b);
+    if (*cls == NCLASSES)
+        return false;
+    uint64_t w0 = ld(word(e, b));
+    *klen = w0 & 0xffffffffull;
+    *vlen = w0 >> 32;
+    return *klen <= PF_DICT_MAX_KEY && *vlen <= PF_DICT_MAX_VALUE &&
+           entry_size(*klen, *vlen) <= class_size(*cls);
+}
+
 /* Make this process's view of the region cover `size` bytes.  The reservation
  * is PROT_NONE past what this process has seen backed, so nothing (a debugger,
  * valgrind's leak scan, a stray pointer) can touch pages of the file that do not
@@ -318,11 +353,20 @@ static bool map_upto(pf__eng *e, uint64_t size)
 
 /* The published backed size, with this process's view covering it.  Every
  * offset is checked against this before it is followed. */
+static int mark_corrupt(pf__eng *e);
+
 static inline uint64_t cur_size(pf__eng *e)
 {
     uint64_t s = __atomic_load_n(&e->h->size, __ATOMIC_ACQUIRE);
-    if (__builtin_expect(s > __atomic_load_n(&e->mapped, __ATOMIC_ACQUIRE), 0) && !map_upto(e, s))
-        return __atomic_load_n(&e->mapped, __ATOMIC_ACQUIRE); /* use what we can see */
+    if (__builtin_expect(s > __atomic_load_n(&e->mapped, __ATOMIC_ACQUIRE), 0)) {
+        /* size only grows up to max_bytes, our reservation: a bigger one is a
+         * scribble, and mprotect past the reservation would change whatever
+         * mapping lies after it. */
+        if (s > e->max_bytes)
+            mark_corrupt(e);
+        if (s > e->max_bytes || !map_upto(e, s))
+            return __atomic_load_n(&e->mapped, __ATOMIC_ACQUIRE); /* use what we can see */
+    }
     return s;
 }
 
@@ -498,9 +542,20 @@ static int lock_mutex(pf__eng *e, pthread_mutex_t *m, struct pf__eng_stripe *st)
     return 0;
 }
 
-static inline int stripe_lock(pf__eng *e, struct pf__eng_stripe *st)
+/* A local engine is frozen around fork() (pf__eng_fork_freeze): a stripe's
+ * new holder lets go and waits until it thaws.  The flag is read under the
+ * stripe lock, whose acquisition orders it after the freezer's pass over that
+ * stripe (see pf__eng_fork_freeze); shm engines are never frozen. */
+static int stripe_lock(pf__eng *e, struct pf__eng_stripe *st)
 {
-    return lock_mutex(e, &st->mu, st);
+    for (;;) {
+        int rc = lock_mutex(e, &st->mu, st);
+        if (rc || e->pshared || !__atomic_load_n(&e->frozen, __ATOMIC_RELAXED))
+            return rc;
+        PF__CHECK(pthread_mutex_unlock(&st->mu) == 0);
+        while (__atomic_load_n(&e->frozen, __ATOMIC_ACQUIRE))
+            nanosleep(&(struct timespec){0, 100 * 1000}, NULL); /* a fork lasts ~ms */
+    }
 }
 
 static inline void stripe_unlock(struct pf__eng_stripe *st)
@@ -689,6 +744,10 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
         return rc;
     struct pf__eng_hdr *h = e->h;
     uint64_t top = h->top;
+    if (top < e->arena_off || (top & 15) || top > cur_size(e)) {
+        rc = mark_corrupt(e); /* handing out [top, ..) would overwrite what is below */
+        goto out;
+    }
     /* A quarter of what the stripe owns (4 KiB .. 1 MiB): a small dict stays
      * small, and once a stripe owns 16 KiB its last chunk's unused tail stays
      * under a fifth.  Whole pages (below the cap): a fresh page then belongs
@@ -785,6 +844,8 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
     } else {
         /* From the bump chunk: until the commit moves chunk_cur the block is
          * unallocated space, so a death before it needs no undo and no note. */
+        if (st->lane[l].chunk_cur > st->lane[l].chunk_end)
+            return mark_corrupt(e);
         if (st->lane[l].chunk_end - st->lane[l].chunk_cur < n &&
             !recycle_chunk_locked(e, st, n, l)) {
             int rc = grab_locked(e, st, n, c, false, l);
@@ -792,6 +853,8 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
                 return rc;
         }
         b = st->lane[l].chunk_cur;
+        if (!in_arena(e, cur_size(e), b, n))
+            return mark_corrupt(e); /* a scribbled chunk: never write through it */
         tx_put(t, OFF(e, &st->lane[l].chunk_cur), b + n);
     }
     *out = b;
@@ -817,11 +880,10 @@ static int probe(const pf__eng *e, uint64_t size, uint64_t tab, uint64_t cap, ui
     uint64_t first_free = UINT64_MAX;
     if (ins)
         *ins = UINT64_MAX;
-    if (tab == 0)
-        return cap == 0 ? P_MISS : P_TORN;
-    if (cap < MIN_CAP || cap > MAX_CAP || (cap & (cap - 1)) ||
-        !in_arena(e, size, tab, BLK_HDR + cap * 8))
+    if (!table_ok(e, size, tab, cap))
         return P_TORN;
+    if (tab == 0)
+        return P_MISS;
     const uint64_t *slots = word(e, tab + BLK_HDR);
     uint64_t mask = cap - 1, j = tag & mask;
     for (uint64_t i = 0; i < cap; i++, j = (j + 1) & mask) {
@@ -838,14 +900,9 @@ static int probe(const pf__eng *e, uint64_t size, uint64_t tab, uint64_t cap, ui
         }
         if ((uint32_t)(w >> 32) != tag)
             continue;
-        uint64_t b = (w & 0xffffffffull) << 4;
-        if (!in_arena(e, size, b, BLK_HDR))
-            return P_TORN;
-        uint64_t w0 = ld(word(e, b)), w1 = ld(word(e, b + 8));
-        uint64_t bk = w0 & 0xffffffffull, bv = w0 >> 32;
-        unsigned cls = (unsigned)((w1 >> 32) & 0xff);
-        if (cls >= NCLASSES || bk > PF_DICT_MAX_KEY || bv > PF_DICT_MAX_VALUE ||
-            entry_size(bk, bv) > class_size(cls) || !in_arena(e, size, b, class_size(cls)))
+        uint64_t b = (w & 0xffffffffull) << 4, bk, bv;
+        unsigned cls;
+        if (!entry_ok(e, size, b, &bk, &bv, &cls))
             return P_TORN;
         if (bk != klen || !shm_equal(word(e, b + BLK_HDR), key, klen))
             continue;
@@ -946,6 +1003,11 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     int c = class_of(BLK_HDR + newcap * 8);
     if (c < 0 || newcap > MAX_CAP)
         return PF_ENOSPC;
+    /* The old table passed probe(); its class is about to pick a free list. */
+    uint64_t old = st->table, oldcap = st->cap, mask = newcap - 1;
+    unsigned oldcls = old ? block_class(e, cur_size(e), old) : 0;
+    if (oldcls == NCLASSES)
+        return mark_corrupt(e);
     struct eng_tx *t = tx_begin(stripe_tx(e, st));
     uint64_t b;
     int rc = reserve_locked(e, st, (unsigned)c, t, &b);
@@ -956,7 +1018,6 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     uint64_t *ns = word(e, b + BLK_HDR);
     for (uint64_t i = 0; i < newcap; i++)
         st_(&ns[i], SLOT_EMPTY);
-    uint64_t old = st->table, oldcap = st->cap, mask = newcap - 1;
     for (uint64_t i = 0; i < oldcap; i++) {
         uint64_t w = ld(word(e, slot_off(old, i)));
         if (w == SLOT_EMPTY || w == SLOT_TOMB)
@@ -971,7 +1032,7 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     tx_put(t, OFF(e, &st->cap), newcap);
     tx_put(t, OFF(e, &st->tombs), 0);
     if (old)
-        tx_free(e, st, t, old, (unsigned)((ld(word(e, old + 8)) >> 32) & 0xff));
+        tx_free(e, st, t, old, oldcls);
     publish(e, st, t);
     return 0;
 }
@@ -1092,30 +1153,41 @@ size_t pf__eng_len(pf__eng *e)
 }
 
 /* Free every entry and the table of a stripe, one commit per entry so that a
- * kill leaves a whole (partly cleared) stripe. */
-static void clear_locked(pf__eng *e, struct pf__eng_stripe *st)
+ * kill leaves a whole (partly cleared) stripe.  Everything is checked before
+ * it is freed: a block that is not whole stops the clear (PF_ECORRUPT) before
+ * its class picks a free list. */
+static int clear_locked(pf__eng *e, struct pf__eng_stripe *st)
 {
-    uint64_t tab = st->table, cap = st->cap;
+    uint64_t tab = st->table, cap = st->cap, size = cur_size(e);
+    if (!table_ok(e, size, tab, cap))
+        return mark_corrupt(e);
+    unsigned tcls = tab ? block_class(e, size, tab) : 0;
+    if (tcls == NCLASSES)
+        return mark_corrupt(e);
     if (!tab)
-        return;
+        return 0;
     for (uint64_t i = 0; i < cap; i++) {
         uint64_t w = ld(word(e, slot_off(tab, i)));
         if (w == SLOT_EMPTY || w == SLOT_TOMB)
             continue;
-        uint64_t b = (w & 0xffffffffull) << 4;
+        uint64_t b = (w & 0xffffffffull) << 4, klen, vlen;
+        unsigned c;
+        if (!entry_ok(e, size, b, &klen, &vlen, &c))
+            return mark_corrupt(e);
         struct eng_tx *t = tx_begin(stripe_tx(e, st));
         tx_put(t, slot_off(tab, i), SLOT_TOMB);
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
-        tx_free(e, st, t, b, (unsigned)((ld(word(e, b + 8)) >> 32) & 0xff));
+        tx_free(e, st, t, b, c);
         publish(e, st, t);
     }
     struct eng_tx *t = tx_begin(stripe_tx(e, st));
     tx_put(t, OFF(e, &st->table), 0);
     tx_put(t, OFF(e, &st->cap), 0);
     tx_put(t, OFF(e, &st->tombs), 0);
-    tx_free(e, st, t, tab, (unsigned)((ld(word(e, tab + 8)) >> 32) & 0xff));
+    tx_free(e, st, t, tab, tcls);
     publish(e, st, t);
+    return 0;
 }
 
 int pf__eng_clear(pf__eng *e)
@@ -1125,8 +1197,10 @@ int pf__eng_clear(pf__eng *e)
         int rc = stripe_lock(e, st);
         if (rc)
             return rc;
-        clear_locked(e, st);
+        rc = clear_locked(e, st);
         stripe_unlock(st);
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -1137,20 +1211,16 @@ int pf__eng_copy_stripe(pf__eng *e, unsigned s, pf__eng_emit_fn emit, void *u)
     int rc = stripe_lock(e, st);
     if (rc)
         return rc;
-    uint64_t tab = st->table, cap = st->cap;
+    uint64_t tab = st->table, cap = st->cap, size = cur_size(e);
+    if (!table_ok(e, size, tab, cap))
+        rc = mark_corrupt(e);
     for (uint64_t i = 0; tab && i < cap && rc == 0; i++) {
         uint64_t w = ld(word(e, slot_off(tab, i)));
         if (w == SLOT_EMPTY || w == SLOT_TOMB)
             continue;
-        uint64_t b = (w & 0xffffffffull) << 4;
-        uint64_t size = cur_size(e);
-        if (!in_arena(e, size, b, BLK_HDR)) {
-            rc = mark_corrupt(e);
-            break;
-        }
-        uint64_t w0 = ld(word(e, b)), klen = w0 & 0xffffffffull, vlen = w0 >> 32;
-        if (klen > PF_DICT_MAX_KEY || vlen > PF_DICT_MAX_VALUE ||
-            !in_arena(e, size, b, entry_size(klen, vlen))) {
+        uint64_t b = (w & 0xffffffffull) << 4, klen, vlen;
+        unsigned c;
+        if (!entry_ok(e, size, b, &klen, &vlen, &c)) {
             rc = mark_corrupt(e);
             break;
         }
@@ -1323,6 +1393,38 @@ int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t backed
     return 0;
 }
 
+/* Local regions are private: a child forked while another thread is inside
+ * an operation would get a copy with that operation half done and its lock
+ * held by a thread that does not exist there.  So the forking thread freezes
+ * every local region before fork() (pthread_atfork, dict.c): `frozen` first,
+ * then each stripe lock taken and released in turn, which waits for the
+ * operation holding it; any later holder sees `frozen` and backs off
+ * (stripe_lock).  One stripe lock at a time (the order rule; ThreadSanitizer
+ * also tracks at most 64 held locks).  Then grow_mu and g_mu, held across
+ * fork() (order: grow_mu, g_mu; no stripe holder is left to want g_mu).  The
+ * copy is taken between operations.  A thread forking from inside
+ * pf_dict_update_fn's function would wait for its own stripe: that function
+ * must not call the dict, nor fork. */
+void pf__eng_fork_freeze(pf__eng *e)
+{
+    __atomic_store_n(&e->frozen, 1, __ATOMIC_SEQ_CST);
+    for (unsigned s = 0; s < e->nstripes; s++) {
+        PF__CHECK(pthread_mutex_lock(&e->st[s].mu) == 0);
+        PF__CHECK(pthread_mutex_unlock(&e->st[s].mu) == 0);
+    }
+    PF__CHECK(pthread_mutex_lock(&e->h->grow_mu) == 0);
+    PF__CHECK(pthread_mutex_lock(&e->h->g_mu) == 0);
+}
+
+/* After fork(), in the parent and in the child (where the forking thread,
+ * the only one, holds the two locks: plain mutexes). */
+void pf__eng_fork_thaw(pf__eng *e)
+{
+    PF__CHECK(pthread_mutex_unlock(&e->h->g_mu) == 0);
+    PF__CHECK(pthread_mutex_unlock(&e->h->grow_mu) == 0);
+    __atomic_store_n(&e->frozen, 0, __ATOMIC_RELEASE);
+}
+
 void pf__eng_fini_locks(pf__eng *e)
 {
     for (unsigned s = 0; s < e->nstripes; s++)
@@ -1364,6 +1466,33 @@ uint64_t pf__eng_grows(const pf__eng *e)
 uint64_t pf__eng_repairs(const pf__eng *e)
 {
     return __atomic_load_n(&e->h->repairs, __ATOMIC_RELAXED);
+}
+
+uint64_t *pf__eng_word_for_tests(pf__eng *e, enum pf__eng_word w, unsigned s, unsigned lane)
+{
+    struct pf__eng_stripe *st = &e->st[s % e->nstripes];
+    switch (w) {
+    case PF__EW_TOP:
+        return &e->h->top;
+    case PF__EW_SIZE:
+        return &e->h->size;
+    case PF__EW_TABLE:
+        return &st->table;
+    case PF__EW_CAP:
+        return &st->cap;
+    case PF__EW_CHUNK_CUR:
+        return &st->lane[lane % LANES].chunk_cur;
+    case PF__EW_CHUNK_END:
+        return &st->lane[lane % LANES].chunk_end;
+    case PF__EW_ENTRY_META:
+        for (uint64_t i = 0; st->table && i < st->cap; i++) {
+            uint64_t sl = ld(word(e, slot_off(st->table, i)));
+            if (sl != SLOT_EMPTY && sl != SLOT_TOMB)
+                return word(e, ((sl & 0xffffffffull) << 4) + 8);
+        }
+        return NULL;
+    }
+    return NULL;
 }
 
 uint64_t pf__eng_used(const pf__eng *e)
@@ -1558,8 +1687,15 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap)
             chk_fail(&k, "stripe %u: cannot be locked or repaired", s);
             goto out;
         }
-        cur_size(e);         /* the view covers top, which is below size */
-        k.top = ld(&h->top); /* no chunk of this stripe can be above it */
+        uint64_t size = cur_size(e); /* the view covers top, which is below size */
+        k.top = ld(&h->top);         /* no chunk of this stripe can be above it */
+        if (k.top < e->arena_off || k.top > size) {
+            rc = chk_fail(&k, "header: top %#llx outside the arena [%#llx, %#llx]",
+                          (unsigned long long)k.top, (unsigned long long)e->arena_off,
+                          (unsigned long long)size);
+            stripe_unlock(&e->st[s]);
+            goto out;
+        }
         rc = chk_stripe(&k, s);
         stripe_unlock(&e->st[s]);
         if (rc)

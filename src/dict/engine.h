@@ -38,6 +38,7 @@ typedef struct pf__eng {
     unsigned sbits; /* log2(nstripes) */
     uint64_t seed;  /* hash seed, from the header */
     uint64_t arena_off;
+    int frozen; /* atomic: a local region's operations wait while a fork is on */
 } pf__eng;
 
 /* Bytes the header and the stripes of a region with `stripes` stripes take
@@ -65,6 +66,12 @@ int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t backed
 /* fork() child side (dict.c's atfork handler): threads pick their allocation
  * lane again, so sibling worker processes do not share their parent's. */
 void pf__eng_atfork_child(void);
+
+/* Local regions only, around fork() (dict.c's atfork handlers): wait until no
+ * operation is in progress and hold new ones back, so that a child's private
+ * copy holds no half-done operation; then let them go, in parent and child. */
+void pf__eng_fork_freeze(pf__eng *e);
+void pf__eng_fork_thaw(pf__eng *e);
 
 /* Local regions: destroy the process-private locks before unmapping. */
 void pf__eng_fini_locks(pf__eng *e);
@@ -98,5 +105,20 @@ uint64_t pf__eng_size(const pf__eng *e);
 uint64_t pf__eng_used(const pf__eng *e);
 /* Locks recovered from a dead holder so far (each ran a repair). */
 uint64_t pf__eng_repairs(const pf__eng *e);
+
+/* For the tests' corruption cases only: the address of one word a scribbler
+ * may hit (the header's top or size; stripe s's table, capacity, the bump
+ * chunk of one of its lanes; the second header word of stripe s's first
+ * entry: its class). */
+enum pf__eng_word {
+    PF__EW_TOP,
+    PF__EW_SIZE,
+    PF__EW_TABLE,
+    PF__EW_CAP,
+    PF__EW_CHUNK_CUR,
+    PF__EW_CHUNK_END,
+    PF__EW_ENTRY_META
+};
+uint64_t *pf__eng_word_for_tests(pf__eng *e, enum pf__eng_word w, unsigned s, unsigned lane);
 
 #endif /* PF_DICT_ENGINE_H */

@@ -3,6 +3,12 @@
  * pf_dict *, run on a local dict, a shm dict and a redis dict (a private
  * redis-server started by the test).  Every operation, every documented error.
  */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "dict/dict_internal.h"
 #include "dict_util.h"
 #include "test.h"
@@ -498,4 +504,55 @@ TEST(dict_local_options)
     char msg[200];
     ASSERT_OK(pf_dict_check(d, msg, sizeof msg));
     pf_dict_close(d);
+}
+
+/* A thread forks while another is inside an operation on a local dict: the
+ * fork waits for it, so the child's private copy holds the operation whole and
+ * no lock of it held by a thread the child does not have. */
+static atomic_int g_in_update;
+
+static int slow_update(void *arg, const void *old, size_t old_len, const void **new_val,
+                       size_t *new_len)
+{
+    (void)arg, (void)old, (void)old_len;
+    atomic_store(&g_in_update, 1);
+    usleep(200 * 1000);
+    *new_val = "after";
+    *new_len = 5;
+    return PF_DICT_SET;
+}
+
+static void *update_thread(void *d)
+{
+    return (void *)(intptr_t)pf_dict_update_fn(d, "k", 1, slow_update, NULL);
+}
+
+TEST(dict_local_fork_during_an_operation)
+{
+    pf_dict *d;
+    pf_dict_opts o = {.stripes = 1}; /* every key in the stripe being updated */
+    ASSERT_OK(pf_dict_open_local(&d, &o));
+    ASSERT_OK(pf_dict_set_str(d, "k", "before"));
+    atomic_store(&g_in_update, 0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, update_thread, d), 0);
+    while (!atomic_load(&g_in_update))
+        usleep(1000);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        alarm(10); /* a child stuck on an inherited lock dies of SIGALRM */
+        char *v = NULL;
+        if (pf_dict_set_str(d, "other", "v") != PF_OK || pf_dict_get_str(d, "k", &v) != PF_OK)
+            _exit(1);
+        _exit(strcmp(v, "after") == 0 ? 0 : 2);
+    }
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    void *rc;
+    ASSERT_EQ(pthread_join(t, &rc), 0);
+    ASSERT_EQ((intptr_t)rc, PF_OK);
+    pf_dict_close(d);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
 }

@@ -420,3 +420,106 @@ TEST(dict_shm_survives_its_owner)
     ASSERT_OK(pf_dict_remove_shm(name));
     ASSERT(!shm_exists(name));
 }
+
+/* A segment scribbled on (by a stray write of a process of the same user)
+ * gives PF_ECORRUPT, never a crash, a write through a bad offset or an
+ * mprotect outside the reservation.  One word at a time; each operation runs
+ * in a child on a fresh dict so that a crash is seen as a signal.  Expected
+ * per operation (get, foreach, clear, check, set of a new key): 'C' corrupt,
+ * '0' success, '*' either. */
+static int visit_nothing(void *u, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)u, (void)k, (void)kl, (void)v, (void)vl;
+    return 0;
+}
+
+static int scribbled_op(pf_dict *d, int op)
+{
+    char buf[64], msg[200];
+    switch (op) {
+    case 0:
+        return pf_dict_get(d, "k1", 2, buf, sizeof buf, NULL);
+    case 1:
+        return pf_dict_foreach(d, visit_nothing, NULL);
+    case 2:
+        return pf_dict_clear(d);
+    case 3:
+        return pf_dict_check(d, msg, sizeof msg);
+    default:
+        return pf_dict_set_str(d, "a-new-key", "v");
+    }
+}
+
+TEST(dict_shm_scribbled_segment_is_corrupt_not_a_crash)
+{
+    static const struct {
+        const char *what;
+        const char *expect; /* get foreach clear check set */
+    } cases[] = {
+        {"table", "CCCCC"},         {"chunk", "00*CC"}, {"top", "00*C*"},
+        {"top+full lane", "***CC"}, {"size", "***C*"},  {"class", "*CCC*"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        for (int op = 0; op < 5; op++) {
+            char name[64];
+            uniq(name, sizeof name, "scribble");
+            pf_dict_opts o = {.stripes = 1, .max_bytes = 64ull << 20};
+            pf_dict *d;
+            ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+            for (int i = 0; i < 20; i++) {
+                char k[16];
+                snprintf(k, sizeof k, "k%d", i);
+                ASSERT_OK(pf_dict_set_str(d, k, "value"));
+            }
+            pf__eng *e = pf__dict_engine(d);
+            uint64_t magic = *(uint64_t *)e->base;
+            for (unsigned l = 0; l < 4; l++) { /* every lane: the child draws its own */
+                uint64_t *cur = pf__eng_word_for_tests(e, PF__EW_CHUNK_CUR, 0, l);
+                uint64_t *end = pf__eng_word_for_tests(e, PF__EW_CHUNK_END, 0, l);
+                if (c == 1) {
+                    *cur = 0x7ff000000000ull;
+                    *end = 0x7ff000100000ull;
+                } else if (c == 3) { /* the next insert needs a new chunk ... */
+                    *cur = *end;
+                }
+            }
+            switch (c) {
+            case 0:
+                *pf__eng_word_for_tests(e, PF__EW_TABLE, 0, 0) = 0x7ff000000000ull;
+                break;
+            case 2:
+                *pf__eng_word_for_tests(e, PF__EW_TOP, 0, 0) = 0x7ff000000000ull;
+                break;
+            case 3: /* ... from a top inside the header */
+                *pf__eng_word_for_tests(e, PF__EW_TOP, 0, 0) = 0;
+                break;
+            case 4:
+                *pf__eng_word_for_tests(e, PF__EW_SIZE, 0, 0) = o.max_bytes + (64ull << 20);
+                break;
+            case 5: { /* the class byte of one entry: 200 of 103 classes */
+                uint64_t *meta = pf__eng_word_for_tests(e, PF__EW_ENTRY_META, 0, 0);
+                ASSERT(meta != NULL);
+                *meta = (*meta & ~(0xffull << 32)) | 200ull << 32;
+                break;
+            }
+            }
+            pid_t pid = fork();
+            ASSERT(pid >= 0);
+            if (pid == 0) {
+                int rc = scribbled_op(d, op);
+                _exit(rc == PF_OK ? 0 : rc == PF_ECORRUPT ? 1 : 3);
+            }
+            int code = wait_child(pid);
+            char want = cases[c].expect[op], msg[200];
+            bool header_whole = *(uint64_t *)e->base == magic; /* nothing written over it */
+            int check = pf_dict_check(d, msg, sizeof msg);
+            pf_dict_close(d);
+            ASSERT(!shm_exists(name));
+            if (code > 1 || (want == 'C' && code != 1) || (want == '0' && code != 0))
+                FAIL("scribbled %s, operation %d: child exit %d, want %c", cases[c].what, op, code,
+                     want);
+            ASSERT(header_whole);
+            ASSERT_ERR(check, PF_ECORRUPT);
+        }
+    }
+}
