@@ -84,7 +84,8 @@ typedef struct pf_dict_opts {
      * stripe has its own lock, table and allocator; there is no global lock on the
      * path of any single-key operation. */
     unsigned stripes;
-    /* redis: seconds allowed for connecting and for each command (default 5). */
+    /* redis: seconds allowed for connecting and for each command (0: the
+     * default, 5; at most 86400). */
     double timeout;
     /* redis: password for AUTH, or NULL (at most 128 bytes). */
     const char *password;
@@ -332,7 +333,8 @@ PF_EXTERN int pf_task_return_dict(pf_task *t, pf_dict *d);
 
 /* Merge the pairs a finished task returned (waits for f) into `into` with
  * `rule`.  The future's own error if the task failed; PF_EPROTO if its result
- * is not pairs. */
+ * is not pairs, PF_EINVAL under PF_COMBINE_SUM if a value is not an integer:
+ * such a result is checked whole first and changes nothing. */
 PF_EXTERN int pf_dict_merge_result(pf_dict *into, pf_future *f, pf_combine_rule rule);
 
 /* Run fn over n items (pf_map_array, in input order) and merge every task's

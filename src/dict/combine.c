@@ -93,8 +93,10 @@ int pf_task_return_dict(pf_task *t, pf_dict *d)
     return rc;
 }
 
-/* Apply the pairs in [data, data + len) to `into`. */
-static int merge_pairs(pf_dict *into, const unsigned char *data, size_t len, pf_combine_rule rule)
+/* The pairs in [data, data + len) are whole: the header, then h.count pairs
+ * inside len; under PF_COMBINE_SUM every value an integer.  PF_EPROTO /
+ * PF_EINVAL if not. */
+static int check_pairs(const unsigned char *data, size_t len, pf_combine_rule rule)
 {
     struct pairs_hdr h;
     if (len < sizeof h)
@@ -103,10 +105,7 @@ static int merge_pairs(pf_dict *into, const unsigned char *data, size_t len, pf_
     if (h.magic != PAIRS_MAGIC)
         return PF_EPROTO;
     size_t pos = sizeof h;
-    pf_dict_item one[64];
-    size_t batched = 0;
-    int rc = PF_OK;
-    for (uint32_t i = 0; i < h.count && rc == PF_OK; i++) {
+    for (uint32_t i = 0; i < h.count; i++) {
         struct pair_hdr p;
         if (len - pos < sizeof p)
             return PF_EPROTO;
@@ -114,6 +113,30 @@ static int merge_pairs(pf_dict *into, const unsigned char *data, size_t len, pf_
         pos += sizeof p;
         if (len - pos < (size_t)p.klen + p.vlen)
             return PF_EPROTO;
+        int64_t v;
+        if (rule == PF_COMBINE_SUM && !pf__dict_parse_i64(data + pos + p.klen, p.vlen, &v))
+            return PF_EINVAL;
+        pos += (size_t)p.klen + p.vlen;
+    }
+    return PF_OK;
+}
+
+/* Apply the pairs in [data, data + len) to `into`.  They are checked whole
+ * first: a malformed result changes nothing, whatever the rule. */
+static int merge_pairs(pf_dict *into, const unsigned char *data, size_t len, pf_combine_rule rule)
+{
+    int rc = check_pairs(data, len, rule);
+    if (rc != PF_OK)
+        return rc;
+    struct pairs_hdr h;
+    memcpy(&h, data, sizeof h);
+    size_t pos = sizeof h;
+    pf_dict_item one[64];
+    size_t batched = 0;
+    for (uint32_t i = 0; i < h.count && rc == PF_OK; i++) {
+        struct pair_hdr p;
+        memcpy(&p, data + pos, sizeof p);
+        pos += sizeof p;
         const unsigned char *key = data + pos, *val = data + pos + p.klen;
         pos += (size_t)p.klen + p.vlen;
         switch (rule) {
@@ -134,8 +157,7 @@ static int merge_pairs(pf_dict *into, const unsigned char *data, size_t len, pf_
         }
         case PF_COMBINE_SUM: {
             int64_t v;
-            if (!pf__dict_parse_i64(val, p.vlen, &v))
-                return PF_EINVAL;
+            PF__CHECK(pf__dict_parse_i64(val, p.vlen, &v)); /* check_pairs */
             rc = pf_dict_incr(into, key, p.klen, v, NULL);
             break;
         }

@@ -75,6 +75,13 @@ struct pf_dict {
     char name[PF_DICT_MAX_NAME + 1]; /* immutable: shm name / redis hash; "" for local */
 };
 
+/* A redis time-out in seconds: 0 (the default) up to a day, finite.  The
+ * front end and refs (whose bytes come from anywhere) check it alike. */
+static inline bool pf__dict_timeout_ok(double seconds)
+{
+    return seconds >= 0 && seconds <= 86400; /* false for NaN and inf too */
+}
+
 /* Parse a whole decimal int64 ("-12"); false if it is not one. */
 bool pf__dict_parse_i64(const void *s, size_t n, int64_t *out);
 /* Format v as decimal into buf (>= 21 bytes); returns the length (no NUL). */

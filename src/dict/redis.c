@@ -271,6 +271,8 @@ int pf__dict_redis_from_ref(pf_dict **out, const unsigned char *bytes, size_t ca
     ref.host[sizeof ref.host - 1] = '\0';
     ref.name[sizeof ref.name - 1] = '\0';
     ref.password[sizeof ref.password - 1] = '\0';
+    if (!pf__dict_timeout_ok(ref.timeout))
+        return PF_EINVAL;
     pf_dict_opts o = {.timeout = ref.timeout, .password = ref.password[0] ? ref.password : NULL};
     return pf__dict_redis_open(out, ref.host, ref.port, ref.name, &o);
 }

@@ -200,6 +200,26 @@ static int task_return_local_dict(pf_task *t, const void *arg, size_t len)
 }
 PF_REGISTER(task_return_local_dict)
 
+/* Twenty integer values and one that is not. */
+static int task_return_mixed_dict(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg, (void)len;
+    pf_dict *local;
+    int rc = pf_dict_open_local(&local, NULL);
+    for (int i = 0; i < 20 && rc == PF_OK; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "n%d", i);
+        rc = pf_dict_set_i64(local, key, strlen(key), i);
+    }
+    if (rc == PF_OK)
+        rc = pf_dict_set_str(local, "not-a-number", "x");
+    if (rc == PF_OK)
+        rc = pf_task_return_dict(t, local);
+    pf_dict_close(local);
+    return rc;
+}
+PF_REGISTER(task_return_mixed_dict)
+
 static void combine_local_dicts_and_futures(pf_kind kind)
 {
     pf_executor *ex = make(kind, 2);
@@ -229,6 +249,19 @@ static void combine_local_dicts_and_futures(pf_kind kind)
     ASSERT_ERR(pf_dict_merge_result(d, f, (pf_combine_rule)9), PF_EINVAL);
     ASSERT_ERR(pf_dict_merge_result(NULL, f, PF_COMBINE_LAST), PF_EINVAL);
     pf_future_release(f);
+    /* a result one of whose values cannot be summed changes nothing (whatever
+     * order its pairs come in) */
+    pf_dict *sums;
+    ASSERT_OK(pf_dict_open_local(&sums, NULL));
+    ASSERT_OK(pf_submit(ex, task_return_mixed_dict, NULL, 0, &f));
+    ASSERT_ERR(pf_dict_merge_result(sums, f, PF_COMBINE_SUM), PF_EINVAL);
+    ASSERT_OK(pf_dict_len(sums, &len));
+    ASSERT_EQ(len, 0);
+    ASSERT_OK(pf_dict_merge_result(sums, f, PF_COMBINE_LAST)); /* the same pairs, no sum */
+    ASSERT_OK(pf_dict_len(sums, &len));
+    ASSERT_EQ(len, 21);
+    pf_future_release(f);
+    pf_dict_close(sums);
     pf_dict_close(d);
     pf_executor_destroy(ex);
 }

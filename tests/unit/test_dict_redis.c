@@ -4,6 +4,7 @@
  * wrong type is reported, and a handle used in a forked child gets its own
  * connection.
  */
+#include <math.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -52,8 +53,11 @@ TEST(dict_redis_bad_address_fails_at_open)
     ASSERT_ERR(pf_dict_open_redis(&d, "127.0.0.1", 70000, "x", NULL), PF_EINVAL);
     ASSERT_ERR(pf_dict_open_redis(&d, "127.0.0.1", 6379, "", NULL), PF_EINVAL);
     ASSERT_ERR(pf_dict_open_redis(&d, "127.0.0.1", 6379, NULL, NULL), PF_EINVAL);
-    o.timeout = -1;
-    ASSERT_ERR(pf_dict_open_redis(&d, "127.0.0.1", 6379, "x", &o), PF_EINVAL);
+    const double bad_timeouts[] = {-1, NAN, INFINITY, 1e30};
+    for (size_t i = 0; i < sizeof bad_timeouts / sizeof *bad_timeouts; i++) {
+        o.timeout = bad_timeouts[i];
+        ASSERT_ERR(pf_dict_open_redis(&d, "127.0.0.1", 6379, "x", &o), PF_EINVAL);
+    }
 }
 
 TEST(dict_redis_auth_failure_fails_at_open)
