@@ -30,7 +30,8 @@ typedef struct pf_map_opts {
     size_t max_in_flight;
     /* Emit in completion order instead of input order. */
     bool unordered;
-    /* Per-task time limit in seconds (0: the executor's). */
+    /* Per-task (so per-chunk) time limit in seconds, at most 1e9 (0: the
+     * executor's task_timeout).  Negative or NaN: PF_EINVAL. */
     double timeout;
 } pf_map_opts;
 
@@ -69,7 +70,9 @@ typedef enum pf_schedule {
 
 typedef struct pf_for_opts {
     pf_schedule schedule;
-    size_t chunk; /* iterations per chunk (dynamic, guided minimum); 0: automatic */
+    /* Iterations per chunk (dynamic, guided minimum); 0: automatic.  Any
+     * value works: one at least the range's size means a single chunk. */
+    size_t chunk;
     /* Ranges of at most `grain` iterations run inline in the caller, so tiny
      * loops are not slower than the plain loop.  0: 1 (always parallel
      * unless the range has a single iteration). */
@@ -85,7 +88,16 @@ typedef int (*pf_for_fn)(size_t begin, size_t end, void *ctx);
  * process pool, ctx_len > 0 copies ctx's bytes to each task and the body
  * gets a pointer to that copy (its writes stay in the worker: use
  * pf_parallel_reduce or a shared dict to bring results back); ctx_len 0
- * passes the pointer unchanged, for memory the workers can see. */
+ * passes the pointer unchanged, for memory the workers can see.
+ *
+ * Time limits: the executor's task_timeout bounds each call of the body (one
+ * chunk, or one static block), never the whole loop.  On processes an
+ * overrunning call is killed with its worker; on threads it cannot be, so it
+ * runs to its end.  Either way the loop then starts no new chunk and returns
+ * PF_ETASKTIMEOUT (with pf_parallel_reduce, `acc` is then incomplete).  It
+ * returns only after every call of the body has returned.  The sequential
+ * executor has no time limits.  Use a smaller chunk for a long loop on an
+ * executor with a tight task_timeout. */
 PF_EXTERN int pf_parallel_for(pf_executor *ex, size_t begin, size_t end, pf_for_fn body, void *ctx,
                               size_t ctx_len, const pf_for_opts *opts);
 

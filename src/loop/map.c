@@ -24,6 +24,7 @@
  *   result:   struct chunk_res, struct item_res[count], concatenated bytes
  *             (an item's result, or for a failed item its message)
  */
+#include <math.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -144,7 +145,14 @@ static int map_chunk_task(pf_task *t, const void *arg, size_t len)
     free(data.p);
     return 0;
 }
-PF_REGISTER(map_chunk_task)
+
+/* Registered under a reserved name, not PF_REGISTER's "map_chunk_task",
+ * which a program's own task may be called (one of the two registrations
+ * would fail).  MPI ranks find the chunk task by this name's id. */
+__attribute__((constructor)) static void register_map_chunk_task(void)
+{
+    (void)pf_register("pf.map_chunk", (pf_fn)map_chunk_task);
+}
 
 struct mapper;
 
@@ -470,7 +478,10 @@ static int map_common(pf_executor *ex, pf_task_fn fn, pf_map_next_fn next, pf_ma
     if (workers <= 0 || !fn || !next || !emit)
         return PF_EINVAL;
     pf_map_opts o = opts ? *opts : (pf_map_opts){0};
-    if (o.timeout < 0 || o.timeout != o.timeout)
+    /* The bounds pf_submit_ex accepts (<= 1e9 s, so timeout * 1e9 fits a
+     * uint64_t); negative stays an error here: 0 already means "the
+     * executor's", and pf_map_opts has no "no limit". */
+    if (isnan(o.timeout) || o.timeout < 0 || o.timeout > 1e9)
         return PF_EINVAL;
     struct mapper m = {
         .ex = ex,

@@ -10,6 +10,11 @@
  *   on the pool are the others, so the loop always progresses, even when
  *   the pool is busy or the loop runs inside one of its tasks.  Helpers that
  *   have not started when the work runs out are cancelled, not waited for.
+ *   The job lives on the caller's stack, so the caller must not return
+ *   while a helper can still touch it: helpers are submitted without a time
+ *   limit, so a helper's future finishes only when helper_task has returned
+ *   (or it was withdrawn before it started), and the caller waits for every
+ *   one of them.
  *   With an automatic grain, the caller first runs a few iterations alone,
  *   doubling, and finishes alone when the rest would take less than it costs
  *   to wake the pool: tiny loops are not slower than the plain loop.
@@ -27,8 +32,18 @@
  *   Dekker-style (see struct share); thieves of one share serialise on its
  *   lock, which the owner takes only when a thief got in its way.
  *
+ *   Time limits (see pf_parallel_for in pfor/loop.h): the executor's
+ *   task_timeout bounds each call of the body.  On threads a call cannot be
+ *   interrupted, so it is timed: one that ran past the limit stops the loop
+ *   with PF_ETASKTIMEOUT once it returns.  The sequential executor has no
+ *   time limits.
+ *
+ *   Index arithmetic never wraps: a chunk is clamped to the range, and every
+ *   chunk end is computed as cur + MIN(size, end - cur), so a huge chunk or a
+ *   range that ends near SIZE_MAX gives calls inside [begin, end) only.
+ *
  *   Separate memory (processes, MPI): the range is cut into chunk tasks
- *   (registered "pf.for_chunk" task; the body by registry id or address, the
+ *   (task registered as "pf.for_chunk"; the body by registry id or address, the
  *   context copied), at most 4 per worker in flight, combined in chunk order
  *   so a reduction gives the same answer every run.  The caller never runs
  *   the body itself here: a crashing body must not take the caller down.
@@ -66,11 +81,12 @@ struct job {
     void *result; /* reduce: combined under acc_lock */
     pf__mutex acc_lock;
 
-    size_t begin, end, chunk;
+    size_t begin, end, chunk; /* 1 <= chunk <= end - begin once the loop is shared out */
     pf_schedule schedule;
     int parts;             /* participants, for static blocks and guided */
     _Atomic int next_part; /* static: next block */
     _Atomic int error;     /* first non-zero body return; read per chunk, rarely written */
+    uint64_t limit_ns;     /* immutable: a body call's time limit (threads' task_timeout), 0 none */
 
     /* The guided cursor, written by every participant for every
      * chunk: alone on its cache lines (128 bytes: the adjacent-line
@@ -88,7 +104,12 @@ struct job {
 /* Claim the next chunk of my own share into [*b, *e); false when it is empty. */
 static bool claim_own(struct job *j, struct share *me, size_t *b, size_t *e)
 {
-    size_t i = atomic_fetch_add(&me->lo, j->chunk);
+    /* Only the owner raises lo, so it knows lo here: saturate at SIZE_MAX
+     * rather than wrap (a wrapped lo would make claimed iterations look
+     * unclaimed to thieves).  lo == SIZE_MAX is >= any hi: the share is
+     * then empty. */
+    size_t lo = atomic_load_explicit(&me->lo, memory_order_relaxed);
+    size_t i = atomic_fetch_add(&me->lo, PF__MIN(j->chunk, SIZE_MAX - lo));
     size_t hi = atomic_load(&me->hi);
     if (i < hi && hi - i >= j->chunk) {
         *b = i;
@@ -102,7 +123,7 @@ static bool claim_own(struct job *j, struct share *me, size_t *b, size_t *e)
     if (i >= hi)
         return false;
     *b = i;
-    *e = PF__MIN(i + j->chunk, hi);
+    *e = i + PF__MIN(j->chunk, hi - i);
     return true;
 }
 
@@ -162,7 +183,10 @@ static bool run_range(struct job *j, size_t b, size_t e, void *acc)
 {
     if (atomic_load_explicit(&j->error, memory_order_relaxed))
         return false;
+    uint64_t t0 = j->limit_ns ? pf__now_ns() : 0;
     int rc = j->body ? j->body(b, e, j->ctx) : j->rbody(b, e, j->ctx, acc);
+    if (rc == 0 && j->limit_ns && pf__now_ns() - t0 > j->limit_ns)
+        rc = PF_ETASKTIMEOUT; /* the call overran; a thread cannot be stopped sooner */
     if (rc) {
         int zero = 0;
         atomic_compare_exchange_strong(&j->error, &zero, rc);
@@ -203,7 +227,7 @@ static void participate(struct job *j)
             if (cur >= j->end)
                 break;
             size_t c = PF__MAX(j->chunk, (j->end - cur) / (2 * (size_t)j->parts));
-            size_t e = PF__MIN(cur + c, j->end);
+            size_t e = cur + PF__MIN(c, j->end - cur); /* cur + c may wrap */
             if (!atomic_compare_exchange_weak(&j->next, &cur, e))
                 continue;
             worked = true;
@@ -242,7 +266,9 @@ static void participate(struct job *j)
 }
 
 /* A helper task on the pool: its argument is the job's address (threads
- * share the caller's memory). */
+ * share the caller's memory).  It runs without a time limit, so its future
+ * finishes only after this returns: the caller's wait for it is a wait for
+ * the last use of the job. */
 static int helper_task(pf_task *t, const void *arg, size_t len)
 {
     (void)t;
@@ -261,7 +287,7 @@ static bool probe_inline(struct job *j, void *acc)
     uint64_t t0 = pf__now_ns();
     size_t cur = j->begin, step = 1;
     while (cur < j->end) {
-        size_t e = PF__MIN(cur + step, j->end);
+        size_t e = cur + PF__MIN(step, j->end - cur); /* cur + step may wrap near SIZE_MAX */
         if (!run_range(j, cur, e, acc))
             return true;
         cur = e;
@@ -271,7 +297,8 @@ static bool probe_inline(struct job *j, void *acc)
             if (per * (double)(j->end - cur) >= INLINE_BELOW_NS)
                 break;
         }
-        step *= 2;
+        if (step <= SIZE_MAX / 2)
+            step *= 2;
     }
     j->begin = cur;
     if (cur < j->end)
@@ -316,6 +343,10 @@ static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts 
     int workers = pf_executor_kind(ex) == PF_SEQUENTIAL ? 1 : pf_executor_max_workers(ex);
     j->schedule = o->schedule == PF_SCHEDULE_AUTO ? PF_SCHEDULE_DYNAMIC : o->schedule;
     size_t grain = o->grain;
+    /* See DESIGN: on threads the executor's time limit applies to each call
+     * of the body (validated <= 1e9 s at create, so the product fits). */
+    double limit = pf_executor_kind(ex) == PF_THREADS ? ex->opts.task_timeout : 0;
+    j->limit_ns = limit > 0 ? (uint64_t)(limit * 1e9) : 0;
 
     /* The caller's accumulator for inline work is the result itself. */
     bool inline_all = workers <= 1 || n <= PF__MAX(grain, (size_t)1);
@@ -336,9 +367,10 @@ static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts 
     j->chunk = o->chunk ? o->chunk : PF__MAX(n / ((size_t)workers * 64), (size_t)1);
     if (j->schedule == PF_SCHEDULE_GUIDED && !o->chunk)
         j->chunk = 1;
+    j->chunk = PF__MIN(j->chunk, n); /* a bigger chunk means the same: one chunk */
     atomic_store(&j->next, j->begin);
     size_t n_chunks =
-        j->schedule == PF_SCHEDULE_STATIC ? (size_t)workers : (n + j->chunk - 1) / j->chunk;
+        j->schedule == PF_SCHEDULE_STATIC ? (size_t)workers : n / j->chunk + (n % j->chunk != 0);
     int helpers = (int)PF__MIN((size_t)workers - 1, n_chunks - 1);
     if (j->schedule == PF_SCHEDULE_DYNAMIC) {
         int rc = share_out(j, helpers + 1);
@@ -347,13 +379,20 @@ static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts 
     }
     pf_future *hf[PF_MAX_WORKERS];
     int started = 0;
+    /* No time limit for helpers (timeout < 0 overrides task_timeout): the
+     * watchdog would finish a helper's future while the helper still runs
+     * on this stack frame.  run_range applies the limit per call instead. */
+    const pf_submit_opts no_limit = {.timeout = -1, .max_retries = -1};
     for (int i = 0; i < helpers; i++) {
         const struct job *jp = j;
-        if (pf_submit(ex, helper_task, &jp, sizeof jp, &hf[started]) == PF_OK)
+        if (pf_submit_ex(ex, helper_task, &jp, sizeof jp, &no_limit, &hf[started]) == PF_OK)
             started++;
     }
-    participate(j);                     /* a helper that never starts has its share taken here */
-    for (int i = 0; i < started; i++) { /* not started yet: no need to wait for it */
+    participate(j); /* a helper that never starts has its share taken here */
+    /* Not started yet: withdrawn, never runs.  Started: its future finishes
+     * only when it has left the job (see helper_task), so after this loop no
+     * helper touches *j. */
+    for (int i = 0; i < started; i++) {
         pf_future_cancel(hf[i]);
         pf_future_wait(hf[i], PF_FOREVER);
         pf_future_release(hf[i]);
@@ -414,7 +453,14 @@ static int chunk_task(pf_task *t, const void *arg, size_t len)
                             (unsigned long long)h.begin, (unsigned long long)h.end);
     return 0;
 }
-PF_REGISTER(chunk_task)
+
+/* Registered under a reserved name, not PF_REGISTER's "chunk_task", which a
+ * program's own task may well be called (one of the two registrations would
+ * fail).  MPI ranks find the chunk task by this name's id. */
+__attribute__((constructor)) static void register_chunk_task(void)
+{
+    (void)pf_register("pf.for_chunk", (pf_fn)chunk_task);
+}
 
 struct cut {
     size_t cur, end, chunk, min_chunk;
@@ -442,7 +488,7 @@ static bool next_cut(struct cut *c, size_t *b, size_t *e)
     if (c->schedule == PF_SCHEDULE_GUIDED)
         size = PF__MAX(c->min_chunk, (c->end - c->cur) / (2 * (size_t)c->workers));
     *b = c->cur;
-    *e = PF__MIN(c->cur + size, c->end);
+    *e = c->cur + PF__MIN(size, c->end - c->cur); /* cur + size may wrap */
     c->cur = *e;
     return true;
 }

@@ -1,6 +1,7 @@
 /*
  * map, parallel_for and parallel_reduce on every executor kind.
  */
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -199,6 +200,33 @@ TEST(map_rejects_bad_input)
     pf_map_opts o = {.timeout = -1};
     ASSERT_ERR(pf_map_array(ex, task_square, &x, 1, 8, collect_emit, &c, &o), PF_EINVAL);
     ASSERT_OK(pf_map_array(ex, task_square, NULL, 0, 8, collect_emit, &c, NULL));
+    pf_executor_destroy(ex);
+}
+
+/* pf_map's timeout has pf_submit_ex's bounds: above 1e9 s (where timeout * 1e9
+ * no longer fits the nanosecond deadline), infinite or NaN is PF_EINVAL, before
+ * any item runs. */
+TEST(map_rejects_timeouts_that_pf_submit_ex_rejects)
+{
+    pf_executor *ex = make(PF_THREADS, 2);
+    int64_t in[4] = {1, 2, 3, 4}, out[4];
+    const double bad[] = {1e9 * 1.5, 1e12, 1e30, INFINITY, NAN, -1};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        struct collect c = {.out = out, .n = 4, .ordered = true, .stop_at = SIZE_MAX};
+        pf_map_opts o = {.timeout = bad[k], .chunksize = 1};
+        ASSERT_ERR(pf_map_array(ex, task_square, in, 4, 8, collect_emit, &c, &o), PF_EINVAL);
+        ASSERT_EQ(c.emitted, 0);
+        if (bad[k] > 0) { /* the same value is refused by pf_submit_ex */
+            pf_submit_opts so = {.timeout = bad[k]};
+            pf_future *f;
+            ASSERT_ERR(pf_submit_ex(ex, task_square, in, 8, &so, &f), PF_EINVAL);
+        }
+    }
+    struct collect c = {.out = out, .n = 4, .ordered = true, .stop_at = SIZE_MAX};
+    pf_map_opts o = {.timeout = 1e9, .chunksize = 1}; /* the largest accepted */
+    ASSERT_OK(pf_map_array(ex, task_square, in, 4, 8, collect_emit, &c, &o));
+    ASSERT_EQ(c.emitted, 4);
+    ASSERT_EQ(out[3], 16);
     pf_executor_destroy(ex);
 }
 
@@ -484,5 +512,219 @@ TEST(loops_reject_bad_input)
                PF_EINVAL);
     ASSERT_ERR(pf_parallel_reduce(ex, 0, 4, count_primes, NULL, 0, &acc, 8, NULL, NULL), PF_EINVAL);
     ASSERT_OK(pf_parallel_for(ex, 3, 3, fill_body, NULL, 0, NULL));
+    pf_executor_destroy(ex);
+}
+
+/* --- chunk sizes and ranges at the edge of size_t ------------------------- */
+
+struct span {
+    size_t begin, end;
+};
+
+struct span_acc {
+    uint64_t calls, count, offsets, bad; /* bad: calls outside [begin, end) or empty */
+};
+
+static int span_body(size_t b, size_t e, const void *ctx, void *acc)
+{
+    const struct span *sp = ctx;
+    struct span_acc *a = acc;
+    a->calls++;
+    if (b < sp->begin || e > sp->end || b >= e) {
+        a->bad++;
+        return 0;
+    }
+    for (size_t i = b; i < e; i++) {
+        a->count++;
+        a->offsets += i - sp->begin;
+    }
+    return 0;
+}
+PF_REGISTER(span_body)
+
+static void span_combine(void *acc, const void *other)
+{
+    struct span_acc *a = acc;
+    const struct span_acc *o = other;
+    a->calls += o->calls;
+    a->count += o->count;
+    a->offsets += o->offsets;
+    a->bad += o->bad;
+}
+
+/* A chunk of any size, SIZE_MAX included, and a range ending at SIZE_MAX:
+ * every call of the body stays inside [begin, end), and every index runs once
+ * (count and sum of offsets).  `i + chunk` used to wrap: calls below begin
+ * and reversed ranges. */
+static void huge_chunks_and_ranges_near_size_max(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 3);
+    enum { N = 1000 };
+    const struct span spans[] = {{100, 100 + N}, {SIZE_MAX - N, SIZE_MAX}};
+    const size_t chunks[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX / 2 + 1, N, N - 1, 7};
+    const pf_schedule schedules[] = {PF_SCHEDULE_AUTO, PF_SCHEDULE_STATIC, PF_SCHEDULE_DYNAMIC,
+                                     PF_SCHEDULE_GUIDED};
+    for (size_t sp = 0; sp < 2; sp++) {
+        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+            for (size_t s = 0; s < 4; s++) {
+                for (size_t grain = 0; grain < 2; grain++) { /* 0: the inline probe first */
+                    struct span_acc acc = {0};
+                    pf_for_opts o = {.schedule = schedules[s], .chunk = chunks[k], .grain = grain};
+                    ASSERT_OK(pf_parallel_reduce(ex, spans[sp].begin, spans[sp].end, span_body,
+                                                 &spans[sp], sizeof spans[sp], &acc, sizeof acc,
+                                                 span_combine, &o));
+                    ASSERT_EQ(acc.bad, 0);
+                    ASSERT_EQ(acc.count, N);
+                    ASSERT_EQ(acc.offsets, (uint64_t)N * (N - 1) / 2);
+                    if (chunks[k] >= N && schedules[s] == PF_SCHEDULE_DYNAMIC && grain)
+                        ASSERT_EQ(acc.calls, 1); /* a chunk bigger than the range: one call */
+                }
+            }
+        }
+    }
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(huge_chunks_and_ranges_near_size_max)
+
+/* --- time limits ----------------------------------------------------------- */
+
+/* The executor's task_timeout bounds each call of the body, not the loop;
+ * the loop returns only after every call of the body has returned.  The
+ * bodies sleep the int in ctx (copied to process workers) per iteration. */
+static _Atomic int slow_active; /* threads: calls of the body running now */
+static _Atomic long slow_calls; /* threads: calls started */
+
+static int slow_body(size_t b, size_t e, void *ctx)
+{
+    slow_active++;
+    slow_calls++;
+    for (size_t i = b; i < e; i++)
+        pf_test_sleep_ms(*(const int *)ctx);
+    slow_active--;
+    return 0;
+}
+PF_REGISTER(slow_body)
+
+static int slow_count(size_t b, size_t e, const void *ctx, void *acc)
+{
+    slow_active++;
+    slow_calls++;
+    for (size_t i = b; i < e; i++) {
+        pf_test_sleep_ms(*(const int *)ctx);
+        ++*(uint64_t *)acc;
+    }
+    slow_active--;
+    return 0;
+}
+PF_REGISTER(slow_count)
+
+static pf_executor *make_limited(pf_kind kind, double task_timeout)
+{
+    pf_executor *ex = NULL;
+    pf_executor_opts o = {.max_workers = 2, .task_timeout = task_timeout};
+    ASSERT_OK(pf_executor_create(&ex, kind, &o));
+    return ex;
+}
+
+/* Nothing of the loop may run once it has returned (before the fix, a
+ * helper timed out by the watchdog ran on, on the caller's freed frame). */
+static void assert_loop_is_over(void)
+{
+    ASSERT_EQ(slow_active, 0);
+    long calls = slow_calls;
+    pf_test_sleep_ms(100);
+    ASSERT_EQ(slow_calls, calls);
+    ASSERT_EQ(slow_active, 0);
+}
+
+/* A call that overruns the limit fails the loop with PF_ETASKTIMEOUT, on
+ * threads (timed, the call runs to its end) as on processes (killed). */
+static void loop_call_over_the_time_limit_fails_it(pf_kind kind)
+{
+    pf_executor *ex = make_limited(kind, 0.02);
+    int ms = 60; /* every call overruns */
+    pf_for_opts o = {.schedule = PF_SCHEDULE_DYNAMIC, .chunk = 1, .grain = 1};
+    ASSERT_ERR(pf_parallel_for(ex, 0, 10, slow_body, &ms, sizeof ms, &o), PF_ETASKTIMEOUT);
+    if (kind == PF_THREADS)
+        assert_loop_is_over();
+    uint64_t acc = 0;
+    ASSERT_ERR(
+        pf_parallel_reduce(ex, 0, 20, slow_count, &ms, sizeof ms, &acc, sizeof acc, add_u64, &o),
+        PF_ETASKTIMEOUT);
+    if (kind == PF_THREADS) {
+        uint64_t at_return = acc;
+        assert_loop_is_over();
+        ASSERT_EQ(acc, at_return); /* no helper combined into it after the return */
+        ASSERT_LE(acc, 20);
+    }
+    pf_executor_destroy(ex);
+}
+FOR_POOLS(loop_call_over_the_time_limit_fails_it)
+
+/* Calls well within the limit: the loop succeeds with the full result, even
+ * though each participant (a helper task among them) works for longer than
+ * the limit in all. */
+TEST(loop_longer_than_the_time_limit_succeeds_on_threads)
+{
+    double limit = 0.05 * pf_test_scale();
+    pf_executor *ex = make_limited(PF_THREADS, limit);
+    int ms = 1;
+    const size_t n = (size_t)(160 * pf_test_scale()); /* about 1.6 limits per participant */
+    pf_for_opts o = {.schedule = PF_SCHEDULE_DYNAMIC, .chunk = 1, .grain = 1};
+    uint64_t acc = 0;
+    ASSERT_OK(
+        pf_parallel_reduce(ex, 0, n, slow_count, &ms, sizeof ms, &acc, sizeof acc, add_u64, &o));
+    ASSERT_EQ(acc, n);
+    assert_loop_is_over();
+    ASSERT_EQ(acc, n);
+    ASSERT_OK(pf_parallel_for(ex, 0, n, slow_body, &ms, sizeof ms, &o));
+    assert_loop_is_over();
+    pf_executor_destroy(ex);
+}
+
+/* --- registered names ------------------------------------------------------ */
+
+/* A program's own tasks named like the library's internal ones. */
+static int chunk_task(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    return pf_task_set_result(t, "mine", 5);
+}
+PF_REGISTER(chunk_task)
+
+static int map_chunk_task(pf_task *t, const void *arg, size_t len)
+{
+    return chunk_task(t, arg, len);
+}
+PF_REGISTER(map_chunk_task)
+
+/* The loops' chunk tasks are registered under reserved names, so a program's
+ * task called "chunk_task" or "map_chunk_task" registers and runs by name
+ * (before, one of each pair of registrations failed). */
+TEST(loop_chunk_tasks_have_reserved_names)
+{
+    const char *names[] = {"pf.for_chunk", "pf.map_chunk"};
+    for (int k = 0; k < 2; k++) {
+        pf_fn fn = NULL;
+        const char *name = NULL;
+        ASSERT_OK(pf_lookup(names[k], &fn));
+        ASSERT_OK(pf_registered_name(fn, &name, NULL));
+        ASSERT_STREQ(name, names[k]);
+    }
+    const pf_fn mine[] = {(pf_fn)chunk_task, (pf_fn)map_chunk_task};
+    const char *mine_names[] = {"chunk_task", "map_chunk_task"};
+    pf_executor *ex = make(PF_THREADS, 1);
+    for (int k = 0; k < 2; k++) {
+        pf_fn fn = NULL;
+        ASSERT_OK(pf_lookup(mine_names[k], &fn));
+        ASSERT(fn == mine[k]);
+        pf_future *f;
+        ASSERT_OK(pf_submit_named(ex, mine_names[k], NULL, 0, &f));
+        const void *d;
+        ASSERT_OK(pf_future_result(f, PF_FOREVER, &d, NULL));
+        ASSERT_STREQ((const char *)d, "mine");
+        pf_future_release(f);
+    }
     pf_executor_destroy(ex);
 }
