@@ -92,7 +92,8 @@ typedef void (*pf_fn)(void);
 
 /* Register `fn` under `name` (copied; at most 127 bytes).  Registering the
  * same pair twice is a no-op; a name taken by another function gives
- * PF_EEXIST.  Thread-safe. */
+ * PF_EEXIST.  Names starting with "pf." are the library's own (PF_EINVAL).
+ * Thread-safe. */
 PF_EXTERN int pf_register(const char *name, pf_fn fn);
 
 /* Look `name` up.  PF_ENOTFOUND if it is not registered. */

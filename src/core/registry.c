@@ -80,10 +80,29 @@ static int grow_locked(void)
     return PF_OK;
 }
 
+/* Names starting with this belong to the library's own tasks (the loops'
+ * chunk tasks): a program cannot take one first and hijack them. */
+#define RESERVED_PREFIX "pf."
+
+static int register_entry(const char *name, pf_fn fn);
+
 int pf_register(const char *name, pf_fn fn)
 {
-    if (!name || !fn || !*name || strlen(name) > NAME_MAX_LEN)
+    if (!name || !fn || !*name || strlen(name) > NAME_MAX_LEN ||
+        strncmp(name, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0)
         return PF_EINVAL;
+    return register_entry(name, fn);
+}
+
+int pf__register_reserved(const char *name, pf_fn fn)
+{
+    PF__CHECK(name && fn && strncmp(name, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0 &&
+              strlen(name) <= NAME_MAX_LEN);
+    return register_entry(name, fn);
+}
+
+static int register_entry(const char *name, pf_fn fn)
+{
     uint64_t id = fnv1a(name);
     int rc = PF_OK;
     pthread_mutex_lock(&lock);

@@ -151,7 +151,7 @@ static int map_chunk_task(pf_task *t, const void *arg, size_t len)
  * would fail).  MPI ranks find the chunk task by this name's id. */
 __attribute__((constructor)) static void register_map_chunk_task(void)
 {
-    (void)pf_register("pf.map_chunk", (pf_fn)map_chunk_task);
+    (void)pf__register_reserved("pf.map_chunk", (pf_fn)map_chunk_task);
 }
 
 struct mapper;

@@ -459,7 +459,7 @@ static int chunk_task(pf_task *t, const void *arg, size_t len)
  * fail).  MPI ranks find the chunk task by this name's id. */
 __attribute__((constructor)) static void register_chunk_task(void)
 {
-    (void)pf_register("pf.for_chunk", (pf_fn)chunk_task);
+    (void)pf__register_reserved("pf.for_chunk", (pf_fn)chunk_task);
 }
 
 struct cut {

@@ -711,7 +711,10 @@ TEST(loop_chunk_tasks_have_reserved_names)
         ASSERT_OK(pf_lookup(names[k], &fn));
         ASSERT_OK(pf_registered_name(fn, &name, NULL));
         ASSERT_STREQ(name, names[k]);
+        /* reserved: a program cannot take one first, nor another "pf." name */
+        ASSERT_ERR(pf_register(names[k], (pf_fn)chunk_task), PF_EINVAL);
     }
+    ASSERT_ERR(pf_register("pf.mine", (pf_fn)chunk_task), PF_EINVAL);
     const pf_fn mine[] = {(pf_fn)chunk_task, (pf_fn)map_chunk_task};
     const char *mine_names[] = {"chunk_task", "map_chunk_task"};
     pf_executor *ex = make(PF_THREADS, 1);
