@@ -68,7 +68,8 @@ typedef struct pf_progress {
 } pf_progress;
 
 /* Called after each task finishes, from the thread that completed it (a pool
- * thread or the pool's collector thread).  Keep it short and non-blocking. */
+ * thread, the thread pool's watchdog for a task that overran its time limit,
+ * or the process pool's collector thread).  Keep it short and non-blocking. */
 typedef void (*pf_progress_fn)(const pf_progress *p, void *user);
 
 /* max_workers value that asks for the kind's default (Python's None). */
@@ -89,8 +90,10 @@ typedef struct pf_executor_opts {
     /* Processes: replace a worker after it ran this many tasks (0: never). */
     unsigned max_tasks_per_child;
     /* Hard time limit in seconds for every task (0: none).  Processes kill an
-     * overrunning task with its worker; threads fail its future with
-     * PF_ETASKTIMEOUT at the deadline and flag it pf_task_cancelled(). */
+     * overrunning task with its worker; threads flag it pf_task_cancelled()
+     * at the deadline, then fail its future with PF_ETASKTIMEOUT from the
+     * pool's watchdog thread (its done-callbacks run there) and drop the
+     * task's late result. */
     double task_timeout;
     /* Processes: rerun a task whose worker died up to this many times. */
     unsigned max_retries;
@@ -118,11 +121,19 @@ PF_EXTERN int pf_executor_create(pf_executor **out, pf_kind kind, const pf_execu
 /* Stop accepting tasks.  With cancel_futures, pending tasks are cancelled
  * (their futures end PF_ECANCELLED).  With wait, return after every running
  * and pending task has finished and the workers have exited.  Calling it
- * again is harmless. */
+ * again is harmless.  A task or done-callback running on one of the pool's
+ * own threads (a worker or the thread pool's watchdog, the process pool's
+ * collector) cannot wait for the pool: the pool stops as asked and the call
+ * returns PF_EBUSY. */
 PF_EXTERN int pf_executor_shutdown(pf_executor *ex, bool wait, bool cancel_futures);
 
 /* Shut down (wait, do not cancel) and free everything: threads, processes,
- * shared memory.  NULL is a no-op. */
+ * shared memory.  NULL is a no-op.  It may be called from a task or
+ * done-callback of the same executor, but never waits for the thread it runs
+ * on: from a thread pool's worker it waits for the other workers, from its
+ * watchdog (callbacks of timed-out tasks) for none; the threads left finish
+ * the queued tasks and leave on their own, and the memory goes with the
+ * last of them. */
 PF_EXTERN void pf_executor_destroy(pf_executor *ex);
 
 PF_EXTERN pf_kind pf_executor_kind(const pf_executor *ex);
@@ -143,7 +154,9 @@ typedef struct pf_submit_opts {
 
 /* Submit fn(arg).  The `arg_len` bytes are copied before return.  `out` may
  * be NULL when the caller does not want the future.  PF_ESHUTDOWN after
- * shutdown, PF_EINVAL for a NULL fn or a NULL arg with arg_len > 0. */
+ * shutdown, PF_EINITFAILED once a worker initializer has failed (a task
+ * accepted is always run or failed), PF_EINVAL for a NULL fn or a NULL arg
+ * with arg_len > 0. */
 PF_EXTERN int pf_submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
                         pf_future **out);
 PF_EXTERN int pf_submit_ex(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
@@ -198,8 +211,9 @@ PF_EXTERN int pf_future_error(const pf_future *f, pf_error_info *info);
 PF_EXTERN int pf_future_cancel(pf_future *f);
 
 /* Call cb(f, user) once f is done: at once in this thread if it is done
- * already, else in the thread that completes it.  Callbacks run in the order
- * they were added. */
+ * already, else in the thread that completes it (on a thread pool: the
+ * worker, or the pool's watchdog for a task that overran its time limit).
+ * Callbacks run in the order they were added. */
 typedef void (*pf_done_fn)(pf_future *f, void *user);
 PF_EXTERN int pf_future_add_done_callback(pf_future *f, pf_done_fn cb, void *user);
 

@@ -101,7 +101,11 @@ struct pf_future {
 
 struct pf__executor_ops {
     /* Queue f (the front end has filled it in and counted it).  Return 0 or
-     * an error; on error the front end fails the future. */
+     * an error; on error the front end discards the future and returns the
+     * error.  An accepted task must be run or failed: once ex->broken is set
+     * (an initializer failed), refuse with PF_EINITFAILED, checked under the
+     * lock under which the kind fails its queued tasks for that failure (the
+     * front end's own check races with it). */
     int (*submit)(struct pf_executor *ex, pf_future *f);
     /* Try to cancel f (not FINISHED when called).  Return 0 if the kind
      * finished it as cancelled, PF_EBUSY if it cannot. */

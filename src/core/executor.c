@@ -213,6 +213,9 @@ static int submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_le
         free(owned);
         return PF_ESHUTDOWN;
     }
+    /* A fast path only: a worker may fail its initializer between this
+     * check and ops->submit, so each kind checks `broken` again under its
+     * queue lock (see struct pf__executor_ops). */
     if (atomic_load_explicit(&ex->broken, memory_order_relaxed)) {
         free(owned);
         return PF_EINITFAILED;

@@ -13,14 +13,34 @@
  *   may finish the future (and drop the executor's reference) meanwhile.
  *
  *   Time limits: threads cannot be killed.  A watchdog thread, started with
- *   the first task that has a limit, finishes an overrunning task's future
- *   with PF_ETASKTIMEOUT at its deadline and raises its cancel flag
- *   (pf_task_cancelled); the task's late result is thrown away.
+ *   the first task that has a limit, takes an overrunning task over at its
+ *   deadline (worker.timed_out, under the lock), raises its cancel flag
+ *   (pf_task_cancelled) and then finishes its future with PF_ETASKTIMEOUT.
+ *   Flag first: the future's done-callbacks run on the watchdog thread, and
+ *   a task that stops at the flag must not wait for them.  Once taken over
+ *   the future is the watchdog's to finish; the worker throws the task's
+ *   late outcome away, so exactly one thread finishes it.
+ *
+ *   Initializer failure: the failing worker fails what is queued, under the
+ *   lock; tp_submit checks `broken` under the same lock, so a submitted task
+ *   is either queued before and failed there or refused (PF_EINITFAILED).
  *
  *   Shutdown: `stopping` makes workers leave once the queue is empty (or at
- *   once with cancel_futures, after the queue is cancelled).  Joining is
- *   serialised by join_lock so that concurrent shutdown(wait) calls and
- *   destroy never join a thread twice.
+ *   once with cancel_futures, after the queue is cancelled), and the
+ *   watchdog once, besides, no task runs.  Joining is serialised by
+ *   join_lock so that concurrent shutdown(wait) calls and destroy never join
+ *   a thread twice.
+ *
+ *   Pool threads (workers and the watchdog; tls_pool) run user code: tasks,
+ *   and done-callbacks, which the watchdog runs for timed-out futures.  Such
+ *   code may destroy the pool, but a pool thread cannot wait for the pool:
+ *   shutdown(wait) answers PF_EBUSY, and destroy (join_all) detaches what it
+ *   must not join.  A worker joins the other workers (the watchdog goes on
+ *   enforcing their limits meanwhile) and detaches itself and the watchdog,
+ *   which waits for that worker's task.  The watchdog detaches everyone:
+ *   while it waited no limit would be enforced, and a task that stops only
+ *   at its flag would never end.  Every thread holds a reference on the
+ *   pool, so the memory goes with the last one to leave.
  */
 #include <errno.h>
 #include <string.h>
@@ -33,13 +53,17 @@ struct worker {
     pthread_t tid;        /* set by the spawner under lock */
     pf_future *current;   /* lock: the task running now, or NULL */
     uint64_t deadline_ns; /* lock: its deadline, or 0 */
+    /* lock: the watchdog took `current` over at its deadline; it finishes
+     * the future and the worker drops the task's outcome. */
+    bool timed_out;
 };
 
 struct tpool {
     struct pf_executor base;
     pf__mutex lock;
     pf__cond work;           /* workers wait here for tasks */
-    pf__cond watchdog_wake;  /* the watchdog waits here */
+    pf__cond watchdog_wake;  /* the watchdog waits here; signalled on a new deadline and, once
+                              * stopping, whenever a task ends */
     struct pf__fqueue queue; /* lock */
     int n_threads;           /* lock: threads started */
     int n_idle;              /* lock: threads waiting on `work` */
@@ -49,19 +73,25 @@ struct tpool {
      * so a task is never left behind. */
     _Atomic int n_spinning;
     _Atomic uint64_t n_pushed;
-    bool stopping;          /* lock */
-    bool watchdog_started;  /* lock */
+    bool stopping;         /* lock */
+    bool watchdog_started; /* lock */
+    /* lock: a thread has joined the watchdog, is joining it or detached it */
+    bool watchdog_claimed;
+    /* lock: join_all ran on a pool thread, so nobody will join the threads
+     * left: a watchdog started after that is detached at once. */
+    bool orphaned;
     pthread_t watchdog;     /* set once under lock */
     struct worker *workers; /* [max_workers]; entries < n_threads in use */
 
-    pf__mutex join_lock;  /* serialises joining */
-    int n_joined;         /* join_lock: workers joined so far */
-    bool watchdog_joined; /* join_lock */
+    pf__mutex join_lock; /* serialises joining */
+    int n_joined;        /* join_lock: workers joined or detached so far */
 };
 
-/* The pool whose worker thread this is (NULL elsewhere): a pool must not
- * join the thread that asks it to. */
+/* The pool whose worker or watchdog thread this is (NULL elsewhere): a pool
+ * must not join the thread that asks it to, nor wait for itself. */
 static _Thread_local struct tpool *tls_pool;
+/* Whether this thread is tls_pool's watchdog. */
+static _Thread_local bool tls_watchdog;
 
 static void *worker_main(void *arg);
 static void *watchdog_main(void *arg);
@@ -73,6 +103,7 @@ static int spawn_locked(struct tpool *p)
     w->pool = p;
     w->index = p->n_threads;
     w->current = NULL;
+    w->timed_out = false;
     /* Each thread holds a reference, so the pool's memory outlives a
      * thread that destroys the pool from a task or a callback. */
     pf__executor_retain(&p->base);
@@ -89,18 +120,38 @@ static void start_watchdog_locked(struct tpool *p)
 {
     if (p->watchdog_started)
         return;
-    if (pthread_create(&p->watchdog, NULL, watchdog_main, p) == 0)
-        p->watchdog_started = true;
-    /* Without a watchdog, limits are not enforced; nothing else breaks. */
+    /* Like a worker it holds a reference: it may outlive destroy (see DESIGN). */
+    pf__executor_retain(&p->base);
+    if (pthread_create(&p->watchdog, NULL, watchdog_main, p) != 0) {
+        /* Without a watchdog, limits are not enforced; nothing else breaks.
+         * The caller's own reference keeps this one from being the last. */
+        pf__executor_release(&p->base);
+        return;
+    }
+    p->watchdog_started = true;
+    if (p->orphaned) { /* join_all has run: nobody would join it */
+        p->watchdog_claimed = true;
+        PF__CHECK(pthread_detach(p->watchdog) == 0);
+    }
 }
 
-static void run_task(struct worker *w, pf_future *f, void *state)
+/* What a task came to, finished once the worker knows the watchdog has not
+ * taken the task over. */
+struct outcome {
+    int code;
+    void *data; /* malloc()ed result on success, or NULL */
+    size_t len;
+    pf_error_info info; /* when code != 0 */
+};
+
+static void run_task(struct worker *w, pf_future *f, void *state, struct outcome *o)
 {
     struct tpool *p = w->pool;
+    o->data = NULL;
+    o->len = 0;
     if (atomic_load_explicit(&p->base.broken, memory_order_relaxed)) {
-        pf_error_info info;
-        pf__executor_check_init(&p->base, &info);
-        pf__future_finish(f, PF_EINITFAILED, NULL, 0, &info);
+        pf__executor_check_init(&p->base, &o->info);
+        o->code = PF_EINITFAILED;
         return;
     }
     struct pf_task t = {
@@ -111,14 +162,15 @@ static void run_task(struct worker *w, pf_future *f, void *state)
         .cancel_flag = &f->cancel_requested,
     };
     int rc = pf__task_run(&t, f->fn, f->arg, f->arg_len);
+    o->code = rc;
     if (rc == PF_OK) {
-        pf__future_finish(f, PF_OK, t.result, t.result_len, NULL);
+        o->data = t.result;
+        o->len = t.result_len;
     } else {
-        pf_error_info info = {
+        o->info = (pf_error_info){
             .code = rc, .task_code = t.fail_code, .worker_index = w->index, .exit_status = -1};
-        pf__strlcpy(info.message, t.message, sizeof info.message);
+        pf__strlcpy(o->info.message, t.message, sizeof o->info.message);
         pf__task_heap_drop(&t);
-        pf__future_finish(f, rc, NULL, 0, &info);
     }
 }
 
@@ -174,8 +226,9 @@ static void *worker_main(void *arg)
 
     pf__mutex_lock(&p->lock);
     if (!init_ok) {
-        /* The executor is broken: fail what waits; later submits are
-         * refused by the front end, and other workers fail what slips in. */
+        /* The executor is broken (`broken` was set before this lock was
+         * taken): fail what waits; tp_submit refuses later tasks under this
+         * lock, and other workers fail what they had taken already. */
         fail_all_locked_then_unlock(p, PF_EINITFAILED);
         pf__executor_release(&p->base);
         return NULL;
@@ -193,6 +246,7 @@ static void *worker_main(void *arg)
             break;           /* stopping, and nothing left */
         pf_future_retain(f); /* see DESIGN: the future must outlive a timeout */
         w->current = f;
+        w->timed_out = false;
         w->deadline_ns = f->timeout_ns ? pf__now_ns() + f->timeout_ns : 0;
         if (w->deadline_ns) {
             start_watchdog_locked(p);
@@ -201,12 +255,23 @@ static void *worker_main(void *arg)
         pf__future_set_running(f, w->index);
         pf__mutex_unlock(&p->lock);
 
-        run_task(w, f, state);
+        struct outcome o;
+        run_task(w, f, state, &o);
 
         pf__mutex_lock(&p->lock);
+        /* After this the watchdog no longer sees the task; before it, it may
+         * have taken it over, and then it alone finishes the future. */
+        bool timed_out = w->timed_out;
         w->current = NULL;
         w->deadline_ns = 0;
+        w->timed_out = false;
+        if (p->stopping)
+            pf__cond_signal(&p->watchdog_wake); /* it leaves once no task runs */
         pf__mutex_unlock(&p->lock);
+        if (timed_out)
+            free(o.data); /* the late result is thrown away */
+        else
+            pf__future_finish(f, o.code, o.data, o.len, o.code ? &o.info : NULL);
         pf_future_release(f);
         pf__mutex_lock(&p->lock);
     }
@@ -219,6 +284,8 @@ static void *worker_main(void *arg)
 static void *watchdog_main(void *arg)
 {
     struct tpool *p = arg;
+    tls_pool = p; /* it runs done-callbacks of timed-out futures */
+    tls_watchdog = true;
     pf__mutex_lock(&p->lock);
     for (;;) {
         uint64_t now = pf__now_ns(), next = UINT64_MAX;
@@ -235,29 +302,34 @@ static void *watchdog_main(void *arg)
             if (w->deadline_ns <= now && !expired) {
                 expired = pf_future_retain(w->current);
                 expired_worker = i;
-                w->deadline_ns = 0; /* expire once */
+                w->deadline_ns = 0;  /* expire once */
+                w->timed_out = true; /* the worker will not finish it now */
             } else if (w->deadline_ns > now && w->deadline_ns < next) {
                 next = w->deadline_ns;
             }
         }
         if (expired) {
             pf__mutex_unlock(&p->lock);
-            /* Finish first, then flag: a task that stops at the flag must
-             * not race the timeout to finish its own future. */
+            /* Flag, then finish: the done-callbacks run here and may wait
+             * for the task (destroy), which must see its flag first.  The
+             * task cannot finish its own future: timed_out is set. */
+            atomic_store(&expired->cancel_requested, 1);
             pf__future_fail(expired, PF_ETASKTIMEOUT, expired_worker,
                             "task overran its time limit of %.3f s (the thread runs on: "
                             "threads cannot be killed; its result will be discarded)",
                             expired->timeout_ns / 1e9);
-            atomic_store(&expired->cancel_requested, 1);
             pf_future_release(expired);
             pf__mutex_lock(&p->lock);
             continue;
         }
+        /* No task runs and none can start: workers only leave from here
+         * (no submit is taken once stopping), so none needs a limit. */
         if (p->stopping && !busy && !p->queue.head)
             break;
         pf__cond_wait_until(&p->watchdog_wake, &p->lock, next);
     }
     pf__mutex_unlock(&p->lock);
+    pf__executor_release(&p->base); /* its own reference; may free the pool */
     return NULL;
 }
 
@@ -268,6 +340,15 @@ static int tp_submit(struct pf_executor *ex, pf_future *f)
     if (p->stopping) {
         pf__mutex_unlock(&p->lock);
         return PF_ESHUTDOWN;
+    }
+    /* The front end's check of `broken` is not atomic with this queue: a
+     * worker whose initializer failed may have emptied it since, and none
+     * may be left to take the task.  Checked under the lock that worker
+     * held, it is exact (relaxed is enough: `broken` was stored before the
+     * failing worker took the lock). */
+    if (atomic_load_explicit(&p->base.broken, memory_order_relaxed)) {
+        pf__mutex_unlock(&p->lock);
+        return PF_EINITFAILED;
     }
     pf__fqueue_push(&p->queue, f);
     atomic_fetch_add_explicit(&p->n_pushed, 1, memory_order_relaxed);
@@ -302,26 +383,41 @@ static int tp_cancel(struct pf_executor *ex, pf_future *f)
     return PF_OK;
 }
 
+/* Join the pool's threads, or detach those that the caller must not wait
+ * for when it is a pool thread itself (see DESIGN).  Called once `stopping`
+ * is set, so no worker starts any more. */
 static void join_all(struct tpool *p)
 {
+    const bool on_watchdog = tls_pool == p && tls_watchdog;
     pf__mutex_lock(&p->join_lock);
     pf__mutex_lock(&p->lock);
-    int n = p->n_threads; /* no thread starts after `stopping` */
-    bool watchdog = p->watchdog_started;
+    int n = p->n_threads;
+    bool detach_watchdog = false;
+    if (tls_pool == p) {
+        p->orphaned = true; /* a watchdog started from now on detaches itself */
+        detach_watchdog = p->watchdog_started && !p->watchdog_claimed;
+        p->watchdog_claimed = p->watchdog_claimed || detach_watchdog;
+    }
     pf__mutex_unlock(&p->lock);
     for (; p->n_joined < n; p->n_joined++) {
         pthread_t tid = p->workers[p->n_joined].tid;
-        if (pthread_equal(tid, pthread_self()))
-            PF__CHECK(pthread_detach(tid) == 0); /* it ends once this task returns */
+        if (on_watchdog || pthread_equal(tid, pthread_self()))
+            PF__CHECK(pthread_detach(tid) == 0); /* it leaves on its own */
         else
             PF__CHECK(pthread_join(tid, NULL) == 0);
     }
-    if (watchdog && !p->watchdog_joined) {
+    if (detach_watchdog)
+        PF__CHECK(pthread_detach(p->watchdog) == 0); /* it leaves once no task runs */
+    if (tls_pool != p) {
+        /* Every worker is gone, so the watchdog cannot start any more: read
+         * its state only now. */
         pf__mutex_lock(&p->lock);
+        bool join_watchdog = p->watchdog_started && !p->watchdog_claimed;
+        p->watchdog_claimed = p->watchdog_claimed || join_watchdog;
         pf__cond_signal(&p->watchdog_wake);
         pf__mutex_unlock(&p->lock);
-        PF__CHECK(pthread_join(p->watchdog, NULL) == 0);
-        p->watchdog_joined = true;
+        if (join_watchdog)
+            PF__CHECK(pthread_join(p->watchdog, NULL) == 0);
     }
     pf__mutex_unlock(&p->join_lock);
 }

@@ -1,7 +1,10 @@
 /*
  * Executor and future semantics, the same on every executor kind.
  */
+#include <dirent.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "tasks.h"
@@ -529,4 +532,265 @@ TEST(executor_defaults_follow_python)
     ASSERT_EQ(k, PF_PROCESSES);
     ASSERT_ERR(pf_kind_parse("gpu", &k), PF_EINVAL);
     ASSERT_STREQ(pf_kind_name(PF_THREADS), "threads");
+}
+
+/* --- thread pool: initializer failure and time limits against destroy ----- */
+
+/* Polls *flag for up to `seconds` (scaled): whether it became non-zero.  A
+ * hang in the library becomes a failed assertion, not a runner timeout. */
+static bool wait_flag(_Atomic int *flag, double seconds)
+{
+    for (int ms = 0; ms < seconds * 1000 * pf_test_scale(); ms++) {
+        if (atomic_load(flag))
+            return true;
+        pf_test_sleep_ms(1);
+    }
+    return atomic_load(flag) != 0;
+}
+
+/* The threads of this process (the runner's, a sanitizer's included). */
+static int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    ASSERT(d != NULL);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void *no_op_thread(void *arg)
+{
+    return arg;
+}
+
+/* The thread count before a pool starts.  One thread is started and joined
+ * first: a sanitizer may start a helper thread of its own with the first. */
+static int threads_baseline(void)
+{
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, no_op_thread, NULL), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    return count_threads();
+}
+
+/* Whether the threads a pool left behind have all gone within `seconds`. */
+static bool threads_back_to(int n, double seconds)
+{
+    for (int ms = 0; ms < seconds * 1000 * pf_test_scale(); ms++) {
+        if (count_threads() <= n)
+            return true;
+        pf_test_sleep_ms(1);
+    }
+    return false;
+}
+
+static _Atomic int init_go;
+
+/* Fails, once the test says so and a moment later. */
+static int init_fail_on_go(void **state, const void *arg, size_t len, int index)
+{
+    (void)state;
+    (void)arg;
+    (void)len;
+    (void)index;
+    while (!atomic_load(&init_go))
+        pf_test_sleep_ms(1);
+    pf_test_sleep_ms(2);
+    return 9;
+}
+
+/* A submit checks `broken` up front, then copies its argument: a worker whose
+ * initializer fails meanwhile empties the queue and leaves, and with
+ * max_workers reached no thread would be left to run or fail a task queued
+ * after that.  The pool must refuse it or fail it.  A 32 MiB argument makes
+ * the copy outlast the failure. */
+TEST(threads_submit_racing_initializer_failure_ends)
+{
+    const size_t big_len = 32u << 20;
+    char *big = malloc(big_len);
+    ASSERT(big != NULL);
+    memset(big, 1, big_len);
+    for (int round = 0; round < 3; round++) {
+        atomic_store(&init_go, 0);
+        pf_executor_opts o = {.max_workers = 1, .initializer = init_fail_on_go};
+        pf_executor *ex;
+        ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+        pf_future *first, *late = NULL;
+        ASSERT_OK(pf_submit(ex, task_noop, NULL, 0, &first)); /* starts the one worker */
+        atomic_store(&init_go, 1);
+        int rc = pf_submit(ex, task_noop, big, big_len, &late);
+        if (rc == PF_OK) {
+            if (pf_future_wait(late, 10 * pf_test_scale()) != PF_OK)
+                FAIL("round %d: a task submitted as the initializer failed never finished", round);
+            ASSERT_ERR(pf_future_result(late, 0, NULL, NULL), PF_EINITFAILED);
+            pf_future_release(late);
+        } else {
+            ASSERT_ERR(rc, PF_EINITFAILED);
+            ASSERT(late == NULL);
+        }
+        ASSERT_ERR(pf_future_result(first, 10 * pf_test_scale(), NULL, NULL), PF_EINITFAILED);
+        pf_future_release(first);
+        pf_executor_destroy(ex);
+    }
+    free(big);
+}
+
+static _Atomic int task_ended, task_saw_cancel, cb_checked, cb_saw_task_end, cb_shutdown_rc,
+    cb_done;
+
+static void reset_flags(void)
+{
+    atomic_store(&task_ended, 0);
+    atomic_store(&task_saw_cancel, 0);
+    atomic_store(&cb_checked, 0);
+    atomic_store(&cb_saw_task_end, 0);
+    atomic_store(&cb_shutdown_rc, 1);
+    atomic_store(&cb_done, 0);
+}
+
+/* Sleeps its int32 milliseconds without looking at the cancel flag. */
+static int task_sleep_then_note(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    ASSERT_EQ(len, sizeof(int32_t));
+    pf_test_sleep_ms(*(const int32_t *)arg);
+    atomic_store(&task_ended, 1);
+    return 0;
+}
+
+/* Polls pf_task_cancelled() for up to 30 s. */
+static int task_poll_cancel(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    for (int i = 0; i < 30000 && !pf_task_cancelled(t); i++)
+        pf_test_sleep_ms(1);
+    atomic_store(&task_saw_cancel, pf_task_cancelled(t));
+    atomic_store(&task_ended, 1);
+    return 0;
+}
+
+/* Done-callback of a timed-out future: it runs on the pool's watchdog. */
+static void shutdown_and_destroy(pf_future *f, void *ex)
+{
+    ASSERT_ERR(pf_future_result(f, 0, NULL, NULL), PF_ETASKTIMEOUT);
+    atomic_store(&cb_shutdown_rc, pf_executor_shutdown(ex, true, false));
+    pf_executor_destroy(ex);
+    atomic_store(&cb_done, 1);
+}
+
+/* A timed-out future's callbacks run on the watchdog thread, which must act
+ * as a pool thread: shutdown(wait) answers PF_EBUSY, destroy returns. */
+TEST(threads_timeout_callback_destroys_pool)
+{
+    reset_flags();
+    int threads_before = threads_baseline();
+    double limit = 0.1 * pf_test_scale();
+    pf_executor_opts o = {.max_workers = 1, .task_timeout = limit};
+    pf_executor *ex;
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    pf_future *f = submit_i32(ex, task_sleep_then_note, (int32_t)(3000 * limit));
+    ASSERT_OK(pf_future_add_done_callback(f, shutdown_and_destroy, ex));
+    ASSERT_ERR(pf_future_result(f, 10 * pf_test_scale(), NULL, NULL), PF_ETASKTIMEOUT);
+    if (!wait_flag(&cb_done, 10))
+        FAIL("pf_executor_destroy() in a timeout's callback never returned");
+    ASSERT_ERR(atomic_load(&cb_shutdown_rc), PF_EBUSY);
+    pf_future_release(f);
+    ASSERT(wait_flag(&task_ended, 10));
+    if (!threads_back_to(threads_before, 10))
+        FAIL("the pool's threads did not all leave: %d > %d", count_threads(), threads_before);
+}
+
+static void wait_task_then_destroy(pf_future *f, void *ex)
+{
+    (void)f;
+    /* The task's flag is up before its callbacks run: it stops meanwhile. */
+    atomic_store(&cb_saw_task_end, wait_flag(&task_ended, 2));
+    atomic_store(&cb_checked, 1);
+    pf_executor_destroy(ex);
+    atomic_store(&cb_done, 1);
+}
+
+/* A timed-out task that stops at pf_task_cancelled() is flagged before its
+ * future's callbacks run, so a callback that waits for it (destroy does)
+ * does not wait forever. */
+TEST(threads_timeout_flags_task_before_callbacks)
+{
+    reset_flags();
+    int threads_before = threads_baseline();
+    pf_executor_opts o = {.max_workers = 2, .task_timeout = 0.1 * pf_test_scale()};
+    pf_executor *ex;
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_poll_cancel, NULL, 0, &f));
+    ASSERT_OK(pf_future_add_done_callback(f, wait_task_then_destroy, ex));
+    ASSERT_ERR(pf_future_result(f, 10 * pf_test_scale(), NULL, NULL), PF_ETASKTIMEOUT);
+    ASSERT(wait_flag(&cb_checked, 10));
+    if (!atomic_load(&cb_saw_task_end))
+        FAIL("the timed-out task was not flagged cancelled while its callbacks ran");
+    ASSERT(atomic_load(&task_saw_cancel));
+    if (!wait_flag(&cb_done, 10))
+        FAIL("pf_executor_destroy() in a timeout's callback never returned");
+    pf_future_release(f);
+    if (!threads_back_to(threads_before, 10))
+        FAIL("the pool's threads did not all leave: %d > %d", count_threads(), threads_before);
+}
+
+static pf_executor *own_pool;
+static _Atomic int destroy_go;
+
+/* Destroys the pool it runs on, once the test says so. */
+static int task_destroy_own_pool(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)arg;
+    (void)len;
+    ASSERT(wait_flag(&destroy_go, 10));
+    pf_executor_destroy(own_pool);
+    return 0;
+}
+
+/* A task may destroy its own pool; the watchdog of a pool with a time limit
+ * must not hold that up (it waits for the very task that destroys). */
+TEST(threads_task_destroys_pool_with_time_limit)
+{
+    int threads_before = threads_baseline();
+    atomic_store(&destroy_go, 1);
+    pf_executor_opts o = {.max_workers = 2, .task_timeout = 60};
+    ASSERT_OK(pf_executor_create(&own_pool, PF_THREADS, &o));
+    pf_future *f;
+    ASSERT_OK(pf_submit(own_pool, task_destroy_own_pool, NULL, 0, &f));
+    if (pf_future_wait(f, 10 * pf_test_scale()) != PF_OK)
+        FAIL("pf_executor_destroy() from a task of a pool with a time limit never returned");
+    ASSERT_OK(pf_future_result(f, 0, NULL, NULL));
+    pf_future_release(f);
+    if (!threads_back_to(threads_before, 10))
+        FAIL("the pool's threads did not all leave: %d > %d", count_threads(), threads_before);
+}
+
+/* After a task destroyed its pool, the queued tasks still run, with their
+ * limits enforced by a watchdog that nobody is left to join: it must leave
+ * on its own once they are done. */
+TEST(threads_task_destroys_pool_then_queued_task_times_out)
+{
+    reset_flags();
+    int threads_before = threads_baseline();
+    atomic_store(&destroy_go, 0);
+    pf_executor_opts o = {.max_workers = 1};
+    ASSERT_OK(pf_executor_create(&own_pool, PF_THREADS, &o));
+    pf_future *first, *queued;
+    ASSERT_OK(pf_submit(own_pool, task_destroy_own_pool, NULL, 0, &first));
+    pf_submit_opts so = {.timeout = 0.1 * pf_test_scale()};
+    ASSERT_OK(pf_submit_ex(own_pool, task_poll_cancel, NULL, 0, &so, &queued));
+    atomic_store(&destroy_go, 1);
+    ASSERT_OK(pf_future_result(first, 10 * pf_test_scale(), NULL, NULL));
+    ASSERT_ERR(pf_future_result(queued, 10 * pf_test_scale(), NULL, NULL), PF_ETASKTIMEOUT);
+    ASSERT(wait_flag(&task_ended, 10));
+    ASSERT(atomic_load(&task_saw_cancel));
+    pf_future_release(first);
+    pf_future_release(queued);
+    if (!threads_back_to(threads_before, 10))
+        FAIL("the pool's threads did not all leave: %d > %d", count_threads(), threads_before);
 }
