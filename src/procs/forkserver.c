@@ -53,6 +53,8 @@ static int fs_lifeline = -1; /* fs_lock: write end of the lifeline pipe */
 static int fs_users;         /* fs_lock: pools + pf_init's pin */
 static bool fs_pinned;       /* fs_lock: pf_init() holds a use */
 
+int pf__fs_fail_spawns; /* test hook, see procs.h; the server's copy counts down */
+
 /* ------------------------------------------------------------------------ */
 /* Inside the fork server                                                    */
 /* ------------------------------------------------------------------------ */
@@ -128,7 +130,10 @@ static __attribute__((noreturn)) void fs_exit_killing_all(void)
 {
     for (int i = 0; i < n_children; i++)
         kill(children[i].pid, SIGKILL);
-    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
+    for (;;) { /* until ECHILD; errno is looked at only after a failure */
+        pid_t r = waitpid(-1, NULL, 0);
+        if (r < 0 && errno != EINTR)
+            break;
     }
     _exit(0);
 }
@@ -144,6 +149,11 @@ static void fs_spawn(int p, int index, const sigset_t *orig_mask, int ctl, int l
         }
         children = c;
         cap_children = cap;
+    }
+    if (pf__fs_fail_spawns > 0) { /* test hook: as if fork() had failed */
+        pf__fs_fail_spawns--;
+        fs_send(pools[p].chan, PF__FS_SPAWNED, index, 0, EAGAIN);
+        return;
     }
     pid_t server = getpid();
     pid_t pid = fork();
@@ -166,10 +176,16 @@ static void fs_spawn(int p, int index, const sigset_t *orig_mask, int ctl, int l
                 close(pools[i].evfd);
             }
         }
-        /* The server's bookkeeping means nothing to a worker. */
+        /* The server's bookkeeping means nothing to a worker, and must be
+         * empty should a task start a fork server of its own. */
         free(pools);
         free(children);
         free(pollfds);
+        pools = NULL;
+        children = NULL;
+        pollfds = NULL;
+        n_pools = cap_pools = n_children = cap_children = cap_pollfds = 0;
+        pf__fs_fail_spawns = 0;
         close(ctl);
         close(lifeline);
         close(sigfd);
@@ -250,6 +266,18 @@ static void fs_pool_message(int p, const sigset_t *orig_mask, int ctl, int lifel
 
 static __attribute__((noreturn)) void fs_main(int ctl, int lifeline, bool pdeathsig)
 {
+    /* We are a fork of a thread that held fs_lock (start_locked), and so is
+     * every worker: reset the program-side state to "no fork server", so
+     * that a task can use pf_init/pf_fini or a process pool of its own (it
+     * starts its own fork server) instead of blocking on a lock that no
+     * thread will ever release.  We are single-threaded: nothing else can
+     * touch these. */
+    pthread_mutex_init(&fs_lock, NULL);
+    fs_pid = 0;
+    fs_ctl = fs_lifeline = -1;
+    fs_users = 0;
+    fs_pinned = false;
+
     setpgid(0, 0);
     if (pdeathsig)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -353,6 +381,7 @@ static int start_locked(bool explicit_init)
     }
     bool main_thread = getpid() == (pid_t)syscall(SYS_gettid);
     fflush(NULL); /* buffered output must not be written twice */
+    /* The child gets fs_lock held by us, forever: fs_main resets it. */
     pid_t pid = fork();
     if (pid < 0) {
         close(sv[0]);

@@ -5,7 +5,9 @@
  *   Submit: a submitting thread takes `lock`, copies the task into a free
  *   slot of the shared memory (procs.h), marks it READY and publishes it on
  *   the submission ring, waking one sleeping worker if any.  With no free
- *   slot (or no ring room) the future waits in `pending`.
+ *   slot (or no ring room) the future waits in `pending`.  An argument over
+ *   PF__ARG_STRIDE is refused (PF_ETOOBIG), and so is every task once the
+ *   pool is broken (PF_EINITFAILED, decided under `lock`: see pp_submit).
  *
  *   The collector thread does everything else: it drains the workers'
  *   completion rings (copying results out and finishing futures), refills
@@ -20,8 +22,16 @@
  *   running.  That task's future fails with PF_EWORKERDIED (pid and signal
  *   or exit status in the details), or is queued again while it has retries
  *   left; a task that merely shared a worker we killed for another task's
- *   sake is queued again for free.  Then a replacement worker is started
- *   with the same index.  Only that task is affected; the pool goes on.
+ *   sake is queued again for free.  A task whose worker we killed for it
+ *   (cancel, time limit) is finished by whoever killed it, never by the
+ *   death report, and never runs again (slot_killed).  Then a replacement
+ *   worker is started with the same index.  Only that task is affected; the
+ *   pool goes on.
+ *
+ *   Failed spawns (fork failed in the server): the index stays down and the
+ *   next submit asks for it again.  When no worker runs and none is being
+ *   started, the queued tasks fail with PF_ESYS: no accepted task waits for
+ *   a worker that nobody will start.
  *
  *   Shutdown: `stopping` refuses new tasks; once `pending` is empty the
  *   collector sets hdr->shutdown and workers leave when the ring is empty.
@@ -51,10 +61,13 @@
  * up (the executor then fails its tasks with PF_EINITFAILED). */
 #define PF__MAX_STARTUP_FAILURES 5
 
+void (*pf__pp_cancel_gap_hook)(void); /* see procs.h */
+
 struct pworker {
     pid_t pid;          /* lock: 0 while none */
     bool alive;         /* lock: started and not yet reported ended */
     bool spawn_pending; /* lock: asked the server for it, no answer yet */
+    bool down;          /* lock: its spawn failed; the next submit asks again */
     bool killed;        /* lock: we asked the server to kill it */
     uint32_t kill_slot; /* lock: the slot it was killed for, or PF__SLOT_NONE */
 };
@@ -72,6 +85,7 @@ struct ppool {
     pf_future **slot_future;   /* lock: [n_slots] */
     uint32_t *free_slots;      /* lock: stack of FREE slots */
     bool *medium_reserved;     /* lock: [n_slots] slot's medium area is fallocated */
+    bool *slot_killed;         /* lock: [n_slots] killed for its task: kill_worker_locked */
     uint32_t n_free;           /* lock */
     struct pf__fqueue pending; /* lock */
     struct pworker *workers;   /* lock: [n_workers] */
@@ -79,6 +93,7 @@ struct ppool {
     bool collector_done;       /* lock */
     bool fs_gone;              /* lock: the fork server vanished */
     int startup_failures;      /* lock: workers in a row that died starting */
+    int n_down;                /* lock: workers with pworker.down set */
 
     pthread_t collector; /* immutable after create */
     pf__mutex join_lock;
@@ -132,8 +147,8 @@ static void punch(struct ppool *p, uint64_t off, uint64_t len)
 }
 
 /* Put f in a free slot and publish it.  PF_EBUSY: no slot or no ring room
- * (f stays with the caller); PF_ENOSPC/PF_ESYS: its argument cannot be
- * placed in shared memory. */
+ * (f stays with the caller); PF_ETOOBIG: its argument is over the largest
+ * (PF__ARG_STRIDE); PF_ENOSPC/PF_ESYS: it cannot be placed in shared memory. */
 static int place_locked(struct ppool *p, pf_future *f)
 {
     struct pf__shm_header *h = p->hdr;
@@ -161,6 +176,10 @@ static int place_locked(struct ppool *p, pf_future *f)
         slot->arg_where = PF__ARG_MEDIUM;
         memcpy(pf__shm_medium(h, s), f->arg, f->arg_len);
     } else {
+        /* A slot's area is PF__ARG_STRIDE bytes: a longer argument would
+         * spill into the next slot's.  pp_submit refuses it already. */
+        if (f->arg_len > PF__ARG_STRIDE)
+            return PF_ETOOBIG;
         slot->arg_where = PF__ARG_LARGE;
         uint64_t off = PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE;
         if (posix_fallocate(p->memfd, (off_t)off, (off_t)f->arg_len) != 0)
@@ -185,8 +204,12 @@ static int place_locked(struct ppool *p, pf_future *f)
     return PF_OK;
 }
 
-/* Free slot s.  Returns the future it held (or NULL) with the slot's
- * reference, which the caller now owns. */
+/* Free slot s.  Returns the future it held with the slot's reference, which
+ * the caller now owns and must finish or release; NULL if the slot held none,
+ * or if its worker was killed for that future (slot_killed): the killer
+ * finishes it, and the slot's reference is dropped here.  That reference is
+ * never the last one while the future is unfinished (the killer holds the
+ * executor's), so no user code runs here. */
 static pf_future *free_slot_locked(struct ppool *p, uint32_t s)
 {
     struct pf__slot *slot = pf__shm_slot(p->hdr, s);
@@ -197,6 +220,11 @@ static pf_future *free_slot_locked(struct ppool *p, uint32_t s)
     slot->timeout_ns = 0;
     atomic_store(&slot->state, PF__SLOT_STATE(PF__SLOT_FREE, 0));
     p->free_slots[p->n_free++] = s;
+    if (p->slot_killed[s]) {
+        p->slot_killed[s] = false;
+        pf_future_release(f);
+        return NULL;
+    }
     return f;
 }
 
@@ -211,8 +239,13 @@ static void refill_locked(struct ppool *p, struct pf__finish_list *dl)
         pf__fqueue_remove(&p->pending, f);
         if (rc != PF_OK) {
             pf_error_info info = {.code = rc, .worker_index = -1, .exit_status = -1};
-            snprintf(info.message, sizeof info.message,
-                     "the task's %zu-byte argument does not fit in shared memory", f->arg_len);
+            if (rc == PF_ETOOBIG)
+                snprintf(info.message, sizeof info.message,
+                         "the task's %zu-byte argument is over the largest (%llu bytes)",
+                         f->arg_len, (unsigned long long)PF__ARG_STRIDE);
+            else
+                snprintf(info.message, sizeof info.message,
+                         "the task's %zu-byte argument does not fit in shared memory", f->arg_len);
             pf__finish_later(dl, pf_future_retain(f), rc, NULL, 0, &info);
         }
     }
@@ -276,7 +309,9 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
         info.pid = (int)atomic_load(&pf__shm_worker(h, owner)->pid);
 
     pf__mutex_lock(&p->lock);
-    pf_future *f = free_slot_locked(p, s); /* its reference goes to the finish list */
+    /* Its reference goes to the finish list; NULL if its worker was killed
+     * for it: the killer's outcome (cancelled, time limit) stands. */
+    pf_future *f = free_slot_locked(p, s);
     refill_locked(p, dl);
     pf__mutex_unlock(&p->lock);
     if (f) {
@@ -337,8 +372,27 @@ static void fail_everything_locked(struct ppool *p, int code, const pf_error_inf
         if (PF__SLOT_KIND(st) == PF__SLOT_READY &&
             atomic_compare_exchange_strong(&slot->state, &st,
                                            PF__SLOT_STATE(PF__SLOT_CANCELLED, 0))) {
-            pf__finish_later(dl, free_slot_locked(p, s), code, NULL, 0, why);
+            pf_future *f = free_slot_locked(p, s);
+            if (f)
+                pf__finish_later(dl, f, code, NULL, 0, why);
         }
+    }
+}
+
+/* Ask the server again for the workers whose spawn failed.  pp_submit calls
+ * it, so a task is accepted only while some worker runs or is being started:
+ * either one takes it, or the last failed start fails it (worker_started).
+ * Retrying on the failure itself instead could spin while fork keeps failing. */
+static void respawn_down_locked(struct ppool *p)
+{
+    for (int i = 0; i < p->n_workers && p->n_down > 0; i++) {
+        struct pworker *pw = &p->workers[i];
+        if (!pw->down)
+            continue;
+        pw->down = false;
+        p->n_down--;
+        pw->spawn_pending = true;
+        send_fs(p, PF__FS_SPAWN, i, 0);
     }
 }
 
@@ -350,9 +404,13 @@ static void worker_started(struct ppool *p, const struct pf__fs_msg *m, struct p
     if (m->pid > 0) {
         pw->pid = m->pid;
         pw->alive = true;
-    } else if (!atomic_load(&p->base.broken)) {
-        /* fork failed in the server: without workers nothing would run. */
-        bool none = true;
+    } else {
+        /* fork failed in the server: the index stays down until the next
+         * submit asks again (respawn_down_locked). */
+        pw->down = true;
+        p->n_down++;
+        /* Without workers nothing would run what is queued now: fail it. */
+        bool none = !atomic_load(&p->base.broken);
         for (int i = 0; i < p->n_workers; i++)
             none = none && !p->workers[i].alive && !p->workers[i].spawn_pending;
         if (none) {
@@ -402,13 +460,18 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf_
         }
         if (PF__SLOT_KIND(st) != PF__SLOT_RUNNING)
             continue;
+        /* NULL if we killed the worker for this very task: whoever did
+         * (pp_cancel, check_deadlines_locked) finishes its future, at once
+         * or soon after; it must never run again. */
         pf_future *f = free_slot_locked(p, s);
         if (!f)
             continue;
         if (atomic_load(&f->state) == PF__FINISHED) {
-            pf_future_release(f); /* finished when we killed the worker for it */
+            pf_future_release(f); /* not expected: finished by another path */
             continue;
         }
+        /* Killed for another task's sake (one task per worker: not expected),
+         * or retries left: run it again. */
         if (pw->killed || (f->retries_left > 0 && !atomic_load(&f->cancel_requested))) {
             if (!pw->killed)
                 f->retries_left--;
@@ -483,7 +546,9 @@ static void fork_server_lost(struct ppool *p, struct pf__finish_list *dl)
     for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
         if (!p->slot_future[s])
             continue;
-        pf__finish_later(dl, free_slot_locked(p, s), PF_EWORKERDIED, NULL, 0, &why);
+        pf_future *f = free_slot_locked(p, s); /* NULL: its killer finishes it */
+        if (f)
+            pf__finish_later(dl, f, PF_EWORKERDIED, NULL, 0, &why);
     }
     for (int i = 0; i < p->n_workers; i++) {
         p->workers[i].alive = false;
@@ -524,12 +589,17 @@ static bool read_messages(struct ppool *p, struct pf__finish_list *dl)
 /* ------------------------------------------------------------ deadlines -- */
 
 /* Kill worker i, which runs slot s, for `code`; fill *info for the task's
- * future.  The worker's death is then handled like any other, except that
- * slot s's future is already finished (see worker_ended). */
+ * future, which the caller must finish with `code` (after unlocking).  From
+ * here on the caller alone finishes that future: slot_killed[s] makes
+ * whoever frees slot s (the worker's death report, a late completion) drop
+ * the slot's reference instead of finishing the future or queueing it again.
+ * The caller holds the executor's reference on the future until it finishes
+ * it, so the future outlives the slot. */
 static void kill_worker_locked(struct ppool *p, int i, uint32_t s, int code, const char *why,
                                pf_error_info *info)
 {
     struct pworker *pw = &p->workers[i];
+    p->slot_killed[s] = true;
     /* A worker can claim a task before the server's "started" message gives
      * us its pid (we learn it late under load or valgrind); it wrote its pid
      * to shared memory before claiming anything, and the server knew the
@@ -657,8 +727,14 @@ static void *collector_main(void *arg)
     /* Every worker is gone; let the server forget the pool, and wait for it
      * to close its end (it does once it has reaped every worker). */
     send_fs(p, PF__FS_CLOSE, 0, 0);
-    struct pf__fs_msg m;
-    while (recv(p->chan, &m, sizeof m, 0) > 0 || errno == EINTR) {
+    for (;;) {
+        struct pf__fs_msg m;
+        ssize_t n = recv(p->chan, &m, sizeof m, 0);
+        /* errno means something only after a failure: recv returns 0 at
+         * EOF and leaves it as it was (maybe a stale EINTR). */
+        if (n > 0 || (n < 0 && errno == EINTR))
+            continue;
+        break; /* EOF, or the channel is broken: nothing more will come */
     }
     pf__mutex_lock(&p->lock);
     p->collector_done = true;
@@ -673,15 +749,27 @@ static void *collector_main(void *arg)
 static int pp_submit(struct pf_executor *ex, pf_future *f)
 {
     struct ppool *p = (struct ppool *)ex;
+    /* Each slot's argument area holds PF__ARG_STRIDE bytes. */
+    if (f->arg_len > PF__ARG_STRIDE)
+        return PF_ETOOBIG;
     pf__mutex_lock(&p->lock);
+    int rc = PF_OK;
     if (p->stopping) {
-        pf__mutex_unlock(&p->lock);
-        return PF_ESHUTDOWN;
-    }
-    int rc = p->pending.head ? PF_EBUSY : place_locked(p, f);
-    if (rc == PF_EBUSY) {
-        pf__fqueue_push(&p->pending, f);
-        rc = PF_OK;
+        rc = PF_ESHUTDOWN;
+    } else if (atomic_load(&p->base.broken)) {
+        /* The front end checked `broken` without our lock.  This pool sets it
+         * only under `lock`, in the same critical section that fails every
+         * queued task (worker_ended, fork_server_lost): so a task is either
+         * refused here or queued before that, and failed with the rest. */
+        rc = PF_EINITFAILED;
+    } else {
+        if (p->n_down > 0)
+            respawn_down_locked(p);
+        rc = p->pending.head ? PF_EBUSY : place_locked(p, f);
+        if (rc == PF_EBUSY) {
+            pf__fqueue_push(&p->pending, f);
+            rc = PF_OK;
+        }
     }
     pf__mutex_unlock(&p->lock);
     return rc;
@@ -719,10 +807,14 @@ static int pp_cancel(struct pf_executor *ex, pf_future *f)
         /* Running, so the worker is alive even if its "started" message is
          * still on the way (spawn_pending). */
         if ((pw->alive || pw->spawn_pending) && !pw->killed) {
-            /* Stop it the only safe way: kill its worker, start another. */
+            /* Stop it the only safe way: kill its worker, start another.
+             * From here on only we finish f (see kill_worker_locked), even
+             * if the worker's death is handled before we get to it. */
             pf_error_info info;
             kill_worker_locked(p, i, s, PF_ECANCELLED, "cancelled while running", &info);
             pf__mutex_unlock(&p->lock);
+            if (pf__pp_cancel_gap_hook)
+                pf__pp_cancel_gap_hook();
             pf__future_finish(f, PF_ECANCELLED, NULL, 0, &info);
             return PF_OK;
         }
@@ -801,6 +893,7 @@ static void pp_free(struct pf_executor *ex)
     free(p->slot_future);
     free(p->free_slots);
     free(p->medium_reserved);
+    free(p->slot_killed);
     free(p->workers);
     free(p);
 }
@@ -930,8 +1023,9 @@ static int setup_shm(struct ppool *p)
     p->slot_future = calloc(n_slots, sizeof *p->slot_future);
     p->free_slots = malloc(n_slots * sizeof *p->free_slots);
     p->medium_reserved = calloc(n_slots, sizeof *p->medium_reserved);
+    p->slot_killed = calloc(n_slots, sizeof *p->slot_killed);
     p->workers = calloc((size_t)nw, sizeof *p->workers);
-    if (!p->slot_future || !p->free_slots || !p->medium_reserved || !p->workers)
+    if (!p->slot_future || !p->free_slots || !p->medium_reserved || !p->slot_killed || !p->workers)
         return PF_ENOMEM;
     for (uint32_t s = 0; s < n_slots; s++) /* low slot numbers first */
         p->free_slots[s] = n_slots - 1 - s;

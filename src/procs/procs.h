@@ -46,7 +46,7 @@
 #define PF__RESULT_INLINE 256 /* result (or error message) bytes in the slot */
 
 #define PF__ARG_BASE     (1ULL << 40) /* 1 TiB */
-#define PF__ARG_STRIDE   (1ULL << 32) /* the largest argument: 4 GiB */
+#define PF__ARG_STRIDE   (1ULL << 32) /* the largest argument: 4 GiB (more: PF_ETOOBIG) */
 #define PF__WIN_BASE     (1ULL << 45) /* 32 TiB */
 #define PF__WIN_STRIDE   (1ULL << 36) /* the largest result: 64 GiB */
 #define PF__INIT_BASE    (1ULL << 39) /* 512 GiB */
@@ -196,6 +196,15 @@ void pf__forkserver_release(void);
 /* Open a channel for one pool: the fork server gets the pool's memfd and
  * eventfd and will fork its workers; *chan is the pool's end. */
 int pf__forkserver_register(int memfd, int evfd, int *chan);
+
+/* Test hooks (tests/fault/test_procpool_faults.c); left alone in normal use.
+ * pf__fs_fail_spawns: the fork server answers this many spawn requests with
+ * a failure (EAGAIN) before it forks again; set it before the fork server
+ * starts (the server counts down its own copy; workers start with 0).
+ * pf__pp_cancel_gap_hook: called by the cancel of a running process-pool task
+ * between killing its worker (and unlocking) and finishing its future. */
+extern int pf__fs_fail_spawns;
+extern void (*pf__pp_cancel_gap_hook)(void);
 
 /* Messages on a pool channel. */
 enum pf__fs_msg_type {

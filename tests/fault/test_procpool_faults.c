@@ -1,15 +1,20 @@
 /*
  * The process pool under faults: dying workers, overrunning tasks, killed
- * parents, Ctrl-C, recycling, retries, and forks from threaded programs.
+ * parents, Ctrl-C, recycling, retries, forks from threaded programs, and
+ * the races and limits around them (failing initializers, failed spawns,
+ * cancels racing a worker's death, signals, nested pools, huge arguments).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../unit/tasks.h"
+#include "procs/procs.h" /* test hooks, pf__submit_owned */
 
 static pf_executor *pool(int workers, const pf_executor_opts *extra)
 {
@@ -520,4 +525,355 @@ TEST(huge_result_is_an_error_not_a_crash)
     ASSERT(strstr(info.message, "no room") != NULL);
     pf_future_release(f);
     pf_executor_destroy(ex);
+}
+
+/* A slot's argument area holds 4 GiB: more would spill into the next slot's
+ * and overwrite another task's argument.  The buffer is handed over
+ * (pf__submit_owned: pf_submit would copy it in the front end first) and
+ * never touched, so never backed by memory: the pool must refuse it without
+ * copying it to shared memory. */
+TEST(argument_over_4gib_is_refused_not_spilled)
+{
+    pf_executor *ex = pool(1, NULL);
+    size_t big = (size_t)PF__ARG_STRIDE + 1;
+    void *arg = malloc(big);
+    if (!arg) {
+        pf_executor_destroy(ex);
+        SKIP("no 4 GiB of address space for the argument");
+    }
+    pf_future *f = (pf_future *)1;
+    ASSERT_ERR(pf__submit_owned(ex, task_noop, arg, big, -1, &f), PF_ETOOBIG); /* frees arg */
+    ASSERT(f == NULL);
+    pf_future *g = submit_i32(ex, task_sleep_ms, 3); /* the pool goes on */
+    ASSERT_EQ(result_i32(g), 3);
+    pf_future_release(g);
+    pf_executor_destroy(ex);
+}
+
+static void on_sigusr1(int sig)
+{
+    (void)sig;
+}
+
+static _Atomic int pester_stop, destroy_done;
+
+static void *pester(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&pester_stop)) {
+        kill(getpid(), SIGUSR1);
+        usleep(20);
+    }
+    return NULL;
+}
+
+static void *destroyer(void *ex)
+{
+    pf_executor_destroy(ex);
+    atomic_store(&destroy_done, 1);
+    return NULL;
+}
+
+/* A handler without SA_RESTART, and signals landing on the collector while it
+ * waits for the fork server at destroy: its recv() fails with EINTR, and the
+ * EOF after that must end the wait, not spin on the stale errno.  (Timing
+ * decides whether a signal lands there; the next test forces the stale
+ * errno.)  Fewer rounds in slow builds: valgrind runs one thread at a time. */
+TEST(signals_on_the_collector_do_not_hang_destroy)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr1; /* no SA_RESTART */
+    ASSERT_OK(sigaction(SIGUSR1, &sa, NULL));
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    ASSERT_OK(pf_init());
+    int rounds = (int)(20 / pf_test_scale());
+    for (int round = 0; round < (rounds > 2 ? rounds : 2); round++) {
+        pf_executor *ex = pool(2, NULL); /* its collector takes SIGUSR1 ... */
+        pf_future *f = submit_i32(ex, task_sleep_ms, 1);
+        ASSERT_EQ(result_i32(f), 1);
+        pf_future_release(f);
+        ASSERT_OK(pthread_sigmask(SIG_BLOCK, &usr1, NULL)); /* ... and no other thread */
+        atomic_store(&pester_stop, 0);
+        atomic_store(&destroy_done, 0);
+        pthread_t pt, dt;
+        ASSERT_OK(pthread_create(&pt, NULL, pester, NULL));
+        ASSERT_OK(pthread_create(&dt, NULL, destroyer, ex));
+        for (int ms = 0; !atomic_load(&destroy_done); ms++) {
+            if (ms > 5000 * pf_test_scale())
+                FAIL("round %d: pf_executor_destroy still runs after 5 s", round);
+            pf_test_sleep_ms(1);
+        }
+        atomic_store(&pester_stop, 1);
+        pthread_join(pt, NULL);
+        pthread_join(dt, NULL);
+        ASSERT_OK(pthread_sigmask(SIG_UNBLOCK, &usr1, NULL));
+    }
+    pf_fini();
+    ASSERT_EQ(pf_test_count_children(getpid()), 0);
+}
+
+static int task_sleep_then_exit(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    int32_t ms;
+    memcpy(&ms, arg, len < sizeof ms ? len : sizeof ms);
+    pf_test_sleep_ms(ms);
+    _exit(3);
+}
+
+static void set_stale_eintr(pf_future *f, void *user)
+{
+    (void)f;
+    (void)user;
+    errno = EINTR; /* as left by a call a signal interrupted */
+}
+
+/* The same without signals, every time: the collector handles the worker's
+ * death, sees the pool done and runs the future's callback (on its own
+ * thread), which leaves errno at EINTR just before the collector waits for
+ * the fork server's EOF. */
+TEST(stale_eintr_from_a_callback_does_not_hang_destroy)
+{
+    pf_executor *ex = pool(1, NULL);
+    pf_future *f = submit_i32(ex, task_sleep_then_exit, (int32_t)(200 * pf_test_scale()));
+    ASSERT_OK(pf_future_add_done_callback(f, set_stale_eintr, NULL));
+    ASSERT(!pf_future_done(f));
+    atomic_store(&destroy_done, 0);
+    pthread_t dt;
+    ASSERT_OK(pthread_create(&dt, NULL, destroyer, ex));
+    for (int ms = 0; !atomic_load(&destroy_done); ms++) {
+        if (ms > 5000 * pf_test_scale())
+            FAIL("pf_executor_destroy still runs after 5 s");
+        pf_test_sleep_ms(1);
+    }
+    pthread_join(dt, NULL);
+    ASSERT_ERR(pf_future_result(f, 0, NULL, NULL), PF_EWORKERDIED);
+    pf_future_release(f);
+    ASSERT_EQ(pf_test_count_children(getpid()), 0);
+}
+
+static int init_fails(void **state, const void *arg, size_t len, int index)
+{
+    (void)state;
+    (void)arg;
+    (void)len;
+    (void)index;
+    return 7;
+}
+
+/* A submit that passed the front end's "broken" check just before the
+ * worker's initializer failed: copying its 64 MiB argument takes far longer
+ * than the worker takes to start and fail, so the pool learns it is broken
+ * (and fails what it holds) in between.  The task must be refused or fail,
+ * never wait forever, and destroy must return. */
+TEST(submit_racing_a_failing_initializer_never_waits_forever)
+{
+    enum { BIG = 64 << 20 };
+    char *arg = malloc(BIG);
+    ASSERT(arg != NULL);
+    memset(arg, 1, BIG);
+    for (int round = 0; round < 3; round++) {
+        pf_executor_opts o = {.initializer = init_fails};
+        pf_executor *ex = pool(1, &o);
+        pf_future *f;
+        int rc = pf_submit(ex, task_noop, arg, BIG, &f);
+        if (rc == PF_OK) {
+            if (pf_future_wait(f, 5 * pf_test_scale()) != PF_OK)
+                FAIL("round %d: a task accepted as the initializer failed never finishes", round);
+            ASSERT_ERR(pf_future_result(f, 0, NULL, NULL), PF_EINITFAILED);
+            pf_error_info info;
+            ASSERT_OK(pf_future_error(f, &info));
+            ASSERT_EQ(info.task_code, 7);
+            pf_future_release(f);
+        } else {
+            ASSERT_ERR(rc, PF_EINITFAILED);
+        }
+        /* From now on every submit is refused or fails the same way. */
+        for (int i = 0; i < 50; i++) {
+            rc = pf_submit(ex, task_noop, NULL, 0, &f);
+            if (rc != PF_OK) {
+                ASSERT_ERR(rc, PF_EINITFAILED);
+                continue;
+            }
+            ASSERT_ERR(pf_future_result(f, 5 * pf_test_scale(), NULL, NULL), PF_EINITFAILED);
+            pf_future_release(f);
+        }
+        pf_executor_destroy(ex);
+    }
+    free(arg);
+    ASSERT_EQ(pf_test_count_children(getpid()), 0);
+}
+
+/* A process pool inside a process-pool task: the worker inherited the fork
+ * server's state as it was when the program started the server (with its
+ * lock held); it must start a fork server of its own, not block. */
+static int task_nested_pool(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    int32_t out[2] = {-1, -1};
+    pf_executor_opts o = {.max_workers = 1};
+    pf_executor *inner;
+    int rc = pf_executor_create(&inner, PF_PROCESSES, &o);
+    if (rc != PF_OK)
+        return pf_task_fail(t, rc, "inner create: %s", pf_err_name(rc));
+    pf_future *f;
+    rc = pf_submit(inner, task_getpid, NULL, 0, &f);
+    if (rc == PF_OK) {
+        const void *d;
+        rc = pf_future_result(f, PF_FOREVER, &d, NULL);
+        if (rc == PF_OK)
+            memcpy(&out[1], d, sizeof out[1]);
+        pf_future_release(f);
+    }
+    pf_executor_destroy(inner);
+    if (rc != PF_OK)
+        return pf_task_fail(t, rc, "inner task: %s", pf_err_name(rc));
+    out[0] = (int32_t)getpid();
+    return pf_task_set_result(t, out, sizeof out);
+}
+
+static int task_init_fini(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    int rc = pf_init();
+    if (rc != PF_OK)
+        return pf_task_fail(t, rc, "pf_init: %s", pf_err_name(rc));
+    pf_fini();
+    return 0;
+}
+
+TEST(process_pool_and_pf_init_inside_a_worker)
+{
+    pf_executor *ex = pool(1, NULL);
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_nested_pool, NULL, 0, &f));
+    const void *d;
+    size_t len;
+    int rc = pf_future_result(f, 10 * pf_test_scale(), &d, &len);
+    if (rc == PF_ETIMEDOUT)
+        FAIL("a process pool created in a worker blocks");
+    ASSERT_OK(rc);
+    ASSERT_EQ(len, 2 * sizeof(int32_t));
+    int32_t pids[2];
+    memcpy(pids, d, sizeof pids);
+    ASSERT(pids[0] > 0 && pids[1] > 0 && pids[0] != pids[1] && pids[0] != getpid());
+    pf_future_release(f);
+    ASSERT_OK(pf_submit(ex, task_init_fini, NULL, 0, &f));
+    rc = pf_future_result(f, 10 * pf_test_scale(), NULL, NULL);
+    if (rc == PF_ETIMEDOUT)
+        FAIL("pf_init/pf_fini in a worker block");
+    ASSERT_OK(rc);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+    ASSERT_EQ(pf_test_count_children(getpid()), 0);
+}
+
+/* Shared with the workers: mapped before the fork server starts. */
+static _Atomic int *task_starts;
+static pf_executor *gap_pool;
+
+static int task_count_and_sleep(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)arg;
+    (void)len;
+    atomic_fetch_add(task_starts, 1);
+    pf_test_sleep_ms(20000);
+    return 0;
+}
+
+/* Runs in pf_future_cancel between the kill and the finish: let the killed
+ * worker's death be handled (no task running), then give a wrongly requeued
+ * task time to start again. */
+static void cancel_gap(void)
+{
+    pf_progress pr = {0};
+    for (int ms = 0; ms < 5000 * pf_test_scale(); ms++) {
+        pf_executor_progress(gap_pool, &pr);
+        if (pr.running == 0 || atomic_load(task_starts) > 1)
+            break;
+        pf_test_sleep_ms(1);
+    }
+    for (int ms = 0; ms < 200 * pf_test_scale() && atomic_load(task_starts) < 2; ms++)
+        pf_test_sleep_ms(1);
+}
+
+/* The cancel of a running task and the report of its killed worker's death:
+ * however they interleave, the future ends cancelled, finished once, and
+ * the task never runs again. */
+TEST(cancel_racing_the_death_report_never_reruns_the_task)
+{
+    task_starts =
+        mmap(NULL, sizeof *task_starts, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT(task_starts != MAP_FAILED);
+    gap_pool = pool(1, NULL);
+    pf__pp_cancel_gap_hook = cancel_gap;
+    for (int round = 0; round < 3; round++) {
+        atomic_store(task_starts, 0);
+        pf_future *f;
+        ASSERT_OK(pf_submit(gap_pool, task_count_and_sleep, NULL, 0, &f));
+        for (int ms = 0; atomic_load(task_starts) == 0 || !pf_future_running(f); ms++) {
+            if (ms > 10000 * pf_test_scale())
+                FAIL("round %d: the task never started", round);
+            pf_test_sleep_ms(1);
+        }
+        ASSERT_OK(pf_future_cancel(f));
+        ASSERT(pf_future_cancelled(f));
+        pf_future_release(f);
+        pf_test_sleep_ms(50);
+        ASSERT_EQ(atomic_load(task_starts), 1);
+        pf_future *g = submit_i32(gap_pool, task_sleep_ms, 2); /* the pool goes on */
+        ASSERT_EQ(result_i32(g), 2);
+        pf_future_release(g);
+    }
+    pf__pp_cancel_gap_hook = NULL;
+    pf_progress pr;
+    ASSERT_OK(pf_executor_progress(gap_pool, &pr));
+    ASSERT_EQ(pr.cancelled, 3);
+    pf_executor_destroy(gap_pool);
+    munmap(task_starts, sizeof *task_starts);
+}
+
+/* Spawns that fail (fork fails in the server: process limit, no memory)
+ * fail the tasks that wait for a worker with PF_ESYS; the next submit asks
+ * for a worker again, so no accepted task ever waits forever and the pool
+ * recovers once forks work again. */
+TEST(failed_spawns_never_strand_a_task)
+{
+    pf__fs_fail_spawns = 3; /* read by the fork server the first pool starts */
+    pf_executor *ex = pool(1, NULL);
+    int failed = 0, ok = 0;
+    for (int i = 0; i < 6 && !ok; i++) {
+        pf_future *f;
+        ASSERT_OK(pf_submit(ex, task_getpid, NULL, 0, &f));
+        if (pf_future_wait(f, 5 * pf_test_scale()) != PF_OK)
+            FAIL("task %d waits for a worker nobody starts", i);
+        int rc = pf_future_result(f, 0, NULL, NULL);
+        if (rc == PF_OK) {
+            ok++;
+        } else {
+            ASSERT_ERR(rc, PF_ESYS);
+            pf_error_info info;
+            ASSERT_OK(pf_future_error(f, &info));
+            ASSERT(strstr(info.message, "could not start a worker process") != NULL);
+            failed++;
+        }
+        pf_future_release(f);
+    }
+    ASSERT(failed >= 1 && failed <= 3);
+    ASSERT_EQ(ok, 1);
+    pf_future *fs[10];
+    for (int i = 0; i < 10; i++)
+        fs[i] = submit_i32(ex, task_sleep_ms, i);
+    for (int i = 0; i < 10; i++) {
+        ASSERT_EQ(result_i32(fs[i]), i);
+        pf_future_release(fs[i]);
+    }
+    pf_executor_destroy(ex);
+    ASSERT_EQ(pf_test_count_children(getpid()), 0);
 }
