@@ -156,7 +156,8 @@ typedef struct pf_submit_opts {
  * be NULL when the caller does not want the future.  PF_ESHUTDOWN after
  * shutdown, PF_EINITFAILED once a worker initializer has failed (a task
  * accepted is always run or failed), PF_EINVAL for a NULL fn or a NULL arg
- * with arg_len > 0. */
+ * with arg_len > 0, PF_ETOOBIG for an argument over the kind's limit
+ * (processes: 4 GiB; MPI: 2 GiB), refused before any byte of it is read. */
 PF_EXTERN int pf_submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
                         pf_future **out);
 PF_EXTERN int pf_submit_ex(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,

@@ -122,6 +122,9 @@ struct pf__executor_ops {
      * starts (processes): is f running now, and how many tasks run. */
     bool (*is_running)(struct pf_executor *ex, const pf_future *f);
     uint64_t (*count_running)(struct pf_executor *ex);
+    /* The longest argument the kind can carry, or 0 for no limit: the front
+     * end refuses a longer one (PF_ETOOBIG) before copying it. */
+    uint64_t max_arg_len;
 };
 
 struct pf_executor {

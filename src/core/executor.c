@@ -220,6 +220,10 @@ static int submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_le
         free(owned);
         return PF_EINITFAILED;
     }
+    if (ex->ops->max_arg_len && arg_len > ex->ops->max_arg_len) {
+        free(owned);
+        return PF_ETOOBIG; /* before the copy: it may be huge */
+    }
 
     pf_future *f;
     int rc = pf__future_new(ex, fn, arg, arg_len, owned, &f);

@@ -926,6 +926,7 @@ static const struct pf__executor_ops pp_ops = {
     .free = pp_free,
     .is_running = pp_is_running,
     .count_running = pp_count_running,
+    .max_arg_len = PF__ARG_STRIDE, /* a slot's argument area */
 };
 
 /* ---------------------------------------------------------------- create -- */

@@ -544,6 +544,11 @@ TEST(argument_over_4gib_is_refused_not_spilled)
     pf_future *f = (pf_future *)1;
     ASSERT_ERR(pf__submit_owned(ex, task_noop, arg, big, -1, &f), PF_ETOOBIG); /* frees arg */
     ASSERT(f == NULL);
+    /* Refused before a byte of it is read: here no byte can be. */
+    void *none = mmap(NULL, big, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT(none != MAP_FAILED);
+    ASSERT_ERR(pf_submit(ex, task_noop, none, big, &f), PF_ETOOBIG);
+    munmap(none, big);
     pf_future *g = submit_i32(ex, task_sleep_ms, 3); /* the pool goes on */
     ASSERT_EQ(result_i32(g), 3);
     pf_future_release(g);
