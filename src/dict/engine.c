@@ -159,6 +159,11 @@ static inline uint64_t ld(const uint64_t *p)
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
+static inline uint32_t ld32(const uint32_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
 static inline void st_(uint64_t *p, uint64_t v)
 {
     __atomic_store_n(p, v, __ATOMIC_RELAXED);
@@ -1351,45 +1356,75 @@ int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, 
             return PF_ENOTSUP; /* the magic is not written: nobody will use it */
     }
     __atomic_store_n(&h->magic, ENG_MAGIC, __ATOMIC_RELEASE);
-    return pf__eng_attach(e, base, fd, pshared, usable);
+    return pf__eng_attach(e, base, fd, pshared, max_bytes, usable);
+}
+
+/* The header's layout fields, each loaded once: a copy that cannot change
+ * between its check and its use (the segment itself can, under a stray
+ * writer: the fields are immutable only by convention). */
+struct hdr_snap {
+    uint64_t max_bytes, nonce, seed, stripes_off, arena_off, size;
+    unsigned nstripes;
+};
+
+static int hdr_snapshot(const struct pf__eng_hdr *h, struct hdr_snap *s)
+{
+    uint64_t magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
+    if (magic == 0)
+        return PF_EBUSY;
+    uint32_t version = ld32(&h->version), hdr_size = ld32(&h->hdr_size);
+    uint32_t stripe_size = ld32(&h->stripe_size);
+    s->nstripes = ld32(&h->nstripes);
+    s->max_bytes = ld(&h->max_bytes);
+    s->nonce = ld(&h->nonce);
+    s->seed = ld(&h->seed);
+    s->stripes_off = ld(&h->stripes_off);
+    s->arena_off = ld(&h->arena_off);
+    s->size = __atomic_load_n(&h->size, __ATOMIC_ACQUIRE);
+    unsigned n = s->nstripes;
+    if (magic != ENG_MAGIC || version != ENG_VERSION || hdr_size != sizeof *h ||
+        stripe_size != sizeof(struct pf__eng_stripe) || n == 0 || n > 4096 || (n & (n - 1)) ||
+        s->stripes_off != stripes_off() || s->arena_off != pf__eng_fixed_size(n) ||
+        s->max_bytes % 4096 || s->max_bytes > PF_DICT_LIMIT_MAX_BYTES ||
+        s->max_bytes < s->arena_off || s->size < s->arena_off || s->size > s->max_bytes)
+        return PF_ECORRUPT;
+    return 0;
 }
 
 int pf__eng_peek(const void *hdr, uint64_t *max_bytes, uint64_t *nonce, uint64_t *backed)
 {
-    const struct pf__eng_hdr *h = hdr;
-    uint64_t magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
-    if (magic == 0)
-        return PF_EBUSY;
-    if (magic != ENG_MAGIC || h->version != ENG_VERSION || h->hdr_size != sizeof *h ||
-        h->stripe_size != sizeof(struct pf__eng_stripe))
-        return PF_ECORRUPT;
-    unsigned n = h->nstripes;
-    if (n == 0 || n > 4096 || (n & (n - 1)) || h->stripes_off != stripes_off() ||
-        h->arena_off != pf__eng_fixed_size(n) || h->max_bytes % 4096 ||
-        h->max_bytes > PF_DICT_LIMIT_MAX_BYTES || h->max_bytes < h->arena_off ||
-        h->size < h->arena_off || h->size > h->max_bytes)
-        return PF_ECORRUPT;
-    *max_bytes = h->max_bytes;
-    *nonce = h->nonce;
-    *backed = __atomic_load_n(&h->size, __ATOMIC_ACQUIRE);
+    struct hdr_snap s;
+    int rc = hdr_snapshot(hdr, &s);
+    if (rc)
+        return rc;
+    *max_bytes = s.max_bytes;
+    *nonce = s.nonce;
+    *backed = s.size;
     return 0;
 }
 
-int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t backed)
+int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t reserved, uint64_t backed)
 {
-    struct pf__eng_hdr *h = (struct pf__eng_hdr *)base;
+    /* Checked again and used from one copy: the header may have changed
+     * since pf__eng_peek, and a max_bytes bigger than the reservation would
+     * let this view mprotect past it. */
+    if (backed > reserved)
+        return PF_ECORRUPT;
     e->base = base; /* e->mapped: 0 in a fresh view, or what format made */
     if (!map_upto(e, backed))
         return PF_ENOMEM;
-    e->h = h;
-    e->max_bytes = h->max_bytes;
+    struct hdr_snap s;
+    if (hdr_snapshot((const struct pf__eng_hdr *)base, &s) != 0 || s.max_bytes != reserved)
+        return PF_ECORRUPT;
+    e->h = (struct pf__eng_hdr *)base;
+    e->max_bytes = s.max_bytes;
     e->fd = fd;
     e->pshared = pshared;
-    e->st = (struct pf__eng_stripe *)(base + h->stripes_off);
-    e->nstripes = h->nstripes;
-    e->sbits = (unsigned)__builtin_ctz(h->nstripes);
-    e->seed = h->seed;
-    e->arena_off = h->arena_off;
+    e->st = (struct pf__eng_stripe *)(base + s.stripes_off);
+    e->nstripes = s.nstripes;
+    e->sbits = (unsigned)__builtin_ctz(s.nstripes);
+    e->seed = s.seed;
+    e->arena_off = s.arena_off;
     return 0;
 }
 

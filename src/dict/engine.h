@@ -59,9 +59,12 @@ int pf__eng_format(pf__eng *e, char *base, uint64_t max_bytes, uint64_t usable, 
  * not a region of this version. */
 int pf__eng_peek(const void *hdr, uint64_t *max_bytes, uint64_t *nonce, uint64_t *backed);
 
-/* Attach a zeroed view to a validated region reserved (PROT_NONE) at base, of
- * which `backed` bytes are known to exist.  PF_ENOMEM. */
-int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t backed);
+/* Attach a zeroed view to a region validated by pf__eng_peek and reserved
+ * (PROT_NONE) at base for `reserved` bytes (its max_bytes then), of which
+ * `backed` bytes are known to exist.  The header is checked again and read
+ * once: PF_ECORRUPT if it changed meanwhile; PF_ENOMEM. */
+int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t reserved,
+                   uint64_t backed);
 
 /* fork() child side (dict.c's atfork handler): threads pick their allocation
  * lane again, so sibling worker processes do not share their parent's. */

@@ -348,7 +348,7 @@ int pf__dict_shm_open(pf_dict **out, const char *name, const unsigned char want_
         goto fail;
     }
     pf__strlcpy(d->base.name, name, sizeof d->base.name);
-    rc = pf__eng_attach(&d->eng, base, fd, true, backed);
+    rc = pf__eng_attach(&d->eng, base, fd, true, max_bytes, backed);
     if (rc) {
         munmap(base, max_bytes);
         goto fail;
