@@ -19,7 +19,9 @@
  * until rank 0 calls pf_mpi_finalize(), then exits inside pf_mpi_init().
  * Tasks cross by registered id (PF_REGISTER in task.h), never by address:
  * ranks are separate programs.  Arguments and results are copied in MPI
- * messages.  Each worker rank runs its tasks on a local thread pool of
+ * messages, up to 2 GiB less a 320-byte header each (a larger argument:
+ * pf_submit returns PF_ETOOBIG; a larger result fails its future with it).
+ * Done-callbacks run on rank 0's engine thread.  Each worker rank runs its tasks on a local thread pool of
  * `threads_per_rank` threads (one rank per machine can use all its cores).
  * See docs/mpi.md for running on a cluster and the failure semantics.
  *
@@ -44,8 +46,8 @@ typedef struct pf_mpi_opts {
     int prefetch;
     /* A worker rank running tasks that has not been heard from (results or
      * its heartbeat, sent every 100 ms) for this many seconds is taken for
-     * dead and its tasks fail with PF_ERANKDIED; 0: $PFOR_MPI_DEAD_AFTER,
-     * else 3 s. */
+     * dead and its tasks fail with PF_ERANKDIED; at pf_mpi_finalize, any
+     * rank silent that long is; 0: $PFOR_MPI_DEAD_AFTER, else 3 s. */
     double dead_after;
 } pf_mpi_opts;
 
@@ -57,15 +59,18 @@ typedef struct pf_mpi_opts {
  * calls pf_init() just before it (MPI starts threads, after which the fork
  * server could not start: see the fork rule in docs/design.md).  opts may
  * be NULL.
- * Errors: PF_EINVAL (bad arguments or options), PF_EBUSY (called twice),
- * PF_ENOTSUP (the MPI library lacks the thread support this needs). */
+ * Errors: PF_EINVAL (bad arguments or options), PF_EBUSY (called twice, or
+ * after pf_mpi_finalize: MPI starts once per process; or the program
+ * initialised MPI itself), PF_ENOTSUP (the MPI library lacks the thread
+ * support this needs). */
 PF_EXTERN int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts);
 
 /* Stop the worker ranks and finalise MPI (rank 0; destroy every PF_MPI
- * executor first).  When a rank died during the run, no rank calls
- * MPI_Finalize (Open MPI 4's closing fence can wait forever for the dead
- * one); under mpirun --enable-recovery the job still ends, with status 0.
- * Safe to call when pf_mpi_init was not. */
+ * executor first).  When a rank died during the run, or is found dead now
+ * (silent for dead_after, or no answer within 5 s: a rank killed while it
+ * had no work), no rank calls MPI_Finalize (Open MPI 4's closing fence can
+ * wait forever for the dead one); under mpirun --enable-recovery the job
+ * still ends, with status 0.  Safe to call when pf_mpi_init was not. */
 PF_EXTERN void pf_mpi_finalize(void);
 
 /* This process's rank and the job's size; 0 and 1 before pf_mpi_init. */

@@ -17,39 +17,55 @@
  *   the main thread to send back.
  *
  *   Messages (MPI_BYTE, a struct msg header then a payload; every rank runs
- *   the same build, so the native layout is shared):
+ *   the same build, so the native layout is shared; one message is at most
+ *   INT_MAX bytes, MPI's count, so a payload at most PAYLOAD_MAX):
  *     rank 0 -> worker, tag TAG_DOWN: CREATE (an executor: threads, the
  *       initializer and finalizer by registered id, the initializer's
  *       argument), TASK (id, function by registered id, timeout, argument),
- *       DESTROY (an executor), STOP (leave), PING (rank 0 is alive).
+ *       DESTROY (an executor), STOP (the end), FIN (after BYE: code 1 leave
+ *       without MPI_Finalize, 0 finalise), PING (rank 0 is alive).
  *     worker -> rank 0, tag TAG_UP: RESULT (id, code, task code, message,
  *       result bytes), DESTROYED (an executor), HEARTBEAT, BYE (the answer
  *       to STOP, its last message).
  *   Sends are never waited on one by one: Open MPI completes a send only
  *   once the receiver has taken it in, so both sides keep theirs in flight
- *   and test them as they go.  At the end rank 0 reads on until every live
- *   rank has said BYE, so that no worker is left with a send that can never
- *   complete.
+ *   and test them as they go.  A send that MPI refuses is never dropped
+ *   silently: a TASK fails its future, any other message to a rank takes
+ *   that rank for dead; a worker that cannot send to rank 0 leaves.
  *   MPI keeps messages between two ranks on one tag in order, so a TASK
  *   never overtakes its executor's CREATE.
+ *
+ *   The end (pf_mpi_finalize): rank 0 sends STOP; each worker destroys what
+ *   is left, sends BYE (its last message) and waits for FIN.  Rank 0 reads
+ *   until every live rank has said BYE (so that no worker is left with a
+ *   send that can never complete), takes a rank that does not for dead, and
+ *   only then sends FIN with the verdict: finalise MPI, or (a rank died)
+ *   leave without MPI_Finalize, whose closing fence in Open MPI 4 can wait
+ *   forever for the dead rank.
  *
  *   Failures.  A task's error travels back with its code and message.  A
  *   rank that dies cannot be seen through MPI (Open MPI 4 has no fault
  *   notification; run with `mpirun --enable-recovery` so that the job goes
- *   on), so workers send a heartbeat every HEARTBEAT_NS and rank 0 takes a
- *   rank with work in flight that it has not heard from for dead_after
- *   seconds for dead: its tasks fail with PF_ERANKDIED (or are retried
- *   elsewhere when the submitter asked for retries) and it gets no more.
- *   Workers leave when rank 0 has been silent for ROOT_SILENCE_NS, so a dead
- *   rank 0 leaves no rank behind.  A task past its time limit fails with
- *   PF_ETASKTIMEOUT at once; a remote task cannot be stopped, so its rank
- *   keeps the slot until the answer comes and the answer is dropped.
+ *   on), so workers send a heartbeat every HEARTBEAT_NS (from their main
+ *   thread, which never blocks on a task: executors are destroyed on helper
+ *   threads) and rank 0 takes a rank with work in flight that it has not
+ *   heard from for dead_after seconds for dead: its tasks fail with
+ *   PF_ERANKDIED (or are retried elsewhere when the submitter asked for
+ *   retries) and it gets no more.  Silence is judged only right after
+ *   reading every message waiting, so time rank 0's engine spent elsewhere
+ *   (a long done-callback) never counts against a rank.  Workers leave when
+ *   rank 0 has been silent for ROOT_SILENCE_NS, so a dead rank 0 leaves no
+ *   rank behind.  A task past its time limit fails with PF_ETASKTIMEOUT at
+ *   once; a remote task cannot be stopped: the rank's local pool answers
+ *   PF_ETASKTIMEOUT at its own deadline (that answer frees the slot and is
+ *   dropped), while the thread runs on until the task returns.
  *
  * Lock rules: engine.lock guards the engine and every field of every mpix
  * marked "engine"; futures are finished (user callbacks) only after it is
  * released.  Order: engine.lock -> future lock.
  */
 #include <errno.h>
+#include <limits.h>
 #include <mpi.h>
 #include <sched.h>
 #include <signal.h>
@@ -83,6 +99,7 @@ enum msg_kind {
     M_DESTROYED,
     M_HEARTBEAT,
     M_BYE,
+    M_FIN,
 };
 
 struct msg {
@@ -100,10 +117,15 @@ struct msg {
     char message[MESSAGE_MAX];
 };
 
+/* The largest argument, result or initializer argument: a message's size is
+ * an int in MPI. */
+#define PAYLOAD_MAX ((size_t)INT_MAX - sizeof(struct msg))
+
 /* ------------------------------------------------------------- shared -- */
 
 static int g_rank, g_size = 1;
 static bool g_initialized;
+static bool g_finalized; /* pf_mpi_finalize ran: MPI cannot start again */
 static pf_mpi_opts g_opts;
 
 int pf_mpi_rank(void)
@@ -210,17 +232,30 @@ static struct out *out_new(uint32_t kind, uint32_t exec, const void *payload, si
     return o;
 }
 
-/* Start sending o to dest and keep it in *inflight. */
-static void out_send(struct out **inflight, struct out *o, int dest, int tag)
+/* Start sending o to dest and keep it in *inflight.  MPI_SUCCESS, or MPI's
+ * error code when it refuses the send: o is then the caller's again, to
+ * fail what it carried (a message is never dropped without a word). */
+static int out_send(struct out **inflight, struct out *o, int dest, int tag)
 {
     o->dest = dest;
-    if (MPI_Isend(&o->m, (int)(sizeof o->m + o->m.len), MPI_BYTE, dest, tag, MPI_COMM_WORLD,
-                  &o->req) != MPI_SUCCESS) {
-        free(o); /* the peer is gone: its silence says so */
-        return;
-    }
+    if (o->m.len > PAYLOAD_MAX)
+        return MPI_ERR_COUNT; /* callers check sizes first; the int would wrap */
+    int rc = MPI_Isend(&o->m, (int)(sizeof o->m + o->m.len), MPI_BYTE, dest, tag, MPI_COMM_WORLD,
+                       &o->req);
+    if (rc != MPI_SUCCESS)
+        return rc;
     o->next = *inflight;
     *inflight = o;
+    return MPI_SUCCESS;
+}
+
+/* MPI's words for an error code, in buf. */
+static const char *mpi_error_string(int rc, char *buf)
+{
+    int n = 0;
+    if (MPI_Error_string(rc, buf, &n) != MPI_SUCCESS)
+        snprintf(buf, MPI_MAX_ERROR_STRING, "MPI error %d", rc);
+    return buf;
 }
 
 /* Let MPI finish o without us: its buffer stays (MPI may still read it). */
@@ -255,10 +290,16 @@ static bool out_pump(struct out **inflight, const bool *dead)
 
 /* ============================================================ worker side */
 
+/* An executor of rank 0's, run on a local PF_THREADS pool.  Worker main
+ * thread only, except `gone`. */
 struct wexec {
     uint32_t id;
     int threads; /* of its local pool */
     pf_executor *ex;
+    bool ack;          /* DESTROY asked for it: answer DESTROYED once gone */
+    pthread_t helper;  /* destroys it (see worker_destroy) */
+    bool has_helper;   /* helper started: join it */
+    _Atomic bool gone; /* its pool is destroyed; release: its callbacks ran before */
     struct wexec *next;
 };
 
@@ -319,7 +360,7 @@ static void worker_idle(struct idle *idle)
 }
 
 static uint64_t w_last_root; /* worker main thread: when rank 0 was last heard */
-static bool w_skip_finalize; /* worker main thread: STOP said a rank died */
+static bool w_skip_finalize; /* worker main thread: FIN said a rank died */
 
 static void leave_if_root_silent(uint64_t now)
 {
@@ -332,6 +373,16 @@ static void leave_if_root_silent(uint64_t now)
 
 static struct out *w_sending; /* worker main thread: sends to rank 0 in flight */
 
+/* MPI refused a message to rank 0: nothing can reach it any more, so leave;
+ * rank 0 takes this rank for dead (its tasks fail with PF_ERANKDIED). */
+static void leave_unheard(int rc)
+{
+    char buf[MPI_MAX_ERROR_STRING];
+    fprintf(stderr, "pfor: MPI rank %d cannot send to rank 0 (%s), leaving\n", g_rank,
+            mpi_error_string(rc, buf));
+    _exit(1);
+}
+
 /* A header-only message to rank 0. */
 static void send_up(const struct msg *m)
 {
@@ -340,13 +391,15 @@ static void send_up(const struct msg *m)
         abort(); /* cannot even say so: rank 0 will see a dead rank */
     o->m = *m;
     o->m.len = 0;
-    out_send(&w_sending, o, 0, TAG_UP);
+    int rc = out_send(&w_sending, o, 0, TAG_UP);
+    if (rc != MPI_SUCCESS)
+        leave_unheard(rc);
 }
 
-/* After STOP: let the last answers (BYE last) leave.  Rank 0 reads until
- * our BYE, so this normally ends at once; bounded all the same (rank 0 stops
- * reading after BYE_WAIT_NS), and what is still in flight then is let go:
- * rank 0 no longer needs it, and MPI_Finalize must not wait for it. */
+/* After FIN: let the last sends leave.  Rank 0 has had our BYE, so they
+ * are complete and this ends at once; bounded all the same, and what is
+ * still in flight then is let go: rank 0 no longer needs it, and
+ * MPI_Finalize must not wait for it. */
 static void flush_up(void)
 {
     struct idle idle = {0};
@@ -380,7 +433,7 @@ static void send_result(struct wdone *d)
         hdr.message[n] = '\0';
         data = NULL;
         len = 0;
-    } else if (len > (size_t)INT32_MAX - sizeof hdr) {
+    } else if (len > PAYLOAD_MAX) {
         hdr.code = PF_ETOOBIG;
         snprintf(hdr.message, sizeof hdr.message,
                  "rank %d: a %zu-byte result is too big for one MPI message", g_rank, len);
@@ -394,7 +447,17 @@ static void send_result(struct wdone *d)
     } else {
         hdr.len = len;
         o->m = hdr; /* the payload after it stays */
-        out_send(&w_sending, o, 0, TAG_UP);
+        int sent = out_send(&w_sending, o, 0, TAG_UP);
+        if (sent != MPI_SUCCESS) { /* the task fails with MPI's reason instead */
+            free(o);
+            char buf[MPI_MAX_ERROR_STRING];
+            hdr.code = PF_ESYS;
+            hdr.task_code = 0;
+            snprintf(hdr.message, sizeof hdr.message,
+                     "rank %d: MPI could not send the %zu-byte result: %.150s", g_rank, len,
+                     mpi_error_string(sent, buf));
+            send_up(&hdr);
+        }
     }
     pf_future_release(d->f);
     free(d);
@@ -494,20 +557,52 @@ static void worker_create(struct wexec **list, const struct msg *m)
     *list = e;
 }
 
-static void worker_destroy(struct wexec **list, uint32_t id)
+static void *destroy_main(void *arg)
 {
-    for (struct wexec **p = list; *p; p = &(*p)->next) {
-        if ((*p)->id == id) {
-            struct wexec *e = *p;
-            *p = e->next;
-            w_local_threads -= e->threads;
-            pf_executor_destroy(e->ex); /* waits for its tasks; callbacks queue them */
-            free(e);
-            break;
+    struct wexec *e = arg;
+    pf_executor_destroy(e->ex); /* waits for its tasks; callbacks queue them */
+    atomic_store_explicit(&e->gone, true, memory_order_release);
+    return NULL;
+}
+
+/* Take executor e out of service and destroy its pool on a helper thread:
+ * that waits for its tasks, a timed-out one included (it runs on until it
+ * returns), and the main thread must go on sending heartbeats meanwhile or
+ * rank 0 would take this healthy rank for dead.  reap_dying() finishes. */
+static void worker_destroy(struct wexec *e, struct wexec **dying, bool ack)
+{
+    w_local_threads -= e->threads;
+    e->ack = ack;
+    e->has_helper = pthread_create(&e->helper, NULL, destroy_main, e) == 0;
+    if (!e->has_helper)
+        destroy_main(e); /* no thread: here, heartbeats paused */
+    e->next = *dying;
+    *dying = e;
+}
+
+static bool drain_done(void);
+
+/* Executors whose pools are gone: send their last answers, then DESTROYED
+ * (after them: MPI keeps our messages in order, and rank 0 retires the
+ * executor on the last DESTROYED). */
+static void reap_dying(struct wexec **dying)
+{
+    for (struct wexec **p = dying; *p;) {
+        struct wexec *e = *p;
+        if (!atomic_load_explicit(&e->gone, memory_order_acquire)) {
+            p = &e->next;
+            continue;
         }
+        *p = e->next;
+        if (e->has_helper)
+            PF__CHECK(pthread_join(e->helper, NULL) == 0);
+        drain_done();
+        if (e->ack) {
+            struct msg ack = {.kind = M_DESTROYED, .exec = e->id};
+            send_up(&ack);
+        }
+        free(e);
     }
-    struct msg ack = {.kind = M_DESTROYED, .exec = id};
-    send_up(&ack);
 }
 
 /* Send the answers of the finished local tasks; whether there were any. */
@@ -528,18 +623,48 @@ static bool drain_done(void)
     return any;
 }
 
+/* After BYE: wait for rank 0's FIN (it comes once every rank has answered
+ * STOP or been given up on); whether it says to skip MPI_Finalize. */
+static bool await_fin(void)
+{
+    struct idle idle = {0};
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(0, TAG_DOWN, MPI_COMM_WORLD, &flag, &st);
+        if (flag) {
+            size_t total;
+            struct msg *m = recv_msg(0, TAG_DOWN, &st, &total);
+            if (!m)
+                abort();
+            w_last_root = pf__now_ns();
+            idle_reset(&idle);
+            bool fin = m->kind == M_FIN, skip = m->code == 1;
+            free(m); /* anything else (pings) is moot now */
+            if (fin)
+                return skip;
+            continue;
+        }
+        out_pump(&w_sending, NULL);
+        leave_if_root_silent(pf__now_ns());
+        back_off(&idle, 1000000);
+    }
+}
+
 static void worker_main(void)
 {
     pf__mutex_init(&w_done_lock);
     pf__cond_init(&w_done_cond);
-    struct wexec *execs = NULL;
+    struct wexec *execs = NULL, *dying = NULL;
     uint64_t last_beat = 0;
     w_last_root = pf__now_ns();
     /* Started by mpirun (or its daemon) on this machine: leave with it. */
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
     struct idle idle = {0};
     bool stop = false;
-    while (!stop) {
+    /* After STOP, on until the executors left are destroyed (heartbeats go
+     * on meanwhile: rank 0 judges silence until our BYE). */
+    while (!stop || execs || dying) {
         int flag = 0;
         MPI_Status st;
         MPI_Iprobe(0, TAG_DOWN, MPI_COMM_WORLD, &flag, &st);
@@ -558,12 +683,26 @@ static void worker_main(void)
                 worker_task(find_wexec(execs, m->exec), m);
                 break;
             case M_DESTROY:
-                drain_done();
-                worker_destroy(&execs, m->exec);
+                for (struct wexec **p = &execs; *p; p = &(*p)->next) {
+                    if ((*p)->id == m->exec) {
+                        struct wexec *e = *p;
+                        *p = e->next;
+                        worker_destroy(e, &dying, true);
+                        break;
+                    }
+                }
+                if (!find_wexec(dying, m->exec)) { /* never created here: answer at once */
+                    struct msg ack = {.kind = M_DESTROYED, .exec = m->exec};
+                    send_up(&ack);
+                }
                 break;
             case M_STOP:
                 stop = true;
-                w_skip_finalize = m->code == 1;
+                while (execs) { /* left open on rank 0 (normally none) */
+                    struct wexec *e = execs;
+                    execs = e->next;
+                    worker_destroy(e, &dying, false);
+                }
                 break;
             default: /* M_PING */
                 break;
@@ -572,6 +711,8 @@ static void worker_main(void)
         }
         if (drain_done())
             idle_reset(&idle); /* the answer frees a slot: the next task is coming */
+        if (dying)
+            reap_dying(&dying);
         uint64_t now = pf__now_ns();
         if (now - last_beat >= HEARTBEAT_NS) {
             struct msg beat = {.kind = M_HEARTBEAT};
@@ -583,16 +724,11 @@ static void worker_main(void)
         if (!flag)
             worker_idle(&idle);
     }
-    while (execs) {
-        struct wexec *e = execs;
-        execs = e->next;
-        pf_executor_destroy(e->ex);
-        free(e);
-    }
     drain_done();
     struct msg bye = {.kind = M_BYE};
     send_up(&bye);
-    flush_up(); /* rank 0 reads until our BYE, so this ends */
+    w_skip_finalize = await_fin();
+    flush_up();
 }
 
 /* ============================================================ rank 0 side */
@@ -619,9 +755,14 @@ struct mpix {
     bool *acked;                 /* engine: [size] */
     bool finished;               /* engine: workers released; `done` signalled */
     pf__cond done;               /* waited on under engine.lock */
-    struct mpix *next_in_engine; /* engine */
+    struct mpix *next_in_engine; /* engine; also links retired ones (engine thread) */
 };
 
+/* Invariant: every mpix in E.execs holds a reference of its own on its base
+ * (taken in mpi_create, given up by the engine thread once retire_locked has
+ * unlinked it), so that pf_executor_destroy from a done-callback (on the
+ * engine thread, where shutdown cannot wait) never frees one the engine
+ * still walks. */
 static struct {
     pf__mutex lock;
     pf__cond wake;        /* submits and shutdowns wake the idle engine */
@@ -630,8 +771,9 @@ static struct {
     struct mpix *execs;   /* lock */
     uint32_t next_exec;   /* lock */
     uint64_t next_task;   /* lock */
-    int *rank_load;       /* lock: [size] tasks in flight per rank */
+    int *rank_load;       /* lock: [size] tasks (and DESTROYs) in flight per rank */
     bool *rank_dead;      /* lock: [size] */
+    bool *rank_bye;       /* lock: [size] said BYE (the end) */
     uint64_t *rank_heard; /* lock: [size] last message (ns) */
     int live;             /* lock: worker ranks alive */
     struct out *queue;    /* lock: to send, in order (dest set) */
@@ -649,10 +791,10 @@ int pf_mpi_live_workers(void)
     return n;
 }
 
-/* Whether a rank died during the run.  Then no rank calls MPI_Finalize
- * (STOP says so to the workers): its closing fence in Open MPI 4 can wait
- * forever for the dead rank, and with --enable-recovery the job ends with 0
- * all the same. */
+/* Whether a rank died during the run (or did not answer STOP).  Then no rank
+ * calls MPI_Finalize (FIN says so to the workers): its closing fence in
+ * Open MPI 4 can wait forever for the dead rank, and with --enable-recovery
+ * the job ends with 0 all the same. */
 static bool some_rank_died_locked(void)
 {
     return E.live < g_size - 1;
@@ -753,7 +895,17 @@ static void unlink_record_locked(struct mpix *x, struct record *rec)
     }
 }
 
-static void rank_died_locked(int r, uint64_t silent_ns)
+static struct mpix *find_mpix_locked(uint32_t id)
+{
+    struct mpix *x = E.execs;
+    while (x && x->id != id)
+        x = x->next_in_engine;
+    return x;
+}
+
+/* Rank r is taken for dead; `why` ends "MPI rank <r> ..." in its tasks'
+ * messages. */
+static void rank_died_locked(int r, const char *why)
 {
     E.rank_dead[r] = true;
     E.live--;
@@ -773,9 +925,7 @@ static void rank_died_locked(int r, uint64_t silent_ns)
                 pf__fqueue_push_front(&x->pending, f); /* another rank runs it */
             } else if (!rec->abandoned) {
                 defer_fail(f, PF_ERANKDIED, r,
-                           "MPI rank %d stopped answering (silent for %.1f s) while running the "
-                           "task; taken for dead",
-                           r, silent_ns / 1e9);
+                           "MPI rank %d %s while running the task; taken for dead", r, why);
             } else {
                 pf_future_release(f);
             }
@@ -784,18 +934,34 @@ static void rank_died_locked(int r, uint64_t silent_ns)
     }
 }
 
-static void check_time_locked(uint64_t now)
+/* Ranks silent for dead_after are dead.  Judged only right after a drain
+ * that emptied MPI's queue (drain_up), so a rank's silence is its own, never
+ * time the engine spent elsewhere (a long done-callback).  During the run a
+ * rank is judged only while it has work; at the end (finale) every rank that
+ * has not said BYE is, idle ones included. */
+static void check_silence_locked(uint64_t now, bool at_end)
 {
     double dead_after = g_opts.dead_after;
-    for (int r = 1; r < g_size; r++)
-        if (!E.rank_dead[r] && E.rank_load[r] > 0 && now > E.rank_heard[r] &&
-            now - E.rank_heard[r] > dead_after * 1e9)
-            rank_died_locked(r, now - E.rank_heard[r]);
+    for (int r = 1; r < g_size; r++) {
+        if (E.rank_dead[r] || (at_end ? E.rank_bye[r] : E.rank_load[r] == 0) ||
+            now <= E.rank_heard[r] || now - E.rank_heard[r] <= dead_after * 1e9)
+            continue;
+        char why[64];
+        snprintf(why, sizeof why, "stopped answering (silent for %.1f s)",
+                 (now - E.rank_heard[r]) / 1e9);
+        rank_died_locked(r, why);
+    }
+}
+
+static void check_deadlines_locked(uint64_t now)
+{
     for (struct mpix *x = E.execs; x; x = x->next_in_engine) {
         for (struct record *rec = x->inflight; rec; rec = rec->next) {
             if (rec->abandoned || !rec->deadline || now < rec->deadline)
                 continue;
-            rec->abandoned = true; /* the rank keeps the slot until it answers */
+            /* The rank's pool answers PF_ETASKTIMEOUT at its own deadline;
+             * that answer frees the slot and is dropped. */
+            rec->abandoned = true;
             pf_future_retain(rec->f);
             defer_fail(rec->f, PF_ETASKTIMEOUT, rec->rank,
                        "task overran its time limit of %.3f s on MPI rank %d (it runs on; its "
@@ -809,10 +975,11 @@ static void handle_up(const struct msg *m, int source, size_t total)
 {
     pf__mutex_lock(&E.lock);
     E.rank_heard[source] = pf__now_ns();
+    if (m->kind == M_BYE)
+        E.rank_bye[source] = true;
     struct mpix *x = NULL;
     if (m->kind == M_RESULT || m->kind == M_DESTROYED)
-        for (x = E.execs; x && x->id != m->exec; x = x->next_in_engine) {
-        }
+        x = find_mpix_locked(m->exec);
     if (x && m->kind == M_DESTROYED && x->acks_missing > 0 && !x->acked[source]) {
         x->acked[source] = true;
         x->acks_missing--;
@@ -849,8 +1016,10 @@ static void handle_up(const struct msg *m, int source, size_t total)
     pf__mutex_unlock(&E.lock);
 }
 
-/* Executors whose workers have all answered DESTROY leave the engine. */
-static void retire_locked(void)
+/* Executors whose workers have all answered DESTROY leave the engine; they
+ * are linked into *retired for the engine thread to give up its reference
+ * once the lock is released. */
+static void retire_locked(struct mpix **retired)
 {
     for (struct mpix **p = &E.execs; *p;) {
         struct mpix *x = *p;
@@ -876,6 +1045,8 @@ static void retire_locked(void)
             *p = x->next_in_engine;
             x->finished = true;
             pf__cond_broadcast(&x->done);
+            x->next_in_engine = *retired;
+            *retired = x;
             continue;
         }
         p = &x->next_in_engine;
@@ -884,6 +1055,36 @@ static void retire_locked(void)
 
 /* Send what is queued; forget sends that completed.  Engine thread only. */
 static struct out *sending; /* engine thread only: started, not complete */
+
+/* MPI refused to send o (never silently dropped): a TASK fails its future;
+ * any other message leaves its rank without something it needs (an
+ * executor, a DESTROY, STOP), so the rank is taken for dead. */
+static void send_failed_locked(struct out *o, int rc)
+{
+    char buf[MPI_MAX_ERROR_STRING];
+    mpi_error_string(rc, buf);
+    int r = o->dest;
+    if (o->m.kind == M_TASK) {
+        struct mpix *x = find_mpix_locked(o->m.exec);
+        struct record *rec = x ? x->inflight : NULL;
+        while (rec && rec->task != o->m.task)
+            rec = rec->next;
+        if (rec) {
+            unlink_record_locked(x, rec);
+            if (rec->abandoned)
+                pf_future_release(rec->f);
+            else
+                defer_fail(rec->f, PF_ESYS, r, "MPI could not send the task to rank %d: %s", r,
+                           buf);
+            free(rec);
+        }
+    } else if (!E.rank_dead[r]) {
+        char why[MPI_MAX_ERROR_STRING + 64];
+        snprintf(why, sizeof why, "could not be sent to (%s)", buf);
+        rank_died_locked(r, why);
+    }
+    free(o);
+}
 
 static void pump_sends(void)
 {
@@ -898,46 +1099,111 @@ static void pump_sends(void)
     pf__mutex_unlock(&E.lock);
     while (q) {
         struct out *next = q->next;
-        out_send(&sending, q, q->dest, TAG_DOWN);
+        int rc = out_send(&sending, q, q->dest, TAG_DOWN);
+        if (rc != MPI_SUCCESS) {
+            pf__mutex_lock(&E.lock);
+            send_failed_locked(q, rc);
+            memcpy(dead, E.rank_dead, (size_t)g_size * sizeof *dead);
+            pf__mutex_unlock(&E.lock);
+        }
         q = next;
     }
     out_pump(&sending, dead);
 }
 
-/* After the STOPs: read on until every live rank has said BYE, its last
- * message (MPI keeps a rank's messages in order, so all it sent before has
- * been taken in by then and its sends can complete), and the STOPs are
- * out; bounded by BYE_WAIT_NS for a rank that died meanwhile (or is too
- * slow: it lets its last sends go after as long, see flush_up). */
-static void await_byes(void)
+/* Receive the messages waiting from the workers, at most DRAIN_MAX (so that
+ * dispatching goes on under a flood of results).  Whether any came; *all:
+ * MPI had none left, so every message sent before the call was read and
+ * silence may be judged.  Engine thread only. */
+#define DRAIN_MAX 256
+static bool drain_up(bool *all)
 {
-    bool bye[g_size];
-    int missing = 0;
-    pf__mutex_lock(&E.lock);
-    for (int r = 0; r < g_size; r++) {
-        bye[r] = r == 0 || E.rank_dead[r];
-        missing += !bye[r];
-    }
-    pf__mutex_unlock(&E.lock);
-    uint64_t deadline = pf__now_ns() + BYE_WAIT_NS;
-    struct idle idle = {0};
-    while ((missing > 0 || sending) && pf__now_ns() < deadline) {
-        pump_sends();
+    *all = false;
+    for (int i = 0; i < DRAIN_MAX; i++) {
         int flag = 0;
         MPI_Status st;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_UP, MPI_COMM_WORLD, &flag, &st);
         if (!flag) {
-            back_off(&idle, 100000);
-            continue;
+            *all = true;
+            return i > 0;
         }
-        idle_reset(&idle);
         size_t total;
         struct msg *m = recv_msg(st.MPI_SOURCE, TAG_UP, &st, &total);
-        if (m && m->kind == M_BYE && !bye[st.MPI_SOURCE]) {
-            bye[st.MPI_SOURCE] = true;
-            missing--;
+        if (m)
+            handle_up(m, st.MPI_SOURCE, total);
+        free(m);
+    }
+    return true;
+}
+
+/* The end (E.stop, no executor left): STOP every live rank, then read on
+ * until each has said BYE, its last message (MPI keeps a rank's messages in
+ * order, so all it sent before has been taken in by then and its sends can
+ * complete).  A rank that falls silent for dead_after meanwhile (or does not
+ * answer within BYE_WAIT_NS) is taken for dead, idle or not: MPI_Finalize
+ * would wait for it forever.  Then FIN tells every rank STOPped whether to
+ * call MPI_Finalize.  Engine thread only. */
+static void finale(void)
+{
+    bool stopped[g_size];
+    pf__mutex_lock(&E.lock);
+    for (int r = 0; r < g_size; r++) {
+        stopped[r] = r > 0 && !E.rank_dead[r];
+        if (stopped[r])
+            queue_locked(out_new(M_STOP, 0, NULL, 0), r);
+    }
+    pf__mutex_unlock(&E.lock);
+    uint64_t deadline = pf__now_ns() + BYE_WAIT_NS;
+    struct idle idle = {0};
+    for (;;) {
+        pump_sends();
+        bool all, got = drain_up(&all);
+        uint64_t now = pf__now_ns();
+        int missing = 0;
+        pf__mutex_lock(&E.lock);
+        if (all)
+            check_silence_locked(now, true);
+        for (int r = 1; r < g_size; r++) {
+            if (E.rank_dead[r] || E.rank_bye[r])
+                continue;
+            if (now >= deadline)
+                rank_died_locked(r, "did not answer STOP");
+            else
+                missing++;
         }
-        free(m); /* anything else (heartbeats) is moot now */
+        pf__mutex_unlock(&E.lock);
+        if (!missing)
+            break;
+        if (got)
+            idle_reset(&idle);
+        else
+            back_off(&idle, 100000);
+    }
+    pf__mutex_lock(&E.lock);
+    int skip = some_rank_died_locked(); /* 1: leave without MPI_Finalize */
+    for (int r = 1; r < g_size; r++) {
+        if (!stopped[r])
+            continue;
+        struct out *o = out_new(M_FIN, 0, NULL, 0);
+        if (o)
+            o->m.code = skip;
+        queue_locked(o, r);
+    }
+    pf__mutex_unlock(&E.lock);
+    /* Until the FINs are out: each rank that said BYE waits for its own. */
+    deadline = pf__now_ns() + BYE_WAIT_NS;
+    idle_reset(&idle);
+    pump_sends();
+    while (sending && pf__now_ns() < deadline) {
+        back_off(&idle, 100000);
+        pump_sends();
+        bool all;
+        drain_up(&all); /* nothing is expected; keep MPI's queue short */
+    }
+    while (sending) {
+        struct out *o = sending;
+        sending = o->next;
+        out_let_go(o);
     }
 }
 
@@ -947,15 +1213,20 @@ static void *engine_main(void *arg)
     uint64_t last_ping = 0;
     struct idle idle = {0};
     for (;;) {
+        /* Read first, judge after: see check_silence_locked. */
+        bool all, got = drain_up(&all);
         uint64_t now = pf__now_ns();
+        struct mpix *retired = NULL;
         pf__mutex_lock(&E.lock);
         bool busy = false;
         for (struct mpix *x = E.execs; x; x = x->next_in_engine) {
             dispatch_locked(x);
             busy = busy || x->n_inflight > 0 || x->pending.head || x->destroy_sent;
         }
-        check_time_locked(now);
-        retire_locked();
+        if (all)
+            check_silence_locked(now, false);
+        check_deadlines_locked(now);
+        retire_locked(&retired);
         if (now - last_ping >= PING_NS) {
             for (int r = 1; r < g_size; r++)
                 if (!E.rank_dead[r])
@@ -963,47 +1234,27 @@ static void *engine_main(void *arg)
             last_ping = now;
         }
         bool stop = E.stop && !E.execs;
-        if (stop) {
-            bool skip_finalize = some_rank_died_locked();
-            for (int r = 1; r < g_size; r++) {
-                if (E.rank_dead[r])
-                    continue;
-                struct out *o = out_new(M_STOP, 0, NULL, 0);
-                if (o)
-                    o->m.code = skip_finalize; /* 1: leave without MPI_Finalize */
-                queue_locked(o, r);
-            }
-        }
-        bool quiet = !busy && !E.queue && !sending && !stop;
+        bool quiet = !busy && !E.queue && !sending && !stop && !retired;
         if (quiet && E.finish.n == 0) {
             /* Nothing in flight: sleep until a submit (bounded for pings
              * and heartbeats to be read). */
             pf__cond_wait_until(&E.wake, &E.lock, pf__now_ns() + 50000000u);
         }
         pf__mutex_unlock(&E.lock);
+        while (retired) { /* the engine's reference (see E); may free it */
+            struct mpix *x = retired;
+            retired = x->next_in_engine;
+            pf__executor_release(&x->base);
+        }
+        /* Done-callbacks: they may take long, and may destroy executors. */
         pf__finish_pending(&E.finish);
         pump_sends();
         if (stop) {
-            await_byes(); /* every executor is gone: nothing else can come */
+            finale(); /* every executor is gone: nothing else can come */
+            pf__finish_pending(&E.finish);
             pf__finish_list_free(&E.finish);
             break;
         }
-
-        bool got = false;
-        for (int i = 0; i < 64; i++) {
-            int flag = 0;
-            MPI_Status st;
-            MPI_Iprobe(MPI_ANY_SOURCE, TAG_UP, MPI_COMM_WORLD, &flag, &st);
-            if (!flag)
-                break;
-            size_t total;
-            struct msg *m = recv_msg(st.MPI_SOURCE, TAG_UP, &st, &total);
-            if (m)
-                handle_up(m, st.MPI_SOURCE, total);
-            free(m);
-            got = true;
-        }
-        pf__finish_pending(&E.finish);
         if (got)
             idle_reset(&idle);
         else if (busy)
@@ -1020,6 +1271,8 @@ static int mx_submit(struct pf_executor *ex, pf_future *f)
     uint64_t id;
     if (pf_registered_name((pf_fn)f->fn, NULL, &id) != PF_OK)
         return PF_ENOTREG; /* ranks are other programs: only ids cross */
+    if (f->arg_len > PAYLOAD_MAX)
+        return PF_ETOOBIG; /* one MPI message carries it */
     pf__mutex_lock(&E.lock);
     if (x->stopping) {
         pf__mutex_unlock(&E.lock);
@@ -1062,8 +1315,10 @@ static int mx_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
         pf_future_release(f);
     }
     if (wait) {
+        /* A done-callback cannot wait for the engine that runs it; the
+         * engine's own reference keeps x until it is retired. */
         if (pthread_equal(pthread_self(), E.thread))
-            return PF_EBUSY; /* a done-callback cannot wait for the engine */
+            return PF_EBUSY;
         pf__mutex_lock(&E.lock);
         while (!x->finished)
             pf__cond_wait(&x->done, &E.lock);
@@ -1091,12 +1346,15 @@ static const struct pf__executor_ops mx_ops = {
     .shutdown = mx_shutdown,
     .destroy = mx_destroy,
     .free = mx_free,
+    .max_arg_len = PAYLOAD_MAX, /* one MPI message: an int count of bytes */
 };
 
 static int mpi_create(const struct pf_executor *base, struct pf_executor **out)
 {
     if (g_rank != 0)
         return PF_EINVAL;
+    if (base->opts.init_arg_len > PAYLOAD_MAX)
+        return PF_ETOOBIG; /* it travels in one CREATE message */
     uint64_t init_id = 0, fini_id = 0;
     if (base->opts.initializer &&
         pf_registered_name((pf_fn)base->opts.initializer, NULL, &init_id) != PF_OK)
@@ -1118,10 +1376,12 @@ static int mpi_create(const struct pf_executor *base, struct pf_executor **out)
     pf__cond_init(&x->done);
 
     pf__mutex_lock(&E.lock);
-    if (E.live == 0) {
+    if (E.live == 0 || E.stop) {
         pf__mutex_unlock(&E.lock);
+        pf__mutex_destroy(&x->base.init_lock);
         mx_free(&x->base);
-        return PF_ENOTSUP; /* a job of one rank, or every worker rank died */
+        /* a job of one rank, every worker rank died, or finalising */
+        return PF_ENOTSUP;
     }
     /* Loops size their chunks by max_workers: every thread of every rank. */
     x->base.opts.max_workers = E.live * x->threads;
@@ -1137,6 +1397,7 @@ static int mpi_create(const struct pf_executor *base, struct pf_executor **out)
         }
         queue_locked(o, r);
     }
+    pf__executor_retain(&x->base); /* the engine's (see E) */
     x->next_in_engine = E.execs;
     E.execs = x;
     pf__cond_signal(&E.wake);
@@ -1159,8 +1420,12 @@ static double env_double(const char *name, double fallback)
 
 int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
 {
-    if (g_initialized)
-        return PF_EBUSY;
+    if (g_initialized || g_finalized)
+        return PF_EBUSY; /* MPI starts once per process: not again after finalize */
+    int mpi_up = 0, mpi_down = 0;
+    if (MPI_Initialized(&mpi_up) != MPI_SUCCESS || MPI_Finalized(&mpi_down) != MPI_SUCCESS ||
+        mpi_up || mpi_down)
+        return PF_EBUSY; /* started (or ended) by the program itself */
     pf_mpi_opts o = opts ? *opts : (pf_mpi_opts){0};
     if (o.threads_per_rank < 0 || o.threads_per_rank > PF_MAX_WORKERS || o.prefetch < 0 ||
         o.prefetch > 1000000 || !(o.dead_after >= 0) || o.dead_after > 1e6)
@@ -1182,6 +1447,7 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
         return PF_ESYS;
     if (provided < MPI_THREAD_SERIALIZED) {
         MPI_Finalize();
+        g_finalized = true;
         return PF_ENOTSUP;
     }
     /* Errors come back as codes; a dead peer must not abort rank 0. */
@@ -1209,11 +1475,14 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
     E.queue_tail = &E.queue;
     E.rank_load = calloc((size_t)g_size, sizeof *E.rank_load);
     E.rank_dead = calloc((size_t)g_size, sizeof *E.rank_dead);
+    E.rank_bye = calloc((size_t)g_size, sizeof *E.rank_bye);
     E.rank_heard = calloc((size_t)g_size, sizeof *E.rank_heard);
-    if (!E.rank_load || !E.rank_dead || !E.rank_heard) {
+    if (!E.rank_load || !E.rank_dead || !E.rank_bye || !E.rank_heard) {
         MPI_Abort(MPI_COMM_WORLD, 1);
         return PF_ENOMEM;
     }
+    for (int r = 0; r < g_size; r++)
+        E.rank_heard[r] = pf__now_ns(); /* silence counts from the start */
     E.live = g_size - 1;
     pf__mpi_create = mpi_create;
     if (pthread_create(&E.thread, NULL, engine_main, NULL) != 0) {
@@ -1240,6 +1509,8 @@ void pf_mpi_finalize(void)
         MPI_Finalize();
     free(E.rank_load);
     free(E.rank_dead);
+    free(E.rank_bye);
     free(E.rank_heard);
     g_initialized = false;
+    g_finalized = true;
 }

@@ -2,9 +2,10 @@
 # Run the PF_MPI tests under mpirun on this machine (make check calls it):
 #   tests/mpi/run.sh BUILD_DIR
 # Three ranks (rank 0 submits, two workers), loopback only, oversubscribed
-# (2 cores here).  --enable-recovery lets the job go on when the "kill" run
-# SIGKILLs a worker rank; every run is bounded by `timeout`, and no rank may
-# outlive it.
+# (2 cores here).  --enable-recovery lets the job go on when the "kill" runs
+# SIGKILL a worker rank; every run is bounded by `timeout`, and no rank may
+# outlive it: each rank writes its pid to a file of this run's, and only
+# those pids are checked (and killed), never other checkouts' runs.
 set -eu
 build=${1:?usage: tests/mpi/run.sh BUILD_DIR}
 bin="$build/pfor-mpi-tests"
@@ -12,11 +13,23 @@ if [ ! -x "$bin" ]; then
   echo "mpi tests: $bin not built (no MPI found by CMake)" >&2
   exit 1
 fi
+bin_real=$(readlink -f "$bin")
 # CI runs as root; Open MPI refuses that unless told.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export PFOR_MPI_DEAD_AFTER=1
-mpi="mpirun --oversubscribe --enable-recovery -x PFOR_MPI_DEAD_AFTER
+export PFOR_MPI_TEST_PIDS="$build/mpi-ranks.pids" # set per run below
+mpi="mpirun --oversubscribe --enable-recovery -x PFOR_MPI_DEAD_AFTER -x PFOR_MPI_TEST_PIDS
      --mca btl self,vader --mca oob_tcp_if_include lo -n 3"
+
+# The pids in file $1 that still run this run's test binary (a pid reused
+# by another program since does not count).
+left_running() {
+  [ -f "$1" ] || return 0
+  while read -r p; do
+    [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$bin_real" ] && echo "$p"
+  done < "$1"
+  return 0
+}
 
 # A private redis-server on a free loopback port for the "redis" mode (the
 # dict shared live across ranks); stopped on exit.
@@ -43,22 +56,32 @@ if ! start_redis; then
 fi
 
 fail=0
-for mode in semantics kill kill-last "redis 127.0.0.1 $redis_port"; do
+for mode in semantics kill kill-last kill-idle "redis 127.0.0.1 $redis_port"; do
   start=$(date +%s)
-  # shellcheck disable=SC2086
   log="$build/mpi-${mode%% *}.log"
-  if timeout 120 $mpi "$bin" $mode > "$log" 2>&1; then
+  PFOR_MPI_TEST_PIDS="$build/mpi-${mode%% *}.pids"
+  rm -f "$PFOR_MPI_TEST_PIDS"
+  rc=0
+  # shellcheck disable=SC2086
+  timeout 120 $mpi "$bin" $mode > "$log" 2>&1 || rc=$?
+  # Under --enable-recovery mpirun exits 0 even when rank 0 fails or
+  # crashes: the run passes only with rank 0's own last line, no failure.
+  if [ "$rc" = 0 ] && grep -qx "${mode%% *}: 0 failed checks" "$log"; then
     echo "ok   mpi ${mode%% *} ($(($(date +%s) - start)) s)"
   else
-    echo "FAIL mpi ${mode%% *} (exit $?): see $log"
+    echo "FAIL mpi ${mode%% *} (exit $rc): see $log"
     grep -E "FAIL|failed" "$log" | head -20
     fail=1
   fi
   grep '^ok' "$log" | sed 's/^/     /'
   sleep 0.5
-  if pgrep -f "$bin" > /dev/null; then
-    echo "FAIL mpi $mode: ranks left running:"; pgrep -af "$bin"
-    pkill -9 -f "$bin" || true
+  left=$(left_running "$PFOR_MPI_TEST_PIDS")
+  if [ -n "$left" ]; then
+    echo "FAIL mpi ${mode%% *}: ranks left running:"
+    # shellcheck disable=SC2086
+    ps -o pid=,args= -p "$(echo $left | tr ' ' ,)" || true
+    # shellcheck disable=SC2086
+    kill -9 $left 2>/dev/null || true
     fail=1
   fi
 done

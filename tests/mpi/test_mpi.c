@@ -6,13 +6,20 @@
  *                              uneven durations (3 ranks or more)
  *   pfor-mpi-tests kill        a worker rank SIGKILLed mid-run
  *   pfor-mpi-tests kill-last   the same, the victim being the last rank
+ *   pfor-mpi-tests kill-idle   a worker rank SIGKILLed between executors:
+ *                              pf_mpi_finalize still ends (the rank is taken
+ *                              for dead, nobody calls MPI_Finalize)
  *   pfor-mpi-tests redis HOST PORT
  *                              tasks on every worker rank share a live redis
  *                              dict with rank 0 (run.sh starts the server)
  *
  * Rank 0 checks; worker ranks never get past pf_mpi_init().  Each check
  * prints a line; the exit status is the number of failed checks (capped).
+ * With $PFOR_MPI_TEST_PIDS set, every rank appends its pid to that file
+ * first (run.sh checks that none outlives the run).
  */
+#include <mpi.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/core.h" /* pf__submit_owned: a 2 GiB argument without copying it */
 #include "pfor/dict.h"
 #include "pfor/mpi.h"
 #include "pfor/pfor.h"
@@ -48,6 +56,14 @@ static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* The dead_after the ranks run with (run.sh sets $PFOR_MPI_DEAD_AFTER), ms. */
+static int dead_after_ms(void)
+{
+    const char *v = getenv("PFOR_MPI_DEAD_AFTER");
+    double d = v ? atof(v) : 0;
+    return (int)((d > 0 ? d : 3.0) * 1000);
 }
 
 /* ------------------------------------------------------------ tasks -- */
@@ -169,6 +185,17 @@ static int kill_rank(pf_task *t, const void *arg, size_t len)
     return pf_task_set_result(t, &rank, sizeof rank);
 }
 PF_REGISTER(kill_rank)
+
+/* Returns {its rank, its pid}. */
+static int rank_and_pid(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    sleep_ms(20);
+    int32_t v[2] = {pf_mpi_rank(), (int32_t)getpid()};
+    return pf_task_set_result(t, v, sizeof v);
+}
+PF_REGISTER(rank_and_pid)
 
 /* A task sharing a redis dict with rank 0 and the other ranks: it waits
  * (bounded) until rank 0 has set "go", which rank 0 does only once every
@@ -294,6 +321,178 @@ static int check_square(void *user, size_t index, int status, const void *data, 
 }
 
 /* ------------------------------------------------------------ checks -- */
+
+/* pf_executor_destroy from a done-callback (which runs on rank 0's engine
+ * thread, where destroy cannot wait): the engine keeps the executor until
+ * its last tasks are done and its ranks have let it go, and the tasks still
+ * queued run.  Before, destroy freed it while the engine still walked it
+ * (a use-after-free that ASan reports). */
+static pthread_t main_thread;
+static _Atomic int destroyed_in_callback; /* 1: on the main thread, 2: on another */
+
+static void destroy_executor(pf_future *f, void *user)
+{
+    (void)f;
+    pf_executor_destroy(user);
+    destroyed_in_callback = pthread_equal(pthread_self(), main_thread) ? 1 : 2;
+}
+
+static void destroy_from_callback(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    pf_future *first = submit_i32(ex, nap, 300);
+    enum { REST = 8 };
+    pf_future *rest[REST];
+    for (int i = 0; i < REST; i++) /* more than the ranks take at once: some wait */
+        rest[i] = submit_i32(ex, nap, 100);
+    CHECK_RC(pf_future_add_done_callback(first, destroy_executor, ex), PF_OK);
+    /* ex belongs to the callback from here on */
+    CHECK(result_i32(first) >= 1);
+    for (int i = 0; i < REST; i++) {
+        CHECK(result_i32(rest[i]) >= 1);
+        pf_future_release(rest[i]);
+    }
+    pf_future_release(first);
+    for (int i = 0; i < 500 && !destroyed_in_callback; i++)
+        sleep_ms(10);
+    CHECK(destroyed_in_callback == 2);
+    /* the engine goes on: a new executor runs tasks */
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    pf_future *again = submit_i32(ex, nap, 1);
+    CHECK(result_i32(again) >= 1);
+    pf_future_release(again);
+    pf_executor_destroy(ex);
+    CHECK(pf_mpi_live_workers() == size - 1);
+    printf("ok executor destroyed from its own done-callback\n");
+}
+
+/* A done-callback that keeps rank 0's engine busy for longer than dead_after
+ * while every rank has work: the ranks' heartbeats wait in MPI meanwhile,
+ * so no rank may be taken for dead (before, every busy rank was). */
+static void sleepy_callback(pf_future *f, void *user)
+{
+    (void)f;
+    sleep_ms(*(const int *)user);
+}
+
+static void long_callback(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    static int cb_ms;
+    cb_ms = dead_after_ms() + 800;
+    enum { N = 8 };
+    pf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_i32(ex, nap, 300);
+    CHECK_RC(pf_future_add_done_callback(fs[0], sleepy_callback, &cb_ms), PF_OK);
+    for (int i = 0; i < N; i++) {
+        CHECK(result_i32(fs[i]) >= 1); /* not PF_ERANKDIED */
+        pf_future_release(fs[i]);
+    }
+    CHECK(pf_mpi_live_workers() == size - 1);
+    pf_executor_destroy(ex);
+    printf("ok a %d ms done-callback on the engine thread kills no rank\n", cb_ms);
+}
+
+/* A task past its time limit runs on on its rank; destroying the executor
+ * waits for it there, and the rank keeps sending heartbeats meanwhile, so
+ * it is not taken for dead (before, it fell silent and was). */
+static void timeout_then_destroy(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    pf_submit_opts so = {.timeout = 0.2};
+    int32_t ms = dead_after_ms() + 1000;
+    pf_future *late = NULL;
+    CHECK_RC(pf_submit_ex(ex, nap, &ms, sizeof ms, &so, &late), PF_OK);
+    CHECK_RC(pf_future_result(late, 5, NULL, NULL), PF_ETASKTIMEOUT);
+    pf_future_release(late);
+    pf_executor_destroy(ex); /* returns once the rank's task has ended */
+    CHECK(pf_mpi_live_workers() == size - 1);
+    /* and the rank still runs tasks */
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    pf_future *fs[6];
+    int per_rank[64] = {0};
+    for (int i = 0; i < 6; i++)
+        fs[i] = submit_i32(ex, nap, 50);
+    for (int i = 0; i < 6; i++) {
+        int32_t r = result_i32(fs[i]);
+        if (r > 0 && r < 64)
+            per_rank[r]++;
+        pf_future_release(fs[i]);
+    }
+    for (int r = 1; r < size && r < 64; r++)
+        CHECK(per_rank[r] > 0);
+    pf_executor_destroy(ex);
+    printf("ok destroy after a task overran its time limit: %d ms on its rank, no rank lost\n",
+           (int)ms);
+}
+
+/* An argument of 2 GiB does not fit one MPI message: pf_submit says
+ * PF_ETOOBIG at once (before, it was accepted and its future never ended).
+ * The buffer is malloc()ed but never touched, so it takes no memory, and it
+ * is handed over (pf__submit_owned), not copied. */
+static void too_big_argument(void)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    size_t huge = (size_t)1 << 31;
+    void *arg = malloc(huge);
+    CHECK(arg != NULL);
+    if (arg) {
+        pf_future *f = NULL;
+        CHECK_RC(pf__submit_owned(ex, square, arg, huge, -1, &f), PF_ETOOBIG); /* frees arg */
+        CHECK(f == NULL);
+        if (f) { /* the bug: it would never end, and nor would destroy */
+            fprintf(stderr, "FAIL: a 2 GiB argument was accepted; giving up\n");
+            fflush(NULL);
+            _exit(3);
+        }
+    }
+    /* the executor is unharmed */
+    int64_t v = 12;
+    pf_future *g = NULL;
+    CHECK_RC(pf_submit(ex, square, &v, sizeof v, &g), PF_OK);
+    CHECK_RC(pf_future_result(g, PF_FOREVER, NULL, NULL), PF_OK);
+    pf_future_release(g);
+    pf_executor_destroy(ex);
+    printf("ok a 2 GiB argument is refused with PF_ETOOBIG\n");
+}
+
+/* A worker rank SIGKILLed while it has no work (between executors): only
+ * pf_mpi_finalize can notice, and it must still end, taking the rank for
+ * dead and skipping MPI_Finalize everywhere (before, rank 0 waited in
+ * MPI_Finalize forever).  The check is that mpirun ends, with status 0. */
+static void killed_idle_rank(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    enum { N = 20 };
+    pf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        CHECK_RC(pf_submit(ex, rank_and_pid, NULL, 0, &fs[i]), PF_OK);
+    int32_t victim = size - 1, pid = -1;
+    for (int i = 0; i < N; i++) {
+        const void *data;
+        size_t len;
+        int32_t v[2] = {0, 0};
+        CHECK_RC(pf_future_result(fs[i], PF_FOREVER, &data, &len), PF_OK);
+        if (len == sizeof v)
+            memcpy(v, data, sizeof v);
+        if (v[0] == victim)
+            pid = v[1];
+        pf_future_release(fs[i]);
+    }
+    pf_executor_destroy(ex);
+    CHECK(pid > 0);
+    if (pid > 0)
+        CHECK(kill(pid, SIGKILL) == 0);
+    sleep_ms(500);
+    CHECK(pf_mpi_live_workers() == size - 1); /* idle: nobody noticed yet */
+    printf("ok killed rank %d (pid %d) while idle\n", (int)victim, (int)pid);
+}
 
 static void semantics(int size)
 {
@@ -505,6 +704,11 @@ static void semantics(int size)
     pf_future_release(st);
     pf_executor_destroy(ex);
     printf("ok worker initializer and state\n");
+
+    destroy_from_callback(size);
+    long_callback(size);
+    timeout_then_destroy(size);
+    too_big_argument();
 }
 
 /* A worker rank SIGKILLed while it runs tasks: its tasks fail with
@@ -636,6 +840,15 @@ static void redis_shared(const char *host, int port)
 
 int main(int argc, char **argv)
 {
+    const char *pids = getenv("PFOR_MPI_TEST_PIDS");
+    if (pids && *pids) {
+        FILE *fp = fopen(pids, "a");
+        if (fp) {
+            fprintf(fp, "%d\n", (int)getpid());
+            fclose(fp);
+        }
+    }
+    main_thread = pthread_self();
     int rc = pf_mpi_init(&argc, &argv, NULL); /* worker ranks stay in here */
     if (rc != PF_OK) {
         fprintf(stderr, "pf_mpi_init: %s\n", pf_strerror(rc));
@@ -652,16 +865,28 @@ int main(int argc, char **argv)
         killed_rank(size, -1);
     else if (strcmp(mode, "kill-last") == 0)
         killed_rank(size, size - 1);
+    else if (strcmp(mode, "kill-idle") == 0)
+        killed_idle_rank(size);
     else if (strcmp(mode, "redis") == 0 && argc == 4)
         redis_shared(argv[2], atoi(argv[3]));
     else if (strcmp(mode, "semantics") == 0)
         semantics(size);
     else {
-        fprintf(stderr, "usage: pfor-mpi-tests semantics|kill|kill-last|redis HOST PORT\n");
+        fprintf(stderr,
+                "usage: pfor-mpi-tests semantics|kill|kill-last|kill-idle|redis HOST PORT\n");
         pf_mpi_finalize();
         return 2;
     }
     pf_mpi_finalize();
+    /* MPI_Finalize ran only if no rank died (kill*: one did, and for
+     * kill-idle only pf_mpi_finalize can have noticed); see pfor/mpi.h */
+    int finalized = -1;
+    MPI_Finalized(&finalized);
+    CHECK(finalized == (strncmp(mode, "kill", 4) != 0));
+    /* MPI cannot start again in this process: a clear error, no abort */
+    CHECK_RC(pf_mpi_init(&argc, &argv, NULL), PF_EBUSY);
+    CHECK(pf_mpi_rank() == 0);
+    printf("ok pf_mpi_init after pf_mpi_finalize: PF_EBUSY\n");
     printf("%s: %d failed checks\n", mode, failures);
     return failures > 100 ? 100 : failures;
 }
