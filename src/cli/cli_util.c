@@ -21,14 +21,43 @@ void pf_cli_usage_error(const char *fmt, ...)
     exit(PF_CLI_EXIT_USAGE);
 }
 
+/* A plain decimal at the start of s: digits, then optionally '.' and
+ * digits; *end after it.  strtod alone would also take leading spaces, a
+ * sign, hex, exponents, "inf" and "nan".  0 or -1. */
+static int parse_decimal(const char *s, double *v, const char **end)
+{
+    const char *p = s;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (p == s)
+        return -1;
+    if (*p == '.') {
+        const char *frac = ++p;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        if (p == frac)
+            return -1;
+    }
+    char buf[64];
+    if ((size_t)(p - s) >= sizeof buf)
+        return -1;
+    memcpy(buf, s, (size_t)(p - s));
+    buf[p - s] = '\0';
+    errno = 0;
+    *v = strtod(buf, NULL);
+    if (errno || !isfinite(*v))
+        return -1;
+    *end = p;
+    return 0;
+}
+
 int pf_cli_parse_duration(const char *s, double *seconds)
 {
-    if (!s || !*s)
+    if (!s)
         return -1;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || !isfinite(v) || v < 0)
+    const char *end;
+    double v;
+    if (parse_decimal(s, &v, &end) != 0)
         return -1;
     double unit;
     if (*end == '\0' || strcmp(end, "s") == 0)
@@ -114,12 +143,11 @@ int pf_cli_parse_u64_list(const char *s, uint64_t min, uint64_t max, uint64_t *o
 
 int pf_cli_parse_fraction(const char *s, double *out)
 {
-    if (!s || !*s)
+    if (!s)
         return -1;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || !isfinite(v))
+    const char *end;
+    double v;
+    if (parse_decimal(s, &v, &end) != 0)
         return -1;
     if (strcmp(end, "%") == 0)
         v /= 100.0;

@@ -15,6 +15,7 @@
  * (one line on stderr).
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -49,9 +50,9 @@ static void usage(FILE *out)
           "\n"
           "what to run:\n"
           "  --workload http|cpu   I/O-bound requests (default) or counting primes\n"
-          "  --executors LIST      of sequential,processes,threads,event\n"
-          "                        (default processes,threads,event; cpu: sequential,\n"
-          "                        processes,threads)\n"
+          "  --executors LIST      of sequential,processes,threads,event,mpi (mpi: under\n"
+          "                        mpirun; default processes,threads,event; cpu:\n"
+          "                        sequential,processes,threads)\n"
           "  --sizes LIST          request counts (default 5,10,50,100,500,1000,2500,5000,\n"
           "                        10000; --quick: 5,10,50,100,500)\n"
           "  --workers N|LIST      workers of every executor, or a sweep like 1,2,4,8\n"
@@ -110,10 +111,13 @@ static void parse_executors(struct cmp_config *c, const char *val)
         for (int e = 0; e < CMP_N_EXEC; e++)
             if (strlen(cmp_exec_names[e]) == len && strncmp(p, cmp_exec_names[e], len) == 0)
                 found = e;
-        if (found < 0)
-            pf_cli_usage_error("compare: --executors wants a list of sequential, processes, "
-                               "threads, event; not '%s'",
-                               val);
+        if (found < 0) {
+            char names[128] = "";
+            for (int e = 0; e < CMP_N_EXEC; e++)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", e ? ", " : "",
+                         cmp_exec_names[e]);
+            pf_cli_usage_error("compare: --executors wants a list of %s; not '%s'", names, val);
+        }
         if (c->exec_on[found])
             pf_cli_usage_error("compare: --executors lists '%s' twice", cmp_exec_names[found]);
         c->exec_on[found] = true;
@@ -581,12 +585,20 @@ static void http_summary(const struct cmp_config *c, const struct cmp_results *r
     }
     if (size == 0 || c->n_exec < 2)
         return;
+    /* A row where every request failed is not ranked: how fast requests
+     * fail says nothing about the executor. */
     const struct cmp_row *best[CMP_N_EXEC] = {NULL};
+    size_t ranked = 0;
     for (size_t r = 0; r < res->n_rows; r++) {
         const struct cmp_row *row = &res->rows[r];
-        if (row->n == size && (!best[row->exec] || row->wall_s < best[row->exec]->wall_s))
+        if (row->n != size || row->errors >= row->n * (uint64_t)row->reps || !(row->wall_s > 0))
+            continue;
+        ranked += !best[row->exec];
+        if (!best[row->exec] || row->wall_s < best[row->exec]->wall_s)
             best[row->exec] = row;
     }
+    if (ranked < 2)
+        return;
     const struct cmp_row *fastest = NULL;
     for (int e = 0; e < CMP_N_EXEC; e++)
         if (best[e] && (!fastest || best[e]->wall_s < fastest->wall_s))
@@ -594,13 +606,16 @@ static void http_summary(const struct cmp_config *c, const struct cmp_results *r
     printf("\nat %llu requests:", (unsigned long long)size);
     for (size_t k = 0; k < c->n_exec; k++) {
         const struct cmp_row *row = best[c->exec_order[k]];
-        printf("%s %s %.3f s", k ? "," : "", cmp_exec_names[row->exec], row->wall_s);
+        if (row)
+            printf("%s %s %.3f s", k ? "," : "", cmp_exec_names[row->exec], row->wall_s);
+        else
+            printf("%s %s every request failed", k ? "," : "", cmp_exec_names[c->exec_order[k]]);
     }
     printf("\n%s was fastest:", cmp_exec_names[fastest->exec]);
     bool first = true;
     for (size_t k = 0; k < c->n_exec; k++) {
         const struct cmp_row *row = best[c->exec_order[k]];
-        if (row == fastest || fastest->wall_s <= 0)
+        if (!row || row == fastest)
             continue;
         printf("%s %.1fx faster than %s", first ? "" : ",", row->wall_s / fastest->wall_s,
                cmp_exec_names[row->exec]);
@@ -775,29 +790,60 @@ static void finish_defaults(struct cmp_config *c, const struct seen *s)
     c->event_uses_workers = s->workers && !s->in_flight;
 }
 
-/* A file named by --csv, --json or --plot must be writable where it is
- * named, checked before the run rather than found out after it: its folder
- * exists and takes new files, and the name is not a folder. */
+/* A file the run will write (named by --csv, --json or --plot, or one of
+ * the files that --out gets) must be writable where it is named, checked
+ * before the run rather than found out after it: its folder exists and
+ * takes new files, the name is not a folder, and both the name and the one
+ * it is first written under (NAME.PID.tmp, compare_out.c) fit the system's
+ * limits.  A name that exists and is not a regular file (/dev/stdout, a
+ * link) is written in place: then that file must be writable.  `opt` is
+ * the option the name came from. */
 static void check_output(const char *opt, const char *path)
 {
-    char dir[4096];
+    char suffix[32];
+    size_t n_suffix = (size_t)snprintf(suffix, sizeof suffix, ".%ld.tmp", (long)getpid());
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) /* or a link to one */
+        pf_cli_usage_error("compare: %s: '%s' is a folder", opt, path);
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (access(path, W_OK) != 0)
+            pf_cli_usage_error("compare: %s: cannot write '%s': %s", opt, path, strerror(errno));
+        return;
+    }
+    if (strlen(path) + n_suffix >= PATH_MAX)
+        pf_cli_usage_error("compare: %s: the name '%.40s...' is too long (%zu bytes, written "
+                           "first as NAME%s: at most %d in all)",
+                           opt, path, strlen(path), suffix, PATH_MAX - 1);
+    char dir[PATH_MAX];
     const char *slash = strrchr(path, '/');
-    if (strlen(path) >= sizeof dir)
-        pf_cli_usage_error("compare: %s: the name '%.40s...' is too long", opt, path);
+    const char *base = slash ? slash + 1 : path;
     if (!slash)
         snprintf(dir, sizeof dir, ".");
     else if (slash == path)
         snprintf(dir, sizeof dir, "/");
     else
         snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    struct stat st;
     if (access(dir, W_OK | X_OK) != 0)
         pf_cli_usage_error("compare: %s: cannot write '%s': %s", opt, path, strerror(errno));
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        pf_cli_usage_error("compare: %s: '%s' is a folder", opt, path);
+    long name_max = pathconf(dir, _PC_NAME_MAX);
+    if (name_max <= 0)
+        name_max = NAME_MAX;
+    if (strlen(base) + n_suffix > (size_t)name_max)
+        pf_cli_usage_error("compare: %s: the file name '%.40s...' is too long (%zu bytes, "
+                           "written first as NAME%s: at most %ld in all)",
+                           opt, base, strlen(base), suffix, name_max);
 }
 
-/* The output paths: explicit ones, or all four into the results folder. */
+/* buf = DIR/STEM.EXT; exit 2 if it does not fit. */
+static void out_name(char *buf, size_t cap, const char *dir, const char *stem, const char *ext)
+{
+    if ((size_t)snprintf(buf, cap, "%s/%s.%s", dir, stem, ext) >= cap)
+        pf_cli_usage_error("compare: --out: the folder name '%.40s...' is too long (%zu bytes)",
+                           dir, strlen(dir));
+}
+
+/* The output paths: explicit ones, or all four into the results folder.
+ * Either way each is checked (check_output) before anything runs. */
 static void output_paths(struct cmp_config *c)
 {
     if (c->csv_path || c->json_path || c->plot_path) {
@@ -812,14 +858,68 @@ static void output_paths(struct cmp_config *c)
     if (make_dirs(c->out_dir) != 0)
         pf_cli_usage_error("compare: cannot create the results folder '%s': %s", c->out_dir,
                            strerror(errno));
+    struct stat st; /* make_dirs takes an existing name, whatever it is */
+    if (stat(c->out_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        pf_cli_usage_error("compare: --out: '%s' is not a folder", c->out_dir);
     const char *stem = c->workload == CMP_HTTP ? "compare-http" : "compare-cpu";
-    snprintf(c->csv_buf, sizeof c->csv_buf, "%s/%s.csv", c->out_dir, stem);
-    snprintf(c->json_buf, sizeof c->json_buf, "%s/%s.json", c->out_dir, stem);
-    snprintf(c->svg_buf, sizeof c->svg_buf, "%s/%s.svg", c->out_dir, stem);
-    snprintf(c->png_buf, sizeof c->png_buf, "%s/%s.png", c->out_dir, stem);
+    char gp[sizeof c->svg_buf];
+    out_name(c->csv_buf, sizeof c->csv_buf, c->out_dir, stem, "csv");
+    out_name(c->json_buf, sizeof c->json_buf, c->out_dir, stem, "json");
+    out_name(c->svg_buf, sizeof c->svg_buf, c->out_dir, stem, "svg");
+    out_name(c->png_buf, sizeof c->png_buf, c->out_dir, stem, "png");
+    out_name(gp, sizeof gp, c->out_dir, stem, "gp"); /* the plots' script */
+    const char *names[] = {c->csv_buf, c->json_buf, c->svg_buf, c->png_buf, gp};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        check_output("--out", names[i]);
     c->csv_path = c->csv_buf;
     c->json_path = c->json_buf;
     c->plot_svg_default = c->plot_png_default = true;
+}
+
+/* Workers (event: transfers in flight) that would need more descriptors
+ * than RLIMIT_NOFILE allows run with as many as fit (cmp_worker_list):
+ * past that, connections fail (EMFILE on either end), half a run's
+ * requests with them.  One line for each executor this lowers. */
+static void warn_fd_caps(const struct cmp_config *c)
+{
+    for (size_t k = 0; k < c->n_exec; k++) {
+        enum cmp_exec e = c->exec_order[k];
+        uint64_t asked[CMP_MAX_WORKERS], cap = cmp_conn_cap(c, e);
+        size_t n = cmp_worker_list_asked(c, e, asked);
+        char over[256] = "";
+        for (size_t i = 0; i < n; i++)
+            if (asked[i] > cap && strlen(over) + 24 < sizeof over)
+                snprintf(over + strlen(over), sizeof over - strlen(over), "%s%llu",
+                         over[0] ? ", " : "", (unsigned long long)asked[i]);
+        if (over[0])
+            fprintf(stderr,
+                    "pfor: compare: %s: more than %llu %s need more descriptors than "
+                    "RLIMIT_NOFILE (%llu) allows; running %llu instead of %s\n",
+                    cmp_exec_names[e], (unsigned long long)cap,
+                    e == CMP_EVENT ? "transfers in flight" : "workers",
+                    (unsigned long long)c->fd_limit, (unsigned long long)cap, over);
+    }
+}
+
+/* The built-in server's connection limit: every connection the run can
+ * hold at once, twice over (the last measurement's may still be closing),
+ * on whichever of its threads accepts them: libmicrohttpd splits the limit
+ * evenly over its threads, one per core.  At least the server's default. */
+static unsigned server_connections(const struct cmp_config *c, int cores)
+{
+    uint64_t most = 1;
+    for (size_t k = 0; k < c->n_exec; k++) {
+        uint64_t ws[CMP_MAX_WORKERS];
+        size_t n = cmp_worker_list(c, c->exec_order[k], ws);
+        for (size_t i = 0; i < n; i++)
+            most = ws[i] > most ? ws[i] : most;
+    }
+    uint64_t want = 2 * most * (uint64_t)(cores > 0 ? cores : 1) + 64;
+    if (want < 16384)
+        want = 16384;
+    if (want > (1u << 20))
+        want = 1u << 20;
+    return (unsigned)want;
 }
 
 int pf_cli_compare(int argc, char **argv)
@@ -842,22 +942,16 @@ int pf_cli_compare(int argc, char **argv)
 
     pf_server *srv = NULL;
     if (c->workload == CMP_HTTP) {
-        /* Event-driven transfers each hold a descriptor, and so does the
-         * built-in server's side of each connection. */
-        uint64_t room = fds > 128 ? (fds - 64) / (c->builtin ? 2 : 1) : 32;
-        if (c->in_flight > room) {
-            fprintf(stderr,
-                    "pfor: compare: %llu transfers in flight need more descriptors "
-                    "than RLIMIT_NOFILE allows; using %llu\n",
-                    (unsigned long long)c->in_flight, (unsigned long long)room);
-            c->in_flight = room;
-        }
+        /* Connections hold descriptors: cap the worker counts to what fits. */
+        c->fd_limit = fds;
+        warn_fd_caps(c);
         if (c->builtin) {
             pf_serve_opts so = {.bind_addr = "127.0.0.1",
                                 .port = c->port,
                                 .latency_min = c->latency_lo,
                                 .latency_max = c->latency_hi,
-                                .error_rate = c->error_rate};
+                                .error_rate = c->error_rate,
+                                .max_connections = server_connections(c, res.cores)};
             int rc = pf_server_start(&srv, &so);
             if (rc == PF_EADDRINUSE)
                 pf_cli_usage_error("compare: port %u on 127.0.0.1 is already in use", c->port);
@@ -911,28 +1005,35 @@ int pf_cli_compare(int argc, char **argv)
         cpu_summary(&res);
 
     int status = 0;
-    if (c->csv_path && cmp_write_csv(c, &res, c->csv_path) != 0)
-        status = 1;
-    if (c->json_path && cmp_write_json(c, &res, c->json_path) != 0)
-        status = 1;
+    bool csv_ok = c->csv_path && cmp_write_csv(c, &res, c->csv_path) == 0;
+    bool json_ok = c->json_path && cmp_write_json(c, &res, c->json_path) == 0;
+    if ((c->csv_path && !csv_ok) || (c->json_path && !json_ok))
+        status = 1; /* said why */
     const char *svg = c->plot_svg_default                               ? c->svg_buf
                       : c->plot_path && ends_with(c->plot_path, ".svg") ? c->plot_path
                                                                         : NULL;
     const char *png = c->plot_png_default                               ? c->png_buf
                       : c->plot_path && ends_with(c->plot_path, ".png") ? c->plot_path
                                                                         : NULL;
+    /* A plot asked for by name that is not drawn is a failure, with a line
+     * saying why; by default a missing gnuplot is only a warning, and a run
+     * that measured nothing has nothing to draw. */
     bool plotted = res.n_rows > 0 && cmp_plot(c, &res, svg, png) == 0;
+    if (res.n_rows == 0 && c->plot_path)
+        fprintf(stderr, "pfor: compare: nothing was measured, so %s was not drawn\n", c->plot_path);
     if (!plotted && c->plot_path)
-        status = 1; /* asked for by name; by default a missing gnuplot is only a warning */
+        status = 1;
     printf("\nwritten:");
-    if (c->csv_path)
+    if (csv_ok)
         printf(" %s", c->csv_path);
-    if (c->json_path)
+    if (json_ok)
         printf(" %s", c->json_path);
     if (plotted && svg)
         printf(" %s", svg);
     if (plotted && png)
         printf(" %s", png);
+    if (!csv_ok && !json_ok && !plotted)
+        printf(" nothing");
     printf("\n");
     fflush(stdout);
 

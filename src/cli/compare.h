@@ -44,6 +44,7 @@ struct cmp_config {
     uint64_t in_flight;      /* event-driven mode's transfers at once */
     uint64_t event_loops;    /* event-driven mode's loops (threads); default one per core */
     bool event_uses_workers; /* --workers without --in-flight: event follows --workers */
+    uint64_t fd_limit;       /* HTTP: RLIMIT_NOFILE once raised; 0: no cap (cmp_conn_cap) */
     bool quick;
     uint64_t reps; /* repetitions per measurement; the median is kept */
     /* HTTP */
@@ -76,7 +77,7 @@ struct cmp_row {
     int reps;          /* repetitions; the row is the one with the median wall */
     double wall_min_s; /* over the repetitions */
     double wall_max_s;
-    double ideal_s;    /* HTTP: ceil(n / workers) x latency; NAN if unknown */
+    double ideal_s;    /* HTTP: ceil(n / workers) x latency; NAN if unknown or 0 */
     double efficiency; /* ideal / wall (CPU: speedup / workers); NAN if unknown */
     /* CPU */
     uint64_t primes; /* the count the tasks returned */
@@ -125,7 +126,19 @@ void cmp_progress_clear(struct cmp_progress *p);
 /* The worker count of `exec` when --workers is not given. */
 int cmp_default_workers(const struct cmp_config *c, enum cmp_exec exec);
 
-/* The worker counts to run `exec` with (at most CMP_MAX_WORKERS). */
+/* The worker counts to run `exec` with as the options ask (at most
+ * CMP_MAX_WORKERS), before the descriptor cap. */
+size_t cmp_worker_list_asked(const struct cmp_config *c, enum cmp_exec exec, uint64_t *out);
+
+/* The most workers (event: transfers in flight) `exec` can run with inside
+ * c->fd_limit: each holds descriptors in this process (its connection, and
+ * the built-in server's end of it); UINT64_MAX when nothing caps it (CPU,
+ * fd_limit 0, processes against --url, sequential, mpi). */
+uint64_t cmp_conn_cap(const struct cmp_config *c, enum cmp_exec exec);
+
+/* The worker counts `exec` really runs with: cmp_worker_list_asked, each
+ * lowered to cmp_conn_cap, without repeats.  What the table, the JSON and
+ * the planned-request count use. */
 size_t cmp_worker_list(const struct cmp_config *c, enum cmp_exec exec, uint64_t *out);
 
 /* Run one HTTP measurement into *row (failures grouped into res). */

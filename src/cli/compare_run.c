@@ -84,7 +84,7 @@ int cmp_default_workers(const struct cmp_config *c, enum cmp_exec exec)
     }
 }
 
-size_t cmp_worker_list(const struct cmp_config *c, enum cmp_exec exec, uint64_t *out)
+size_t cmp_worker_list_asked(const struct cmp_config *c, enum cmp_exec exec, uint64_t *out)
 {
     if (exec == CMP_SEQUENTIAL) {
         out[0] = 1;
@@ -107,6 +107,62 @@ size_t cmp_worker_list(const struct cmp_config *c, enum cmp_exec exec, uint64_t 
     }
     out[0] = (uint64_t)cmp_default_workers(c, exec);
     return 1;
+}
+
+/* Descriptors below the limit kept for everything else: stdio, the fork
+ * server's channel, the server's epoll and listening sockets, the timer,
+ * a pool's memfd and eventfd (about 16 measured), with room to spare. */
+#define FD_RESERVE 64
+
+uint64_t cmp_conn_cap(const struct cmp_config *c, enum cmp_exec exec)
+{
+    if (c->workload != CMP_HTTP || c->fd_limit == 0)
+        return UINT64_MAX;
+    /* Descriptors one worker (event: one transfer) holds in this process,
+     * counted in /proc/PID/fd with libcurl 7.88: a thread has its
+     * connection and the socket pair of the multi handle that
+     * curl_easy_perform keeps in the easy handle (3); an event transfer
+     * its connection (1); a process's connection is in the worker (0).
+     * The built-in server holds the other end of each connection here. */
+    uint64_t per, reserve = FD_RESERVE;
+    switch (exec) {
+    case CMP_THREADS:
+        per = 3;
+        break;
+    case CMP_EVENT:
+        per = 1;
+        reserve += 4 * c->event_loops; /* each loop's epoll and multi handle */
+        break;
+    case CMP_PROCESSES:
+        per = 0;
+        break;
+    default: /* sequential: one connection; mpi: the ranks' are elsewhere */
+        return UINT64_MAX;
+    }
+    if (c->builtin)
+        per++;
+    if (per == 0)
+        return UINT64_MAX;
+    uint64_t room = c->fd_limit > reserve + 32 ? c->fd_limit - reserve : 32;
+    uint64_t cap = room / per;
+    return cap > 0 ? cap : 1;
+}
+
+size_t cmp_worker_list(const struct cmp_config *c, enum cmp_exec exec, uint64_t *out)
+{
+    uint64_t asked[CMP_MAX_WORKERS];
+    size_t n_asked = cmp_worker_list_asked(c, exec, asked);
+    uint64_t cap = cmp_conn_cap(c, exec);
+    size_t n = 0;
+    for (size_t i = 0; i < n_asked; i++) {
+        uint64_t w = asked[i] < cap ? asked[i] : cap;
+        bool dup = false;
+        for (size_t k = 0; k < n && !dup; k++)
+            dup = out[k] == w;
+        if (!dup)
+            out[n++] = w;
+    }
+    return n;
 }
 
 static pf_kind kind_of(enum cmp_exec e)
@@ -428,11 +484,13 @@ int cmp_run_http(const struct cmp_config *c, enum cmp_exec exec, int workers, ui
     percentiles(lat, n_lat, row);
     free(lat);
     row->rate = row->wall_s > 0 ? (double)n / row->wall_s : NAN;
-    if (c->latency_known) {
-        double mean = (c->latency_lo + c->latency_hi) / 2;
+    /* No ideal without a latency: unknown, or 0 (then any wall time is
+     * all overhead, and ideal/wall says nothing). */
+    double mean = (c->latency_lo + c->latency_hi) / 2;
+    if (c->latency_known && mean > 0) {
         uint64_t w = exec == CMP_SEQUENTIAL ? 1 : (uint64_t)workers;
         row->ideal_s = (double)((n + w - 1) / w) * mean;
-        if (row->ideal_s > 0 && row->wall_s > 0)
+        if (row->wall_s > 0)
             row->efficiency = row->ideal_s / row->wall_s;
     }
     res->requests += n;

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -455,49 +456,249 @@ TEST(compare_failed_plot_leaves_no_half_image)
     rm_dir(bin);
 }
 
+/* A path to an existing folder, `len` bytes long: dir, then "/." repeated
+ * (and one "/" if the length is odd). */
+static void long_path(char *buf, size_t size, const char *dir, size_t len)
+{
+    ASSERT(len < size && strlen(dir) < len);
+    size_t n = (size_t)snprintf(buf, size, "%s", dir);
+    if ((len - n) % 2)
+        buf[n++] = '/';
+    while (n < len) {
+        buf[n++] = '/';
+        buf[n++] = '.';
+    }
+    buf[n] = '\0';
+}
+
 TEST(compare_bad_input_exits_2_with_one_line)
 {
     pf_server *taken;
     ASSERT_OK(pf_server_start(&taken, NULL));
     char port_s[16];
     snprintf(port_s, sizeof port_s, "%u", pf_server_port(taken));
-    char *cases[][10] = {
-        {"pfor", "compare", "--bogus", NULL},
-        {"pfor", "compare", "stray", NULL},
-        {"pfor", "compare", "--latency", "abc", NULL},
-        {"pfor", "compare", "--latency", "300ms..100ms", NULL},
-        {"pfor", "compare", "--sizes", "5,,10", NULL},
-        {"pfor", "compare", "--sizes", "0", NULL},
-        {"pfor", "compare", "--sizes", "ten", NULL},
-        {"pfor", "compare", "--executors", "threads,fibers", NULL},
-        {"pfor", "compare", "--executors", "threads,threads", NULL},
-        {"pfor", "compare", "--workers", "0", NULL},
-        {"pfor", "compare", "--workload", "gpu", NULL},
-        {"pfor", "compare", "--url", "ftp://example.org/", NULL},
-        {"pfor", "compare", "--url", "http://127.0.0.1:1/", "--error-rate", "0.1", NULL},
-        {"pfor", "compare", "--workload", "cpu", "--sizes", "5", NULL},
-        {"pfor", "compare", "--workload", "cpu", "--executors", "event", NULL},
-        {"pfor", "compare", "--plot", "graph.txt", NULL},
-        {"pfor", "compare", "--timeout", "0", NULL},
-        {"pfor", "compare", "--json", "/nonexistent-pfor-folder/r.json", NULL},
-        {"pfor", "compare", "--csv", "/", NULL},
-        {"pfor", "compare", "--port", NULL},
-        {"pfor", "compare", "--port", port_s, "--sizes", "5", "--json", "/dev/null", NULL},
+    /* --out naming a regular file, and folders whose result names (or the
+     * NAME.PID.tmp they are first written as) do not fit in PATH_MAX.  A
+     * read-only --out cannot be tested here: the tests run as root, who may
+     * write into a 0555 folder. */
+    char dir[64], file[128], tmp_too_long[4200], name_too_long[4200];
+    make_dir(dir, sizeof dir);
+    snprintf(file, sizeof file, "%s/not-a-folder", dir);
+    FILE *f = fopen(file, "w");
+    ASSERT(f != NULL && fclose(f) == 0);
+    long_path(tmp_too_long, sizeof tmp_too_long, dir, 4096 - 18 - 3); /* .json fits, .tmp not */
+    long_path(name_too_long, sizeof name_too_long, dir, 4090);
+    /* Cases the old parser let through get a short run and no results
+     * folder, so that they fail fast there. */
+    struct {
+        char *argv[12];
+        const char *want; /* in the line; NULL: anything */
+    } cases[] = {
+        {{"pfor", "compare", "--bogus", NULL}, NULL},
+        {{"pfor", "compare", "stray", NULL}, NULL},
+        {{"pfor", "compare", "--latency", "abc", NULL}, NULL},
+        {{"pfor", "compare", "--latency", "300ms..100ms", NULL}, NULL},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--json", "/dev/null",
+          "--latency", " 5ms", NULL},
+         "--latency"},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--json", "/dev/null",
+          "--latency", "0x10", NULL},
+         "--latency"},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--json", "/dev/null",
+          "--latency", "5ms.. 9ms", NULL},
+         "--latency"},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--json", "/dev/null",
+          "--timeout", "1e1", NULL},
+         "--timeout"},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--json", "/dev/null",
+          "--error-rate", " 0.1", NULL},
+         "--error-rate"},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--json", "/dev/null",
+          "--error-rate", "0x0.1", NULL},
+         "--error-rate"},
+        {{"pfor", "compare", "--sizes", "5,,10", NULL}, NULL},
+        {{"pfor", "compare", "--sizes", "0", NULL}, NULL},
+        {{"pfor", "compare", "--sizes", "ten", NULL}, NULL},
+        {{"pfor", "compare", "--executors", "threads,fibers", NULL}, "event, mpi"},
+        {{"pfor", "compare", "--executors", "threads,threads", NULL}, NULL},
+        {{"pfor", "compare", "--workers", "0", NULL}, NULL},
+        {{"pfor", "compare", "--workload", "gpu", NULL}, NULL},
+        {{"pfor", "compare", "--url", "ftp://example.org/", NULL}, NULL},
+        {{"pfor", "compare", "--url", "http://127.0.0.1:1/", "--error-rate", "0.1", NULL}, NULL},
+        {{"pfor", "compare", "--workload", "cpu", "--sizes", "5", NULL}, NULL},
+        {{"pfor", "compare", "--workload", "cpu", "--executors", "event", NULL}, NULL},
+        {{"pfor", "compare", "--plot", "graph.txt", NULL}, NULL},
+        {{"pfor", "compare", "--timeout", "0", NULL}, NULL},
+        {{"pfor", "compare", "--json", "/nonexistent-pfor-folder/r.json", NULL}, NULL},
+        {{"pfor", "compare", "--csv", "/", NULL}, NULL},
+        {{"pfor", "compare", "--port", NULL}, NULL},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--out", file, NULL},
+         "not a folder"},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--out", tmp_too_long, NULL},
+         "too long"},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--out", name_too_long,
+          NULL},
+         "too long"},
+        {{"pfor", "compare", "--port", port_s, "--sizes", "5", "--json", "/dev/null", NULL},
+         "in use"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct run r;
-        run_pfor(cases[i], 30, &r);
-        if (r.status != 2)
-            FAIL("case %zu (%s %s): status %d, stderr '%s'", i, cases[i][2],
-                 cases[i][3] ? cases[i][3] : "", r.status, r.err);
-        ASSERT_EQ(count_lines(r.err), 1);
-        ASSERT(strncmp(r.err, "pfor: compare: ", 15) == 0);
-        if (i == sizeof cases / sizeof cases[0] - 1) {
-            ASSERT(strstr(r.err, "in use") != NULL);
-            ASSERT_STREQ(r.out, ""); /* refused before the table */
-        }
+        char **argv = cases[i].argv;
+        run_pfor(argv, 30, &r);
+        char args[160] = "";
+        for (char **a = argv + 2; *a; a++)
+            snprintf(args + strlen(args), sizeof args - strlen(args), " '%.40s'", *a);
+        if (r.status != 2 || count_lines(r.err) != 1 || strncmp(r.err, "pfor: compare: ", 15) != 0)
+            FAIL("case %zu (%s): status %d, stderr '%s'", i, args, r.status, r.err);
+        if (cases[i].want && !strstr(r.err, cases[i].want))
+            FAIL("case %zu (%s): '%s' is not in '%s'", i, args, cases[i].want, r.err);
+        if (r.out[0]) /* refused before the table */
+            FAIL("case %zu (%s): printed '%.200s'", i, args, r.out);
     }
+    ASSERT_EQ(count_entries(dir), 1); /* not-a-folder; nothing written */
+    rm_dir(dir);
     pf_server_stop(taken);
+}
+
+/* A worker count that needs more descriptors than RLIMIT_NOFILE allows
+ * (with --workers, the event-driven mode's in-flight count too) runs with
+ * as many as fit, says so, and every request succeeds. */
+TEST(compare_workers_are_capped_to_the_descriptor_limit)
+{
+    struct rlimit rl = {256, 256}; /* inherited by ./pfor */
+    ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    char dir[64], json[128];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/fd.json", dir);
+    /* The latency keeps all 200 connections open at once. */
+    char *argv[] = {"pfor",    "compare", "--executors", "threads,event", "--workers", "200",
+                    "--sizes", "200",     "--latency",   "50ms",          "--timeout", "3s",
+                    "--json",  json,      NULL};
+    struct run r;
+    run_pfor(argv, 60, &r);
+    if (r.status != 0)
+        FAIL("status %d, stderr: %s", r.status, r.err);
+    ASSERT_EQ(count_lines(r.err), 2); /* one per executor */
+    ASSERT(strstr(r.err, "threads: more than") != NULL);
+    ASSERT(strstr(r.err, "event: more than") != NULL);
+    ASSERT(strstr(r.err, "RLIMIT_NOFILE (256)") != NULL);
+    json_t *j = load_json(json);
+    json_t *rows = json_object_get(j, "results");
+    ASSERT_EQ(json_array_size(rows), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *row = json_array_get(rows, i);
+        double w = num(row, "workers");
+        ASSERT(w >= 1 && w < 200);
+        char want[64];
+        snprintf(want, sizeof want, "running %.0f instead of 200", w);
+        ASSERT(strstr(r.err, want) != NULL); /* the warning names the count used */
+        ASSERT_EQ(num(row, "errors"), 0);
+    }
+    ASSERT_EQ(num(json_object_get(j, "failures"), "failed"), 0);
+    json_decref(j);
+    rm_dir(dir);
+}
+
+/* With a latency of 0 there is no ideal: '-' in the table, an empty CSV
+ * field, JSON null (and so no efficiency). */
+TEST(compare_zero_latency_has_no_ideal)
+{
+    char dir[64], csv[128], json[128];
+    make_dir(dir, sizeof dir);
+    snprintf(csv, sizeof csv, "%s/z.csv", dir);
+    snprintf(json, sizeof json, "%s/z.json", dir);
+    char *argv[] = {"pfor",    "compare", "--latency", "0",      "--sizes", "5", "--executors",
+                    "threads", "--csv",   csv,         "--json", json,      NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    if (r.status != 0)
+        FAIL("status %d, stderr: %s", r.status, r.err);
+    const char *row = strstr(r.out, "\nthreads ");
+    ASSERT(row != NULL);
+    char line[256];
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(row + 1, "\n"), row + 1);
+    size_t len = strlen(line);
+    ASSERT(len > 20 && strcmp(line + len - 2, " -") == 0); /* ideal/wall */
+    ASSERT(strstr(line, " -          -") != NULL);         /* ideal s, ideal/wall */
+    json_t *j = load_json(json);
+    json_t *jr = json_array_get(json_object_get(j, "results"), 0);
+    ASSERT(json_is_null(json_object_get(jr, "ideal_s")));
+    ASSERT(json_is_null(json_object_get(jr, "efficiency")));
+    json_decref(j);
+    FILE *f = fopen(csv, "r");
+    ASSERT(f != NULL);
+    ASSERT(fgets(line, sizeof line, f) != NULL); /* the header */
+    ASSERT(fgets(line, sizeof line, f) != NULL);
+    fclose(f);
+    /* executor,workers,requests,latency_ms,wall_s,rps,p50,p99,errors,ideal_s,efficiency,... */
+    const char *p = line;
+    for (int comma = 0; comma < 9; comma++) {
+        p = strchr(p, ',');
+        ASSERT(p != NULL);
+        p++;
+    }
+    ASSERT(strncmp(p, ",,", 2) == 0); /* ideal_s and efficiency empty */
+    rm_dir(dir);
+}
+
+/* The `written:` line lists only the files that were written (/dev/full
+ * takes the check, a device is written in place, and the write fails). */
+TEST(compare_written_line_lists_only_files_written)
+{
+    if (access("/dev/full", W_OK) != 0)
+        SKIP("no /dev/full");
+    char dir[64], json[128];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/w.json", dir);
+    char *argv[] = {"pfor", "compare", "--sizes",   "5",      "--executors", "threads", "--latency",
+                    "1ms",  "--csv",   "/dev/full", "--json", json,          NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    ASSERT_EQ(r.status, 1);
+    ASSERT(strstr(r.err, "cannot write /dev/full") != NULL);
+    const char *w = strstr(r.out, "written:");
+    ASSERT(w != NULL);
+    ASSERT(strstr(w, json) != NULL);
+    ASSERT(strstr(w, "/dev/full") == NULL);
+    rm_dir(dir);
+}
+
+/* --plot when nothing was measured (here only mpi, outside mpirun): one
+ * line says why no plot was drawn, exit status 1. */
+TEST(compare_plot_with_nothing_measured_says_why)
+{
+    char dir[64], svg[128];
+    make_dir(dir, sizeof dir);
+    snprintf(svg, sizeof svg, "%s/p.svg", dir);
+    char *argv[] = {"pfor", "compare", "--executors", "mpi", "--sizes", "5", "--plot", svg, NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    if (!strstr(r.out, "skipped"))
+        SKIP("this pfor runs under mpirun");
+    ASSERT_EQ(r.status, 1);
+    ASSERT_EQ(count_lines(r.err), 1);
+    ASSERT(strstr(r.err, "nothing was measured") != NULL);
+    ASSERT(strstr(r.err, svg) != NULL);
+    ASSERT(access(svg, F_OK) != 0);
+    rm_dir(dir);
+}
+
+/* Executors whose every request failed are not ranked: no "fastest". */
+TEST(compare_no_winner_when_every_request_failed)
+{
+    char dir[64], json[128];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/f.json", dir);
+    char *argv[] = {"pfor", "compare",     "--error-rate",  "1",      "--latency", "0", "--sizes",
+                    "5",    "--executors", "threads,event", "--json", json,        NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    ASSERT_EQ(r.status, 1);
+    ASSERT(strstr(r.err, "all 10 requests failed") != NULL);
+    ASSERT(strstr(r.out, "fastest") == NULL);
+    ASSERT(strstr(r.out, "faster than") == NULL);
+    rm_dir(dir);
 }
 
 TEST(compare_help_exits_0)
