@@ -54,6 +54,7 @@ static int fs_users;         /* fs_lock: pools + pf_init's pin */
 static bool fs_pinned;       /* fs_lock: pf_init() holds a use */
 
 int pf__fs_fail_spawns; /* test hook, see procs.h; the server's copy counts down */
+int pf__fs_chan_buffer; /* test hook, see procs.h */
 
 /* ------------------------------------------------------------------------ */
 /* Inside the fork server                                                    */
@@ -63,6 +64,12 @@ struct fs_pool {
     int chan, memfd, evfd;
     bool closing;  /* CLOSE received or channel gone: drop when no workers */
     int n_workers; /* live (unreaped) workers */
+    /* Answers not sent yet, oldest first.  The server never blocks on a
+     * channel: a pool that sends requests (hundreds of SPAWNs, or respawns
+     * from its collector) while nobody reads its answers would wait for the
+     * server, which would wait for it.  Flushed when the channel is writable. */
+    struct pf__fs_msg *out;
+    int n_out, cap_out;
 };
 
 struct fs_child {
@@ -78,12 +85,44 @@ static int n_children, cap_children;
 static struct pollfd *pollfds; /* the poll set, rebuilt each round */
 static int cap_pollfds;
 
-static void fs_send(int fd, int type, int index, int pid, int status)
+/* Send what waits in pool's outbox, in order, until the channel is full.  A
+ * pool whose end is gone gets nothing: MSG_NOSIGNAL, other errors drop the
+ * message. */
+static void fs_flush(struct fs_pool *pool)
 {
-    struct pf__fs_msg m = {.type = type, .index = index, .pid = pid, .status = status};
-    /* A pool whose end is gone gets nothing: MSG_NOSIGNAL, errors ignored. */
-    while (send(fd, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    int i = 0;
+    while (i < pool->n_out) {
+        ssize_t r =
+            send(pool->chan, &pool->out[i], sizeof pool->out[i], MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        i++;
     }
+    memmove(pool->out, pool->out + i, (size_t)(pool->n_out - i) * sizeof *pool->out);
+    pool->n_out -= i;
+}
+
+static void fs_send(struct fs_pool *pool, int type, int index, int pid, int status)
+{
+    if (pool->chan < 0)
+        return;
+    struct pf__fs_msg m = {.type = type, .index = index, .pid = pid, .status = status};
+    if (pool->n_out == pool->cap_out) {
+        int cap = pool->cap_out ? pool->cap_out * 2 : 64;
+        struct pf__fs_msg *o = realloc(pool->out, (size_t)cap * sizeof *o);
+        if (!o) { /* no memory for the outbox: wait for the pool instead */
+            fs_flush(pool);
+            while (send(pool->chan, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+            }
+            return;
+        }
+        pool->out = o;
+        pool->cap_out = cap;
+    }
+    pool->out[pool->n_out++] = m;
+    fs_flush(pool);
 }
 
 static void fs_kill_pool(int p)
@@ -104,6 +143,9 @@ static void fs_drop_closed_pools(void)
         close(pool->memfd);
         close(pool->evfd);
         pool->chan = pool->memfd = pool->evfd = -1;
+        free(pool->out); /* EXITED answers a closing pool no longer reads */
+        pool->out = NULL;
+        pool->n_out = pool->cap_out = 0;
     }
 }
 
@@ -117,8 +159,7 @@ static void fs_reap(void)
                 continue;
             struct fs_pool *pool = &pools[children[i].pool];
             pool->n_workers--;
-            if (pool->chan >= 0)
-                fs_send(pool->chan, PF__FS_EXITED, children[i].index, pid, status);
+            fs_send(pool, PF__FS_EXITED, children[i].index, pid, status);
             children[i] = children[--n_children];
             break;
         }
@@ -144,7 +185,7 @@ static void fs_spawn(int p, int index, const sigset_t *orig_mask, int ctl, int l
         int cap = cap_children ? cap_children * 2 : 64;
         struct fs_child *c = realloc(children, (size_t)cap * sizeof *c);
         if (!c) {
-            fs_send(pools[p].chan, PF__FS_SPAWNED, index, 0, ENOMEM);
+            fs_send(&pools[p], PF__FS_SPAWNED, index, 0, ENOMEM);
             return;
         }
         children = c;
@@ -152,13 +193,13 @@ static void fs_spawn(int p, int index, const sigset_t *orig_mask, int ctl, int l
     }
     if (pf__fs_fail_spawns > 0) { /* test hook: as if fork() had failed */
         pf__fs_fail_spawns--;
-        fs_send(pools[p].chan, PF__FS_SPAWNED, index, 0, EAGAIN);
+        fs_send(&pools[p], PF__FS_SPAWNED, index, 0, EAGAIN);
         return;
     }
     pid_t server = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        fs_send(pools[p].chan, PF__FS_SPAWNED, index, 0, errno);
+        fs_send(&pools[p], PF__FS_SPAWNED, index, 0, errno);
         return;
     }
     if (pid == 0) {
@@ -178,6 +219,8 @@ static void fs_spawn(int p, int index, const sigset_t *orig_mask, int ctl, int l
         }
         /* The server's bookkeeping means nothing to a worker, and must be
          * empty should a task start a fork server of its own. */
+        for (int i = 0; i < n_pools; i++)
+            free(pools[i].out);
         free(pools);
         free(children);
         free(pollfds);
@@ -196,7 +239,7 @@ static void fs_spawn(int p, int index, const sigset_t *orig_mask, int ctl, int l
     }
     children[n_children++] = (struct fs_child){.pid = pid, .pool = p, .index = index};
     pools[p].n_workers++;
-    fs_send(pools[p].chan, PF__FS_SPAWNED, index, pid, 0);
+    fs_send(&pools[p], PF__FS_SPAWNED, index, pid, 0);
 }
 
 static void fs_register(int ctl)
@@ -326,7 +369,8 @@ static __attribute__((noreturn)) void fs_main(int ctl, int lifeline, bool pdeath
         pfd[1] = (struct pollfd){.fd = lifeline, .events = POLLIN};
         pfd[2] = (struct pollfd){.fd = sigfd, .events = POLLIN};
         for (int p = 0; p < n_pools; p++)
-            pfd[3 + p] = (struct pollfd){.fd = pools[p].chan, .events = POLLIN};
+            pfd[3 + p] = (struct pollfd){.fd = pools[p].chan,
+                                         .events = POLLIN | (pools[p].n_out ? POLLOUT : 0)};
         int r = poll(pfd, (nfds_t)n, -1);
         if (r < 0) {
             if (errno == EINTR)
@@ -341,9 +385,12 @@ static __attribute__((noreturn)) void fs_main(int ctl, int lifeline, bool pdeath
             }
             fs_reap();
         }
-        for (int p = 0; p < n_pools && 3 + p < n; p++)
-            if (pfd[3 + p].revents && pools[p].chan >= 0)
+        for (int p = 0; p < n_pools && 3 + p < n; p++) {
+            if ((pfd[3 + p].revents & POLLOUT) && pools[p].chan >= 0)
+                fs_flush(&pools[p]);
+            if ((pfd[3 + p].revents & ~POLLOUT) && pools[p].chan >= 0)
                 fs_pool_message(p, &orig_mask, ctl, lifeline, sigfd);
+        }
         if (pfd[0].revents)
             fs_register(ctl);
         /* Forget pools that are fully closed, keeping indexes stable for
@@ -440,6 +487,10 @@ int pf__forkserver_register(int memfd, int evfd, int *chan)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return PF_ESYS;
+    for (int i = 0; i < 2 && pf__fs_chan_buffer > 0; i++) { /* test hook */
+        (void)setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &pf__fs_chan_buffer, sizeof(int));
+        (void)setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &pf__fs_chan_buffer, sizeof(int));
+    }
     struct pf__fs_msg m = {.type = 0};
     char cbuf[CMSG_SPACE(3 * sizeof(int))];
     memset(cbuf, 0, sizeof cbuf);

@@ -1062,10 +1062,12 @@ int pf__procs_create(const struct pf_executor *base, struct pf_executor **out)
     if (rc == PF_OK)
         rc = pf__forkserver_register(p->memfd, p->evfd, &p->chan);
     if (rc == PF_OK) {
-        for (int w = 0; w < p->n_workers; w++) {
+        /* Every worker is asked for before the collector starts, but the
+         * requests go out after: the server answers each one on the same
+         * channel, and with no one reading the answers both directions fill
+         * up (a few hundred workers) and each side waits for the other. */
+        for (int w = 0; w < p->n_workers; w++)
             p->workers[w].spawn_pending = true;
-            send_fs(p, PF__FS_SPAWN, w, 0);
-        }
         /* The collector holds a reference: the pool's memory lives until it
          * ends, even when the pool is destroyed from one of its callbacks. */
         pf__executor_retain(&p->base);
@@ -1074,6 +1076,9 @@ int pf__procs_create(const struct pf_executor *base, struct pf_executor **out)
             send_fs(p, PF__FS_CLOSE, 0, 0);
             p->joined = true;
             rc = PF_ESYS;
+        } else {
+            for (int w = 0; w < p->n_workers; w++)
+                send_fs(p, PF__FS_SPAWN, w, 0);
         }
     }
     if (rc != PF_OK) {

@@ -204,6 +204,10 @@ int pf__forkserver_register(int memfd, int evfd, int *chan);
  * pf__pp_cancel_gap_hook: called by the cancel of a running process-pool task
  * between killing its worker (and unlocking) and finishing its future. */
 extern int pf__fs_fail_spawns;
+/* Test hook: when > 0, the socket buffers (SO_SNDBUF, SO_RCVBUF) of each pool
+ * channel registered from then on, in bytes: a few messages fill them, as
+ * hundreds of workers' requests and answers fill the default ones. */
+extern int pf__fs_chan_buffer;
 extern void (*pf__pp_cancel_gap_hook)(void);
 
 /* Messages on a pool channel. */

@@ -882,3 +882,33 @@ TEST(failed_spawns_never_strand_a_task)
     pf_executor_destroy(ex);
     ASSERT_EQ(pf_test_count_children(getpid()), 0);
 }
+
+/* The pool's requests to the fork server (a SPAWN per worker, and one per
+ * worker that died) and the server's answers fill the channel both ways at
+ * once: with the default socket buffers at ~500 workers, here (buffers of a
+ * few messages) at 24.  Neither side may wait for the other: the server keeps
+ * what it cannot send yet, and the pool reads answers while it asks. */
+TEST(full_fork_server_channel_never_deadlocks)
+{
+    pf__fs_chan_buffer = 1; /* the kernel's minimum */
+    pf_executor *ex = pool(24, NULL);
+    pf__fs_chan_buffer = 0;
+    enum { N = 24 };
+    pf_future *fs[N];
+    int32_t how = CRASH_EXIT7;
+    for (int i = 0; i < N; i++) /* every worker dies: 24 respawns at once */
+        ASSERT_OK(pf_submit(ex, task_crash, &how, sizeof how, &fs[i]));
+    for (int i = 0; i < N; i++) {
+        if (pf_future_wait(fs[i], 20 * pf_test_scale()) != PF_OK)
+            FAIL("crashing task %d never finished: pool and fork server wait for each other", i);
+        ASSERT_ERR(pf_future_result(fs[i], 0, NULL, NULL), PF_EWORKERDIED);
+        pf_future_release(fs[i]);
+    }
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_i32(ex, task_sleep_ms, i % 3);
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(result_i32(fs[i]), i % 3);
+        pf_future_release(fs[i]);
+    }
+    pf_executor_destroy(ex);
+}
