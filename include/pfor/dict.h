@@ -333,8 +333,9 @@ PF_EXTERN int pf_task_return_dict(pf_task *t, pf_dict *d);
 
 /* Merge the pairs a finished task returned (waits for f) into `into` with
  * `rule`.  The future's own error if the task failed; PF_EPROTO if its result
- * is not pairs, PF_EINVAL under PF_COMBINE_SUM if a value is not an integer:
- * such a result is checked whole first and changes nothing. */
+ * is not pairs, PF_ETOOBIG if a key or value is over the dict limits,
+ * PF_EINVAL under PF_COMBINE_SUM if a value is not an integer: such a result
+ * is checked whole first and changes nothing. */
 PF_EXTERN int pf_dict_merge_result(pf_dict *into, pf_future *f, pf_combine_rule rule);
 
 /* Run fn over n items (pf_map_array, in input order) and merge every task's

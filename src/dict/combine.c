@@ -113,6 +113,8 @@ static int check_pairs(const unsigned char *data, size_t len, pf_combine_rule ru
         pos += sizeof p;
         if (len - pos < (size_t)p.klen + p.vlen)
             return PF_EPROTO;
+        if (p.klen > PF_DICT_MAX_KEY || p.vlen > PF_DICT_MAX_VALUE)
+            return PF_ETOOBIG; /* what the dict would answer, but before any pair */
         int64_t v;
         if (rule == PF_COMBINE_SUM && !pf__dict_parse_i64(data + pos + p.klen, p.vlen, &v))
             return PF_EINVAL;

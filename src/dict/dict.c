@@ -91,7 +91,7 @@ static void fork_child(void)
     /* One thread here, the one that took the locks in fork_prepare (normal
      * mutexes: their unlock in the child is fine). */
     for (size_t i = g_nlocal; i-- > 0;)
-        pf__eng_fork_thaw(pf__dict_engine(g_local[i].d));
+        pf__eng_fork_thaw_child(pf__dict_engine(g_local[i].d));
     pf__dict_redis_atfork_child();
     pf__eng_atfork_child();
     pthread_mutex_unlock(&g_mu);

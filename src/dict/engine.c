@@ -1451,12 +1451,26 @@ void pf__eng_fork_freeze(pf__eng *e)
     PF__CHECK(pthread_mutex_lock(&e->h->g_mu) == 0);
 }
 
-/* After fork(), in the parent and in the child (where the forking thread,
- * the only one, holds the two locks: plain mutexes). */
+/* After fork(), in the parent. */
 void pf__eng_fork_thaw(pf__eng *e)
 {
     PF__CHECK(pthread_mutex_unlock(&e->h->g_mu) == 0);
     PF__CHECK(pthread_mutex_unlock(&e->h->grow_mu) == 0);
+    __atomic_store_n(&e->frozen, 0, __ATOMIC_RELEASE);
+}
+
+/* After fork(), in the child.  The forking thread, the child's only one,
+ * holds grow_mu and g_mu: it lets them go.  The stripe locks are made anew:
+ * no operation was in progress, but a thread of the parent may have been
+ * inside stripe_lock's back-off, holding a stripe's mutex for the moment it
+ * takes to see `frozen` and let go, and the child would keep it held by a
+ * thread it does not have. */
+void pf__eng_fork_thaw_child(pf__eng *e)
+{
+    PF__CHECK(pthread_mutex_unlock(&e->h->g_mu) == 0);
+    PF__CHECK(pthread_mutex_unlock(&e->h->grow_mu) == 0);
+    for (unsigned s = 0; s < e->nstripes; s++)
+        PF__CHECK(init_mutex(&e->st[s].mu, false));
     __atomic_store_n(&e->frozen, 0, __ATOMIC_RELEASE);
 }
 
@@ -1722,8 +1736,11 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap)
             chk_fail(&k, "stripe %u: cannot be locked or repaired", s);
             goto out;
         }
-        uint64_t size = cur_size(e); /* the view covers top, which is below size */
+        /* top first: it only grows, and never past size, which only grows
+         * too; loaded the other way round, writers of other stripes could
+         * move top past the size loaded first. */
         k.top = ld(&h->top);         /* no chunk of this stripe can be above it */
+        uint64_t size = cur_size(e); /* the view covers top */
         if (k.top < e->arena_off || k.top > size) {
             rc = chk_fail(&k, "header: top %#llx outside the arena [%#llx, %#llx]",
                           (unsigned long long)k.top, (unsigned long long)e->arena_off,

@@ -74,7 +74,8 @@ void pf__eng_atfork_child(void);
  * operation is in progress and hold new ones back, so that a child's private
  * copy holds no half-done operation; then let them go, in parent and child. */
 void pf__eng_fork_freeze(pf__eng *e);
-void pf__eng_fork_thaw(pf__eng *e);
+void pf__eng_fork_thaw(pf__eng *e);       /* in the parent */
+void pf__eng_fork_thaw_child(pf__eng *e); /* in the child: its locks made anew */
 
 /* Local regions: destroy the process-private locks before unmapping. */
 void pf__eng_fini_locks(pf__eng *e);
