@@ -37,11 +37,11 @@ __attribute__((noreturn, cold)) void pf__panic(const char *file, int line, const
 #define PF__TSAN 0
 #endif
 
-/* Monotonic clock in nanoseconds. */
 /* Register one of the library's own tasks under a reserved "pf." name, which
  * pf_register refuses to programs (core/registry.c). */
 int pf__register_reserved(const char *name, void (*fn)(void));
 
+/* Monotonic clock in nanoseconds. */
 uint64_t pf__now_ns(void);
 /* A timeout in seconds (negative: forever) turned into an absolute monotonic
  * deadline in ns; UINT64_MAX means forever. */

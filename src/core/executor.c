@@ -289,7 +289,12 @@ int pf_executor_shutdown(pf_executor *ex, bool wait, bool cancel_futures)
     if (!valid(ex) || atomic_load(&ex->destroyed))
         return PF_EINVAL;
     atomic_store(&ex->shut_down, true);
-    return ex->ops->shutdown(ex, wait, cancel_futures);
+    /* Our own reference while we wait: a task or callback may destroy the
+     * executor meanwhile, and its last thread would free it under us. */
+    pf__executor_retain(ex);
+    int rc = ex->ops->shutdown(ex, wait, cancel_futures);
+    pf__executor_release(ex);
+    return rc;
 }
 
 void pf_executor_destroy(pf_executor *ex)

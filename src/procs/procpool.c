@@ -470,8 +470,9 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf_
             pf_future_release(f); /* not expected: finished by another path */
             continue;
         }
-        /* Killed for another task's sake (one task per worker: not expected),
-         * or retries left: run it again. */
+        /* Killed for another task's sake (the worker finished that task and
+         * claimed this one before the SIGKILL landed), or retries left: run
+         * it again, the former for free. */
         if (pw->killed || (f->retries_left > 0 && !atomic_load(&f->cancel_requested))) {
             if (!pw->killed)
                 f->retries_left--;

@@ -389,7 +389,19 @@ static int tp_cancel(struct pf_executor *ex, pf_future *f)
 static void join_all(struct tpool *p)
 {
     const bool on_watchdog = tls_pool == p && tls_watchdog;
-    pf__mutex_lock(&p->join_lock);
+    if (tls_pool == p) {
+        /* A pool thread never waits for join_lock: its holder (a
+         * shutdown(wait) from outside, or another pool thread's destroy) is
+         * joining or detaching every thread, this one included, and would
+         * wait for it.  This thread returns to its task or callback and
+         * leaves when the pool is done. */
+        int rc = pthread_mutex_trylock(&p->join_lock);
+        if (rc == EBUSY)
+            return;
+        PF__CHECK(rc == 0);
+    } else {
+        pf__mutex_lock(&p->join_lock);
+    }
     pf__mutex_lock(&p->lock);
     int n = p->n_threads;
     bool detach_watchdog = false;

@@ -703,6 +703,50 @@ TEST(threads_timeout_callback_destroys_pool)
         FAIL("the pool's threads did not all leave: %d > %d", count_threads(), threads_before);
 }
 
+static _Atomic int outside_done, outside_rc;
+
+static void destroy_in_callback(pf_future *f, void *ex)
+{
+    (void)f;
+    pf_executor_destroy(ex);
+    atomic_store(&cb_done, 1);
+}
+
+static void *outside_shutdown(void *ex)
+{
+    atomic_store(&outside_rc, pf_executor_shutdown(ex, true, false));
+    atomic_store(&outside_done, 1);
+    return NULL;
+}
+
+/* shutdown(wait) from outside is joining the pool's threads when a timed-out
+ * task's callback, on the watchdog, destroys the pool: neither waits for the
+ * other (the watchdog does not wait to join what the outside call joins),
+ * and the outside call's pool stays alive until it returns. */
+TEST(threads_outside_shutdown_racing_destroy_from_a_callback)
+{
+    reset_flags();
+    atomic_store(&outside_done, 0);
+    int threads_before = threads_baseline();
+    pf_executor_opts o = {.max_workers = 2, .task_timeout = 0.05 * pf_test_scale()};
+    pf_executor *ex;
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_wait_cancel, NULL, 0, &f));
+    ASSERT_OK(pf_future_add_done_callback(f, destroy_in_callback, ex));
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, outside_shutdown, ex), 0); /* joins while the task runs */
+    if (!wait_flag(&outside_done, 10))
+        FAIL("shutdown(wait) and the callback's destroy wait for each other");
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_OK(atomic_load(&outside_rc));
+    ASSERT(wait_flag(&cb_done, 10));
+    ASSERT_ERR(pf_future_result(f, 0, NULL, NULL), PF_ETASKTIMEOUT);
+    pf_future_release(f);
+    if (!threads_back_to(threads_before, 10))
+        FAIL("the pool's threads did not all leave: %d > %d", count_threads(), threads_before);
+}
+
 static void wait_task_then_destroy(pf_future *f, void *ex)
 {
     (void)f;
