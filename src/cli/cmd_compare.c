@@ -570,11 +570,20 @@ static bool probe(const struct cmp_config *c, struct cmp_results *res)
  * fastest one was. */
 static void http_summary(const struct cmp_config *c, const struct cmp_results *res)
 {
+    /* Executors that ran nothing (mpi outside mpirun: skipped with a
+     * reason) take no part. */
+    bool ran[CMP_N_EXEC] = {false};
+    size_t n_ran = 0;
+    for (size_t k = 0; k < c->n_exec; k++) {
+        for (size_t r = 0; r < res->n_rows && !ran[k]; r++)
+            ran[k] = res->rows[r].exec == c->exec_order[k];
+        n_ran += ran[k];
+    }
     uint64_t size = 0;
     for (size_t i = 0; i < c->n_sizes; i++) {
         bool all = true;
         for (size_t k = 0; k < c->n_exec; k++) {
-            bool has = false;
+            bool has = !ran[k];
             for (size_t r = 0; r < res->n_rows; r++)
                 has =
                     has || (res->rows[r].exec == c->exec_order[k] && res->rows[r].n == c->sizes[i]);
@@ -583,7 +592,7 @@ static void http_summary(const struct cmp_config *c, const struct cmp_results *r
         if (all && c->sizes[i] > size)
             size = c->sizes[i];
     }
-    if (size == 0 || c->n_exec < 2)
+    if (size == 0 || n_ran < 2)
         return;
     /* A row where every request failed is not ranked: how fast requests
      * fail says nothing about the executor. */
@@ -851,8 +860,18 @@ static void output_paths(struct cmp_config *c)
             check_output("--csv", c->csv_path);
         if (c->json_path)
             check_output("--json", c->json_path);
-        if (c->plot_path)
+        if (c->plot_path) {
             check_output("--plot", c->plot_path);
+            /* and the plot's script, written beside it as FILE.gp (cmp_plot) */
+            const char *dot = strrchr(c->plot_path, '.');
+            size_t stem = dot ? (size_t)(dot - c->plot_path) : strlen(c->plot_path);
+            char gp[sizeof c->svg_buf];
+            if (stem + 4 > sizeof gp)
+                pf_cli_usage_error("compare: --plot: the name '%.40s...' is too long",
+                                   c->plot_path);
+            snprintf(gp, sizeof gp, "%.*s.gp", (int)stem, c->plot_path);
+            check_output("--plot (its .gp script)", gp);
+        }
         return;
     }
     if (make_dirs(c->out_dir) != 0)

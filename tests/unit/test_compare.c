@@ -488,6 +488,11 @@ TEST(compare_bad_input_exits_2_with_one_line)
     ASSERT(f != NULL && fclose(f) == 0);
     long_path(tmp_too_long, sizeof tmp_too_long, dir, 4096 - 18 - 3); /* .json fits, .tmp not */
     long_path(name_too_long, sizeof name_too_long, dir, 4090);
+    /* --plot DIR/p.svg draws with DIR/p.gp beside it: here a folder */
+    char plot[128], plot_gp[128];
+    snprintf(plot, sizeof plot, "%s/p.svg", dir);
+    snprintf(plot_gp, sizeof plot_gp, "%s/p.gp", dir);
+    ASSERT_EQ(mkdir(plot_gp, 0755), 0);
     /* Cases the old parser let through get a short run and no results
      * folder, so that they fail fast there. */
     struct {
@@ -516,6 +521,8 @@ TEST(compare_bad_input_exits_2_with_one_line)
         {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--json", "/dev/null",
           "--error-rate", "0x0.1", NULL},
          "--error-rate"},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--plot", plot, NULL},
+         ".gp"},
         {{"pfor", "compare", "--sizes", "5,,10", NULL}, NULL},
         {{"pfor", "compare", "--sizes", "0", NULL}, NULL},
         {{"pfor", "compare", "--sizes", "ten", NULL}, NULL},
@@ -556,7 +563,8 @@ TEST(compare_bad_input_exits_2_with_one_line)
         if (r.out[0]) /* refused before the table */
             FAIL("case %zu (%s): printed '%.200s'", i, args, r.out);
     }
-    ASSERT_EQ(count_entries(dir), 1); /* not-a-folder; nothing written */
+    ASSERT_EQ(count_entries(dir), 2); /* not-a-folder and p.gp/; nothing written */
+    rmdir(plot_gp);
     rm_dir(dir);
     pf_server_stop(taken);
 }
