@@ -32,7 +32,8 @@
 extern "C" {
 #endif
 
-/* Wait without a time limit (any negative timeout means the same). */
+/* Wait without a time limit (any negative timeout means the same; a NaN
+ * timeout is PF_EINVAL wherever a call takes one). */
 #define PF_FOREVER (-1.0)
 
 /* The most workers an executor may have. */
@@ -140,7 +141,8 @@ PF_EXTERN pf_kind pf_executor_kind(const pf_executor *ex);
 PF_EXTERN int pf_executor_max_workers(const pf_executor *ex);
 PF_EXTERN int pf_executor_progress(const pf_executor *ex, pf_progress *out);
 
-/* The default worker count of a kind on this machine. */
+/* The default worker count of a kind on this machine; PF_EINVAL for a value
+ * that is not a kind. */
 PF_EXTERN int pf_default_workers(pf_kind kind);
 /* "sequential", "threads", "processes", "mpi" <-> pf_kind. */
 PF_EXTERN const char *pf_kind_name(pf_kind kind);

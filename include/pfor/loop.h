@@ -26,7 +26,8 @@ typedef struct pf_map_opts {
      * millisecond (measured as the map runs) and every worker gets work. */
     size_t chunksize;
     /* Most tasks submitted and not yet emitted (0: 4 per worker).  This is
-     * the bound that keeps a huge input out of memory. */
+     * the bound that keeps a huge input out of memory.  Capped at the number
+     * of items when it is known, and at 65,536. */
     size_t max_in_flight;
     /* Emit in completion order instead of input order. */
     bool unordered;

@@ -26,7 +26,7 @@ int pf_default_workers(pf_kind kind)
     case PF_MPI:
         return n;
     }
-    return 0;
+    return PF_EINVAL; /* not a kind */
 }
 
 const char *pf_kind_name(pf_kind kind)
@@ -319,6 +319,8 @@ int pf_executor_max_workers(const pf_executor *ex)
 
 int pf_executor_progress(const pf_executor *ex, pf_progress *out)
 {
+    if (out)
+        memset(out, 0, sizeof *out);
     if (!valid(ex) || !out)
         return PF_EINVAL;
     /* Read the later counters first: a task is counted submitted before it

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <math.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -245,7 +246,7 @@ static bool wait_finished(pf_future *f, uint64_t deadline_ns)
 
 int pf_future_wait(pf_future *f, double timeout)
 {
-    if (!valid(f))
+    if (!valid(f) || isnan(timeout))
         return PF_EINVAL;
     return wait_finished(f, pf__deadline_ns(timeout)) ? PF_OK : PF_ETIMEDOUT;
 }
@@ -256,7 +257,7 @@ int pf_future_result(pf_future *f, double timeout, const void **data, size_t *le
         *data = NULL;
     if (len)
         *len = 0;
-    if (!valid(f))
+    if (!valid(f) || isnan(timeout))
         return PF_EINVAL;
     if (!wait_finished(f, pf__deadline_ns(timeout)))
         return PF_ETIMEDOUT;
@@ -280,7 +281,7 @@ int pf_future_take(pf_future *f, double timeout, void **data, size_t *len)
         *data = NULL;
     if (len)
         *len = 0;
-    if (!valid(f) || !data)
+    if (!valid(f) || !data || isnan(timeout))
         return PF_EINVAL;
     if (!wait_finished(f, pf__deadline_ns(timeout)))
         return PF_ETIMEDOUT;

@@ -154,9 +154,10 @@ int pf_lookup_id(uint64_t id, pf_fn *fn)
 
 int pf_lookup(const char *name, pf_fn *fn)
 {
+    if (fn)
+        *fn = NULL;
     if (!name || !fn)
         return PF_EINVAL;
-    *fn = NULL;
     int rc = PF_ENOTFOUND;
     uint64_t id = fnv1a(name);
     pthread_mutex_lock(&lock);

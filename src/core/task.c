@@ -2,6 +2,7 @@
  * The task context: what a task function may call while it runs.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -79,9 +80,12 @@ int pf__task_run(struct pf_task *t, pf_task_fn fn, const void *arg, size_t arg_l
 void *pf__task_heap_alloc(struct pf_task *t, size_t len)
 {
     if (len > t->result_cap || !t->result) {
-        void *p = realloc(t->result, len ? len : 1);
+        /* No object is bigger than PTRDIFF_MAX: fail without asking (some
+         * allocators abort on such a request instead of failing). */
+        void *p = len > PTRDIFF_MAX ? NULL : realloc(t->result, len ? len : 1);
         if (!p) {
             t->alloc_error = PF_ENOMEM;
+            t->result_len = 0; /* the result is then empty, as documented */
             return NULL;
         }
         t->result = p;

@@ -7,6 +7,7 @@
  * many futures the set holds, and nothing polls.  Lock order: future lock,
  * then set lock (core.h).
  */
+#include <math.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -202,7 +203,7 @@ int pf_as_completed_next(pf_as_completed *ac, double timeout, pf_future **f)
 {
     if (f)
         *f = NULL;
-    if (!ac || !f)
+    if (!ac || !f || isnan(timeout))
         return PF_EINVAL;
     struct pf__completion_set *s = &ac->set;
     uint64_t deadline = pf__deadline_ns(timeout);
@@ -250,7 +251,7 @@ int pf_wait(pf_future *const *fs, size_t n, pf_return_when when, double timeout,
 {
     if (n_done)
         *n_done = 0;
-    if ((n > 0 && !fs) ||
+    if ((n > 0 && !fs) || isnan(timeout) ||
         (when != PF_ALL_COMPLETED && when != PF_FIRST_COMPLETED && when != PF_FIRST_EXCEPTION))
         return PF_EINVAL;
     for (size_t i = 0; i < n; i++)

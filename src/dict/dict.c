@@ -766,9 +766,11 @@ int pf_dict_get_i64(pf_dict *d, const void *key, size_t klen, int64_t *v)
         *v = 0;
     if (!v)
         return PF_EINVAL;
+    if (klen > PF_DICT_MAX_KEY)
+        return PF_ETOOBIG; /* the key, as for every single-key operation */
     int rc = pf_dict_get(d, key, klen, buf, sizeof buf, &n);
     if (rc == PF_ETOOBIG)
-        return PF_EINVAL; /* longer than any int64 */
+        return PF_EINVAL; /* the value: longer than any int64 */
     if (rc)
         return rc;
     return pf__dict_parse_i64(buf, n, v) ? 0 : PF_EINVAL;

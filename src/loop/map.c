@@ -471,6 +471,18 @@ static int run_map(struct mapper *m)
     return m->stop ? m->stop : m->first_error;
 }
 
+/* Chunks in flight: the option or 4 per worker, at most one per item when the
+ * length is known and MAP_MAX_IN_FLIGHT in all (its window is allocated up
+ * front: SIZE_MAX must not be a request for that much memory). */
+#define MAP_MAX_IN_FLIGHT ((size_t)1 << 16)
+static size_t in_flight_bound(size_t asked, int workers, size_t size_hint)
+{
+    size_t n = asked ? asked : 4 * (size_t)workers;
+    if (size_hint && n > size_hint)
+        n = size_hint;
+    return n < MAP_MAX_IN_FLIGHT ? n : MAP_MAX_IN_FLIGHT;
+}
+
 static int map_common(pf_executor *ex, pf_task_fn fn, pf_map_next_fn next, pf_map_emit_fn emit,
                       void *user, const pf_map_opts *opts, size_t size_hint)
 {
@@ -491,7 +503,7 @@ static int map_common(pf_executor *ex, pf_task_fn fn, pf_map_next_fn next, pf_ma
         .user = user,
         .timeout = o.timeout,
         .unordered = o.unordered,
-        .max_in_flight = o.max_in_flight ? o.max_in_flight : 4 * (size_t)workers,
+        .max_in_flight = in_flight_bound(o.max_in_flight, workers, size_hint),
         .fixed_chunk = o.chunksize,
         .size_hint = size_hint,
         .workers = workers,

@@ -608,6 +608,8 @@ uint64_t pf__server_early_answers(const pf_server *s)
 
 int pf_server_stats_get(const pf_server *s, pf_server_stats *out)
 {
+    if (out)
+        memset(out, 0, sizeof *out);
     if (!s || !out)
         return PF_EINVAL;
     /* The counters are atomics in a const object: read through a cast. */
