@@ -862,14 +862,10 @@ static void output_paths(struct cmp_config *c)
             check_output("--json", c->json_path);
         if (c->plot_path) {
             check_output("--plot", c->plot_path);
-            /* and the plot's script, written beside it as FILE.gp (cmp_plot) */
-            const char *dot = strrchr(c->plot_path, '.');
-            size_t stem = dot ? (size_t)(dot - c->plot_path) : strlen(c->plot_path);
-            char gp[sizeof c->svg_buf];
-            if (stem + 4 > sizeof gp)
+            char gp[sizeof c->svg_buf]; /* and the plot's script, written beside it */
+            if (!cmp_plot_script_name(c->plot_path, gp, sizeof gp))
                 pf_cli_usage_error("compare: --plot: the name '%.40s...' is too long",
                                    c->plot_path);
-            snprintf(gp, sizeof gp, "%.*s.gp", (int)stem, c->plot_path);
             check_output("--plot (its .gp script)", gp);
         }
         return;

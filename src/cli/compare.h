@@ -158,6 +158,9 @@ void cmp_reason_add(struct cmp_results *res, int code, int task_code, const char
 int cmp_write_csv(const struct cmp_config *c, const struct cmp_results *res, const char *path);
 int cmp_write_json(const struct cmp_config *c, const struct cmp_results *res, const char *path);
 /* svg and/or png (either may be NULL). */
+/* The gnuplot script's name for a plot FILE.svg / FILE.png: FILE.gp, beside
+ * it.  false if it does not fit in cap bytes. */
+bool cmp_plot_script_name(const char *plot, char *buf, size_t cap);
 int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const char *svg,
              const char *png);
 

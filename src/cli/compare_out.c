@@ -618,17 +618,24 @@ static void first_error_line(const char *errpath, char *buf, size_t size)
     fclose(f);
 }
 
+bool cmp_plot_script_name(const char *plot, char *buf, size_t cap)
+{
+    const char *dot = strrchr(plot, '.');
+    size_t stem = dot ? (size_t)(dot - plot) : strlen(plot);
+    return (size_t)snprintf(buf, cap, "%.*s.gp", (int)stem, plot) < cap;
+}
+
 int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const char *svg,
              const char *png)
 {
     if (!svg && !png)
         return 0;
-    /* The script lives next to the first plot, as FILE.gp. */
-    const char *base = svg ? svg : png;
+    /* The script lives next to the first plot. */
     char script[4200], errpath[64];
-    const char *dot = strrchr(base, '.');
-    snprintf(script, sizeof script, "%.*s.gp", (int)(dot ? dot - base : (ptrdiff_t)strlen(base)),
-             base);
+    if (!cmp_plot_script_name(svg ? svg : png, script, sizeof script)) {
+        fprintf(stderr, "pfor: compare: the plot's name is too long\n");
+        return -1;
+    }
     snprintf(errpath, sizeof errpath, "/tmp/pfor-gnuplot-XXXXXX");
     int efd = mkstemp(errpath);
     if (efd < 0) {

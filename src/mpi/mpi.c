@@ -623,22 +623,32 @@ static bool drain_done(void)
     return any;
 }
 
+/* The next message from rank 0, or NULL if none waits.  Hearing from rank 0
+ * resets its silence clock and the caller's back-off. */
+static struct msg *next_from_root(struct idle *idle)
+{
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(0, TAG_DOWN, MPI_COMM_WORLD, &flag, &st);
+    if (!flag)
+        return NULL;
+    size_t total;
+    struct msg *m = recv_msg(0, TAG_DOWN, &st, &total);
+    if (!m)
+        abort();
+    w_last_root = pf__now_ns();
+    idle_reset(idle);
+    return m;
+}
+
 /* After BYE: wait for rank 0's FIN (it comes once every rank has answered
  * STOP or been given up on); whether it says to skip MPI_Finalize. */
 static bool await_fin(void)
 {
     struct idle idle = {0};
     for (;;) {
-        int flag = 0;
-        MPI_Status st;
-        MPI_Iprobe(0, TAG_DOWN, MPI_COMM_WORLD, &flag, &st);
-        if (flag) {
-            size_t total;
-            struct msg *m = recv_msg(0, TAG_DOWN, &st, &total);
-            if (!m)
-                abort();
-            w_last_root = pf__now_ns();
-            idle_reset(&idle);
+        struct msg *m = next_from_root(&idle);
+        if (m) {
             bool fin = m->kind == M_FIN, skip = m->code == 1;
             free(m); /* anything else (pings) is moot now */
             if (fin)
@@ -665,16 +675,9 @@ static void worker_main(void)
     /* After STOP, on until the executors left are destroyed (heartbeats go
      * on meanwhile: rank 0 judges silence until our BYE). */
     while (!stop || execs || dying) {
-        int flag = 0;
-        MPI_Status st;
-        MPI_Iprobe(0, TAG_DOWN, MPI_COMM_WORLD, &flag, &st);
-        if (flag) {
-            size_t total;
-            struct msg *m = recv_msg(0, TAG_DOWN, &st, &total);
-            if (!m)
-                abort();
-            w_last_root = pf__now_ns();
-            idle_reset(&idle);
+        struct msg *m = next_from_root(&idle);
+        bool heard = m != NULL;
+        if (m) {
             switch (m->kind) {
             case M_CREATE:
                 worker_create(&execs, m);
@@ -721,7 +724,7 @@ static void worker_main(void)
         }
         leave_if_root_silent(now);
         out_pump(&w_sending, NULL);
-        if (!flag)
+        if (!heard)
             worker_idle(&idle);
     }
     drain_done();
@@ -1271,8 +1274,7 @@ static int mx_submit(struct pf_executor *ex, pf_future *f)
     uint64_t id;
     if (pf_registered_name((pf_fn)f->fn, NULL, &id) != PF_OK)
         return PF_ENOTREG; /* ranks are other programs: only ids cross */
-    if (f->arg_len > PAYLOAD_MAX)
-        return PF_ETOOBIG; /* one MPI message carries it */
+    /* arg_len <= PAYLOAD_MAX: mx_ops.max_arg_len, checked by the front end */
     pf__mutex_lock(&E.lock);
     if (x->stopping) {
         pf__mutex_unlock(&E.lock);

@@ -6,8 +6,10 @@
  *   slot of the shared memory (procs.h), marks it READY and publishes it on
  *   the submission ring, waking one sleeping worker if any.  With no free
  *   slot (or no ring room) the future waits in `pending`.  An argument over
- *   PF__ARG_STRIDE is refused (PF_ETOOBIG), and so is every task once the
- *   pool is broken (PF_EINITFAILED, decided under `lock`: see pp_submit).
+ *   PF__ARG_STRIDE never gets here (pp_ops.max_arg_len: the front end
+ *   refuses it with PF_ETOOBIG before copying it); every task is refused
+ *   once the pool is broken (PF_EINITFAILED, decided under `lock`: see
+ *   pp_submit).
  *
  *   The collector thread does everything else: it drains the workers'
  *   completion rings (copying results out and finishing futures), refills
@@ -147,8 +149,8 @@ static void punch(struct ppool *p, uint64_t off, uint64_t len)
 }
 
 /* Put f in a free slot and publish it.  PF_EBUSY: no slot or no ring room
- * (f stays with the caller); PF_ETOOBIG: its argument is over the largest
- * (PF__ARG_STRIDE); PF_ENOSPC/PF_ESYS: it cannot be placed in shared memory. */
+ * (f stays with the caller); PF_ENOSPC/PF_ESYS: it cannot be placed in shared
+ * memory. */
 static int place_locked(struct ppool *p, pf_future *f)
 {
     struct pf__shm_header *h = p->hdr;
@@ -177,9 +179,8 @@ static int place_locked(struct ppool *p, pf_future *f)
         memcpy(pf__shm_medium(h, s), f->arg, f->arg_len);
     } else {
         /* A slot's area is PF__ARG_STRIDE bytes: a longer argument would
-         * spill into the next slot's.  pp_submit refuses it already. */
-        if (f->arg_len > PF__ARG_STRIDE)
-            return PF_ETOOBIG;
+         * spill into the next slot's (the front end refuses it: max_arg_len). */
+        PF__CHECK(f->arg_len <= PF__ARG_STRIDE);
         slot->arg_where = PF__ARG_LARGE;
         uint64_t off = PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE;
         if (posix_fallocate(p->memfd, (off_t)off, (off_t)f->arg_len) != 0)
@@ -239,13 +240,8 @@ static void refill_locked(struct ppool *p, struct pf__finish_list *dl)
         pf__fqueue_remove(&p->pending, f);
         if (rc != PF_OK) {
             pf_error_info info = {.code = rc, .worker_index = -1, .exit_status = -1};
-            if (rc == PF_ETOOBIG)
-                snprintf(info.message, sizeof info.message,
-                         "the task's %zu-byte argument is over the largest (%llu bytes)",
-                         f->arg_len, (unsigned long long)PF__ARG_STRIDE);
-            else
-                snprintf(info.message, sizeof info.message,
-                         "the task's %zu-byte argument does not fit in shared memory", f->arg_len);
+            snprintf(info.message, sizeof info.message,
+                     "the task's %zu-byte argument does not fit in shared memory", f->arg_len);
             pf__finish_later(dl, pf_future_retain(f), rc, NULL, 0, &info);
         }
     }
@@ -750,9 +746,6 @@ static void *collector_main(void *arg)
 static int pp_submit(struct pf_executor *ex, pf_future *f)
 {
     struct ppool *p = (struct ppool *)ex;
-    /* Each slot's argument area holds PF__ARG_STRIDE bytes. */
-    if (f->arg_len > PF__ARG_STRIDE)
-        return PF_ETOOBIG;
     pf__mutex_lock(&p->lock);
     int rc = PF_OK;
     if (p->stopping) {
