@@ -12,7 +12,10 @@
  * repetitions of all configurations are interleaved); min and max are given
  * too.  A repetition's rate is (all workers' operations) / (first worker's
  * start to last worker's end); workers are started and waiting before the
- * clock runs.  The *_cpu_throughput figures divide the same operations by the
+ * clock runs.  The workers claim the keys in blocks of 1000 from a shared
+ * counter (--static: each takes an equal slice, and a run lasts as long as
+ * its slower worker; this VM's two vCPUs were seen to differ by 20-40 %).
+ * The *_cpu_throughput figures divide the same operations by the
  * busiest worker's CPU time instead: they leave out the time a worker waited
  * for a core that other programs held, not the time it spun on a lock.
  * The set phase inserts new keys into an empty dict (so it includes the
@@ -30,15 +33,18 @@
  * bench/dict_bench.sh runs this next to the Python anchors and prints ratios.
  *
  *   dict_bench [--n N] [--n-redis N] [--reps R] [--redis-host H --redis-port P]
- *              [--only shm,local,redis] [--pin]
+ *              [--only shm,local,redis] [--pin] [--static]
  */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,16 +91,17 @@ static void pin_to(int first, unsigned w)
     }
 }
 
-static void make_key(unsigned char *k, unsigned w, uint64_t i)
+/* Key and value of index i (of all the run's keys). */
+static void make_key(unsigned char *k, uint64_t i)
 {
-    uint64_t a = 0x9e3779b97f4a7c15ull * (w + 1), b = i;
+    uint64_t a = 0x9e3779b97f4a7c15ull, b = i;
     memcpy(k, &a, 8);
     memcpy(k + 8, &b, 8);
 }
 
-static void make_val(unsigned char *v, unsigned w, uint64_t i)
+static void make_val(unsigned char *v, uint64_t i)
 {
-    uint64_t a = i * 31 + w, b = ~i;
+    uint64_t a = i * 31, b = ~i;
     memcpy(v, &a, 8);
     memcpy(v + 8, &b, 8);
 }
@@ -117,82 +124,92 @@ struct span {
 
 enum mode { PLAIN, PIPELINED };
 
-/* Run the set phase then the get phase on keys [0, n) of worker w.  go() waits
- * until every worker is ready (a barrier) before each phase. */
-static void work(pf_dict *d, unsigned w, uint64_t n, enum mode mode, void (*go)(void *), void *g,
-                 struct span *sp)
+/* How the n keys of a run are split among its workers.  DYNAMIC (the default):
+ * each worker claims the next BATCH indices from a counter the workers share,
+ * as a dynamically scheduled parallel for does, so a worker on a faster or
+ * less loaded core does more and both end together.  STATIC: worker w of W
+ * takes indices [w n / W, (w + 1) n / W), and a run lasts as long as its
+ * slower worker.  Either way every key is set, read and updated by exactly one
+ * worker. */
+enum split { DYNAMIC, STATIC };
+
+/* The shared claim counters, one per phase, in a MAP_SHARED page so that
+ * forked workers see one another's claims; reset before each run. */
+struct claims {
+    _Atomic uint64_t next[3];
+};
+
+struct plan {
+    enum split split;
+    struct claims *claims;
+    uint64_t n;       /* the run's keys, indices [0, n) */
+    unsigned workers; /* STATIC: the slice of worker w */
+};
+
+/* Claim this worker's next block of phase p: [*lo, *hi).  *cursor is the
+ * worker's own position (STATIC only).  False when the phase has no more. */
+static bool claim(const struct plan *pl, unsigned w, int p, uint64_t *cursor, uint64_t *lo,
+                  uint64_t *hi)
+{
+    uint64_t end = pl->n;
+    if (pl->split == STATIC) {
+        end = pl->n * (w + 1) / pl->workers;
+        *lo = *cursor;
+    } else {
+        *lo = atomic_fetch_add_explicit(&pl->claims->next[p], BATCH, memory_order_relaxed);
+    }
+    if (*lo >= end)
+        return false;
+    *hi = end - *lo < BATCH ? end : *lo + BATCH;
+    *cursor = *hi;
+    return true;
+}
+
+/* The set, get and update phases of worker w, each over the blocks it claims.
+ * go() waits until every worker is ready (a barrier) before each phase. */
+static void work(pf_dict *d, unsigned w, const struct plan *pl, enum mode mode, void (*go)(void *),
+                 void *g, struct span *sp)
 {
     unsigned char k[KLEN], v[VLEN], got[VLEN];
     static __thread pf_dict_item items[BATCH];
     static __thread unsigned char kb[BATCH][KLEN], vb[BATCH][VLEN];
+    double *t[3][2] = {{&sp->set0, &sp->set1}, {&sp->get0, &sp->get1}, {&sp->upd0, &sp->upd1}};
     sp->err = 0;
-    go(g);
-    sp->set0 = now();
-    double c0 = cpu_now();
-    if (mode == PLAIN) {
-        for (uint64_t i = 0; i < n && !sp->err; i++) {
-            make_key(k, w, i);
-            make_val(v, w, i);
-            sp->err = pf_dict_set(d, k, KLEN, v, VLEN);
-        }
-    } else {
-        for (uint64_t i = 0; i < n && !sp->err; i += BATCH) {
-            size_t m = n - i < BATCH ? (size_t)(n - i) : BATCH;
-            for (size_t j = 0; j < m; j++) {
-                make_key(kb[j], w, i + j);
-                make_val(vb[j], w, i + j);
-                items[j] = (pf_dict_item){kb[j], KLEN, vb[j], VLEN};
+    /* Phase 0 inserts new keys, 1 reads them back and checks every value, 2
+     * sets every key again to a new value (no growth: blocks are recycled). */
+    for (int p = 0; p < 3; p++) {
+        uint64_t cursor = pl->split == STATIC ? pl->n * w / pl->workers : 0, lo, hi;
+        go(g);
+        *t[p][0] = now();
+        double c0 = cpu_now();
+        while (!sp->err && claim(pl, w, p, &cursor, &lo, &hi)) {
+            size_t m = (size_t)(hi - lo);
+            if (mode == PLAIN) {
+                for (uint64_t i = lo; i < hi && !sp->err; i++) {
+                    size_t len;
+                    make_key(k, i);
+                    make_val(v, i + (p == 2));
+                    if (p == 1) {
+                        sp->err = pf_dict_get(d, k, KLEN, got, sizeof got, &len);
+                        if (!sp->err && (len != VLEN || memcmp(got, v, VLEN) != 0))
+                            sp->err = PF_ECORRUPT;
+                    } else {
+                        sp->err = pf_dict_set(d, k, KLEN, v, VLEN);
+                    }
+                }
+                continue;
             }
-            sp->err = pf_dict_set_many(d, items, m);
-        }
-    }
-    sp->set1 = now();
-    sp->cpu[0] = cpu_now() - c0;
-    go(g);
-    sp->get0 = now();
-    c0 = cpu_now();
-    if (mode == PLAIN) {
-        for (uint64_t i = 0; i < n && !sp->err; i++) {
-            size_t len;
-            make_key(k, w, i);
-            make_val(v, w, i);
-            sp->err = pf_dict_get(d, k, KLEN, got, sizeof got, &len);
-            if (!sp->err && (len != VLEN || memcmp(got, v, VLEN) != 0))
-                sp->err = PF_ECORRUPT;
-        }
-    } else {
-        for (uint64_t i = 0; i < n && !sp->err; i += BATCH) {
-            size_t m = n - i < BATCH ? (size_t)(n - i) : BATCH;
             for (size_t j = 0; j < m; j++) {
-                make_key(kb[j], w, i + j);
-                make_val(vb[j], w, i + j);
-                items[j] = (pf_dict_item){kb[j], KLEN, NULL, 0};
+                make_key(kb[j], lo + j);
+                make_val(vb[j], lo + j + (p == 2));
+                items[j] = (pf_dict_item){kb[j], KLEN, p == 1 ? NULL : vb[j], p == 1 ? 0 : VLEN};
             }
-            sp->err = pf_dict_get_many(d, items, m, check_got, vb);
+            sp->err = p == 1 ? pf_dict_get_many(d, items, m, check_got, vb)
+                             : pf_dict_set_many(d, items, m);
         }
+        *t[p][1] = now();
+        sp->cpu[p] = cpu_now() - c0;
     }
-    sp->get1 = now();
-    sp->cpu[1] = cpu_now() - c0;
-    /* Update: every key again, a new value (no growth: blocks are recycled). */
-    go(g);
-    sp->upd0 = now();
-    c0 = cpu_now();
-    for (uint64_t i = 0; i < n && !sp->err; i++) {
-        make_key(k, w, i);
-        make_val(v, w, i + 1);
-        if (mode == PLAIN) {
-            sp->err = pf_dict_set(d, k, KLEN, v, VLEN);
-        } else {
-            size_t j = (size_t)(i % BATCH);
-            memcpy(kb[j], k, KLEN);
-            memcpy(vb[j], v, VLEN);
-            items[j] = (pf_dict_item){kb[j], KLEN, vb[j], VLEN};
-            if (j == BATCH - 1 || i == n - 1)
-                sp->err = pf_dict_set_many(d, items, j + 1);
-        }
-    }
-    sp->upd1 = now();
-    sp->cpu[2] = cpu_now() - c0;
 }
 
 /* ------------------------------------------------------------- barriers -- */
@@ -225,7 +242,7 @@ struct result {
     double cpu_rate[3]; /* operations / the busiest worker's CPU seconds, per phase */
 };
 
-static struct result combine(struct span *sp, unsigned workers, uint64_t per)
+static struct result combine(struct span *sp, unsigned workers, uint64_t n)
 {
     double s0 = sp[0].set0, s1 = sp[0].set1, g0 = sp[0].get0, g1 = sp[0].get1;
     double u0 = sp[0].upd0, u1 = sp[0].upd1;
@@ -237,7 +254,7 @@ static struct result combine(struct span *sp, unsigned workers, uint64_t per)
         u0 = sp[w].upd0 < u0 ? sp[w].upd0 : u0;
         u1 = sp[w].upd1 > u1 ? sp[w].upd1 : u1;
     }
-    double total = (double)per * workers;
+    double total = (double)n;
     struct result r = {total / (s1 - s0), total / (g1 - g0), total / (u1 - u0), {0, 0, 0}};
     for (int p = 0; p < 3; p++) {
         double c = 0;
@@ -252,9 +269,10 @@ typedef int (*open_fn)(pf_dict **d, void *arg);
 
 /* Workers are forked processes.  They use the parent's handle d (inherited), or
  * open their own with open() (redis: one connection each). */
-static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uint64_t per,
-                     enum mode mode, int first_cpu, struct result *out)
+static int run_procs(pf_dict *d, open_fn open, void *oarg, const struct plan *pl, enum mode mode,
+                     int first_cpu, struct result *out)
 {
+    unsigned workers = pl->workers;
     struct pipes p[8];
     pid_t pids[8];
     struct span sp[8];
@@ -274,7 +292,7 @@ static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uin
             if (open)
                 s.err = open(&mine, oarg);
             if (s.err == 0)
-                work(mine, w, per, mode, proc_go, &p[w], &s);
+                work(mine, w, pl, mode, proc_go, &p[w], &s);
             if (write(p[w].result[1], &s, sizeof s) != (ssize_t)sizeof s)
                 _exit(2);
             _exit(0);
@@ -308,7 +326,7 @@ static int run_procs(pf_dict *d, open_fn open, void *oarg, unsigned workers, uin
             rc = sp[w].err;
     }
     if (!rc)
-        *out = combine(sp, workers, per);
+        *out = combine(sp, workers, pl->n);
     return rc;
 }
 
@@ -316,7 +334,7 @@ struct targ {
     pf_dict *d;
     unsigned w;
     int first_cpu; /* pin_to's first */
-    uint64_t per;
+    const struct plan *pl;
     struct tbar *bar;
     struct span sp;
 };
@@ -325,19 +343,19 @@ static void *thr_main(void *arg)
 {
     struct targ *t = arg;
     pin_to(t->first_cpu, t->w);
-    work(t->d, t->w, t->per, PLAIN, thr_go, t->bar, &t->sp);
+    work(t->d, t->w, t->pl, PLAIN, thr_go, t->bar, &t->sp);
     return NULL;
 }
 
-static int run_threads(pf_dict *d, unsigned workers, uint64_t per, int first_cpu,
-                       struct result *out)
+static int run_threads(pf_dict *d, const struct plan *pl, int first_cpu, struct result *out)
 {
+    unsigned workers = pl->workers;
     struct tbar bar;
     pthread_barrier_init(&bar.b, NULL, workers);
     struct targ t[8];
     pthread_t th[8];
     for (unsigned w = 0; w < workers; w++) {
-        t[w] = (struct targ){.d = d, .w = w, .first_cpu = first_cpu, .per = per, .bar = &bar};
+        t[w] = (struct targ){.d = d, .w = w, .first_cpu = first_cpu, .pl = pl, .bar = &bar};
         pthread_create(&th[w], NULL, thr_main, &t[w]);
     }
     int rc = 0;
@@ -350,7 +368,7 @@ static int run_threads(pf_dict *d, unsigned workers, uint64_t per, int first_cpu
     }
     pthread_barrier_destroy(&bar.b);
     if (!rc)
-        *out = combine(sp, workers, per);
+        *out = combine(sp, workers, pl->n);
     return rc;
 }
 
@@ -399,10 +417,13 @@ struct config {
 };
 
 /* One repetition of one configuration, on a fresh dict. */
-static int run_config(struct config *c, int rep, struct redis_arg *ra, bool pin)
+static int run_config(struct config *c, int rep, struct redis_arg *ra, bool pin, enum split split,
+                      struct claims *claims)
 {
     struct result r = {0};
-    uint64_t per = c->n / c->workers;
+    struct plan pl = {.split = split, .claims = claims, .n = c->n, .workers = c->workers};
+    for (int p = 0; p < 3; p++)
+        atomic_store(&claims->next[p], 0);
     pf_dict *d = NULL;
     /* One worker: a different core each repetition; two: one core each. */
     int first = !pin ? -1 : c->workers == 1 ? rep : 0;
@@ -410,16 +431,16 @@ static int run_config(struct config *c, int rep, struct redis_arg *ra, bool pin)
     if (!strcmp(c->what, "shm")) {
         rc = pf_dict_create_shm(&d, NULL, NULL);
         if (!rc)
-            rc = run_procs(d, NULL, NULL, c->workers, per, PLAIN, first, &r);
+            rc = run_procs(d, NULL, NULL, &pl, PLAIN, first, &r);
     } else if (!strcmp(c->what, "local")) {
         rc = pf_dict_open_local(&d, NULL);
         if (!rc)
-            rc = run_threads(d, c->workers, per, first, &r);
+            rc = run_threads(d, &pl, first, &r);
     } else {
         snprintf(ra->name, sizeof ra->name, "dict-bench-%d-%d", (int)getpid(), rep);
         rc = pf_dict_open_redis(&d, ra->host, ra->port, ra->name, NULL);
         if (!rc)
-            rc = run_procs(NULL, open_redis, ra, c->workers, per,
+            rc = run_procs(NULL, open_redis, ra, &pl,
                            !strcmp(c->what, "redis_pipelined") ? PIPELINED : PLAIN, -1, &r);
         if (d)
             pf_dict_clear(d);
@@ -438,17 +459,17 @@ static int run_config(struct config *c, int rep, struct redis_arg *ra, bool pin)
     return 0;
 }
 
-static void report(const struct config *c, int reps, bool pin)
+static void report(const struct config *c, int reps, bool pin, enum split split)
 {
     char anchor[64], metric[64], extra[128];
     const char *unit = !strcmp(c->what, "local") ? "thread" : "proc";
-    uint64_t per = c->n / c->workers;
     snprintf(anchor, sizeof anchor, "dict_bench.%s", c->what);
     snprintf(extra, sizeof extra,
              ", \"n\": %llu, \"workers\": %u, \"key_bytes\": %d, \"value_bytes\": %d, "
-             "\"pinned\": %s",
-             (unsigned long long)per * c->workers, c->workers, KLEN, VLEN,
-             pin && strncmp(c->what, "redis", 5) ? "true" : "false");
+             "\"pinned\": %s, \"split\": \"%s\"",
+             (unsigned long long)c->n, c->workers, KLEN, VLEN,
+             pin && strncmp(c->what, "redis", 5) ? "true" : "false",
+             split == STATIC ? "static" : "dynamic");
     snprintf(metric, sizeof metric, "set_throughput_%u%s", c->workers, unit);
     emit(anchor, metric, c->sets, reps, extra);
     snprintf(metric, sizeof metric, "get_throughput_%u%s", c->workers, unit);
@@ -470,11 +491,16 @@ int main(int argc, char **argv)
     int reps = 3;
     const char *only = "shm,local,redis";
     bool pin = false;
+    enum split split = DYNAMIC;
     struct redis_arg ra = {.host = "127.0.0.1", .port = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--pin")) {
             pin = true;
+            continue;
+        }
+        if (!strcmp(a, "--static")) {
+            split = STATIC;
             continue;
         }
         if (!v)
@@ -499,6 +525,12 @@ int main(int argc, char **argv)
     }
     if (reps < 1 || reps > 16 || n < 2 || n_redis < 2 || n_pipe < 2)
         goto usage;
+    struct claims *claims =
+        mmap(NULL, sizeof *claims, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (claims == MAP_FAILED) {
+        perror("dict_bench: mmap");
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN); /* a worker that failed early closed its pipes */
     printf("{\"anchor\": \"dict_bench\", \"metric\": \"info\", \"cpus\": %ld, \"reps\": %d}\n",
            sysconf(_SC_NPROCESSORS_ONLN), reps);
@@ -522,13 +554,14 @@ int main(int argc, char **argv)
      * burst of load on this shared machine hits them all alike. */
     for (int rep = 0; rep < reps; rep++)
         for (int i = 0; i < nc; i++)
-            if (run_config(&cs[i], rep, &ra, pin))
+            if (run_config(&cs[i], rep, &ra, pin, split, claims))
                 return 1;
     for (int i = 0; i < nc; i++)
-        report(&cs[i], reps, pin);
+        report(&cs[i], reps, pin, split);
     return 0;
 usage:
     fprintf(stderr, "usage: dict_bench [--n N] [--n-redis N] [--n-pipelined N] [--reps R] "
-                    "[--redis-host H] [--redis-port P] [--only shm,local,redis] [--pin]\n");
+                    "[--redis-host H] [--redis-port P] [--only shm,local,redis] [--pin] "
+                    "[--static]\n");
     return 2;
 }
