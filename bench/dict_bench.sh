@@ -5,6 +5,8 @@
 #      processes and the local dict from threads (N = 200 000 and 2 000 000),
 #      and the redis backend plain and pipelined, against a private
 #      redis-server started here (no persistence, 127.0.0.1, free port);
+#      the workers claim their keys in blocks of 1000 from a shared counter
+#      (dict_bench --static: equal slices instead);
 #      The shm and local runs are made twice: with the workers free, as a
 #      program would run them, and bound one per CPU (--pin; the single
 #      worker on each CPU in turn), which measures the dict rather than the

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark the HTTP workload (pfor compare, the event-driven mode) against
 # its targets and the Python anchors, in one run, on this machine
-# (127.0.0.1 only).  About 5 minutes with the defaults.
+# (127.0.0.1 only).  About 7 minutes with the defaults.
 #
 #   bench/http_bench.sh
 #
@@ -11,13 +11,14 @@
 #     pfor compare --latency 20ms  --sizes 50,100,500,1000 --reps $REPS
 #     pfor compare --latency 200ms --sizes 50,100,500 (one repetition: ~90 s)
 # Part 2, throughput at latency 0, against one `pfor serve` process, with the
-#   same number of connections ($CONNS): wrk -t2 and wrk -t1 (-d5s, POST of
-#   the anchor's JSON body), `pfor compare --url ... --workers $CONNS
-#   --executors event,threads --sizes $N0` right after wrk -t2: the
-#   event-driven mode (one loop per core, $CONNS transfers in flight) and the
-#   thread pool ($CONNS threads, one kept-alive connection each).  Targets:
-#   event >= 70 % of wrk, threads >= 50 %.  Medians of $REPS, alternating,
-#   and the median of the ratios within each repetition.
+#   same number of connections C for wrk and pfor, C in $CONNS (default: 64,
+#   then the thread pool's default size, 6 on 2 cores): wrk -t2 and wrk -t1
+#   (-d5s, POST of the anchor's JSON body), `pfor compare --url ...
+#   --workers C --executors event,threads --sizes $N0` right after wrk -t2:
+#   the event-driven mode (one loop per core, C transfers in flight) and the
+#   thread pool (C threads, one kept-alive connection each).  Targets: event
+#   >= 70 % of wrk, threads >= 50 %.  Medians of $REPS, alternating, and the
+#   median of the ratios within each repetition.
 # Part 3, 500 requests at 200 ms through the event-driven mode (500 in
 #   flight); target < 0.5 s.
 # Part 4, the Python anchor py_http.py (urllib through ThreadPoolExecutor(6)
@@ -26,7 +27,7 @@
 #
 # Environment: PFOR (default build/pfor under the repo root), ANCHORS_DIR
 # (default <repo>/../shared/anchors, else /work/shared/anchors), REPS (3),
-# CONNS (64), N0 (100000 requests per zero-latency run), SKIP_PY (1: no
+# CONNS (part 2's connection counts, default "64 6" on 2 cores), N0 (100000 requests per zero-latency run), SKIP_PY (1: no
 # Python anchor), SKIP_200 (1: no 200 ms sweep).  Outputs go to a temporary
 # folder (printed; kept when KEEP=1).  Client and servers share the cores.
 set -euo pipefail
@@ -36,7 +37,9 @@ PFOR=${PFOR:-$ROOT/build/pfor}
 ANCHORS_DIR=${ANCHORS_DIR:-$ROOT/../shared/anchors}
 [ -f "$ANCHORS_DIR/py_http.py" ] || ANCHORS_DIR=/work/shared/anchors
 REPS=${REPS:-3}
-CONNS=${CONNS:-64}
+# Part 2's connection counts: 64, and the thread pool's default size here
+# (Python's ThreadPoolExecutor default, min(32, cores + 4): 6 on 2 cores).
+CONNS_LIST=${CONNS:-"64 $(( $(nproc) + 4 < 32 ? $(nproc) + 4 : 32 ))"}
 N0=${N0:-100000}
 SKIP_PY=${SKIP_PY:-0}
 SKIP_200=${SKIP_200:-0}
@@ -90,8 +93,6 @@ if [ "$SKIP_200" != 1 ]; then
 fi
 
 # --- part 2: zero-latency throughput against wrk ------------------------------
-echo
-echo "== part 2: latency 0, $CONNS connections, one pfor serve process"
 cat >"$TMP/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body   = '{"id": 1, "name": "item-1", "tags": ["a", "b"]}'
@@ -102,23 +103,23 @@ SERVE_PID=$!
 for _ in $(seq 100); do grep -q '^listening on ' "$TMP/serve.out" 2>/dev/null && break; sleep 0.1; done
 URL="$(sed -n 's/^listening on //p' "$TMP/serve.out")/api/users"
 [ "$URL" != "/api/users" ] || die "pfor serve did not start: $(cat "$TMP/serve.err")"
-wrk_rps() { # threads
-    wrk -t"$1" -c"$CONNS" -d5s -s "$TMP/post.lua" "$URL" | awk '/Requests\/sec/ {print $2}'
+wrk_rps() { # threads connections
+    wrk -t"$1" -c"$2" -d5s -s "$TMP/post.lua" "$URL" | awk '/Requests\/sec/ {print $2}'
 }
-W2="" W1="" EV="" TH=""
-for r in $(seq "$REPS"); do
-    W2="$W2 $(wrk_rps 2)"
-    "$PFOR" compare --url "$URL" --workers "$CONNS" --executors event,threads --sizes "$N0" \
-        --json "$TMP/zero$r.json" >/dev/null || die "compare at latency 0 had failures"
-    W1="$W1 $(wrk_rps 1)"
-    read -r e t < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print(r[0]["requests_per_s"], r[1]["requests_per_s"])' "$TMP/zero$r.json")
-    EV="$EV $e"
-    TH="$TH $t"
-done
-kill -INT "$SERVE_PID"
-wait "$SERVE_PID" || true
-SERVE_PID=""
-python3 - "$W2" "$W1" "$EV" "$TH" <<'EOF'
+zero_latency() { # connections
+    local conns=$1 W2="" W1="" EV="" TH="" r e t
+    echo
+    echo "== part 2: latency 0, $conns connections, one pfor serve process"
+    for r in $(seq "$REPS"); do
+        W2="$W2 $(wrk_rps 2 "$conns")"
+        "$PFOR" compare --url "$URL" --workers "$conns" --executors event,threads --sizes "$N0" \
+            --json "$TMP/zero$conns-$r.json" >/dev/null || die "compare at latency 0 had failures"
+        W1="$W1 $(wrk_rps 1 "$conns")"
+        read -r e t < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print(r[0]["requests_per_s"], r[1]["requests_per_s"])' "$TMP/zero$conns-$r.json")
+        EV="$EV $e"
+        TH="$TH $t"
+    done
+    python3 - "$W2" "$W1" "$EV" "$TH" <<'EOF'
 import sys, statistics as st
 w2, w1, ev, th = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 m = st.median
@@ -133,6 +134,13 @@ print("  pfor threads       %9.0f req/s   (%s)  = %.0f %% of wrk -t2, %.0f %% of
 print("  paired (median of the ratios within each repetition): event %.0f %% of wrk -t2, threads %.0f %%"
       % (100 * m([e / w for e, w in zip(ev, w2)]), 100 * m([t / w for t, w in zip(th, w2)])))
 EOF
+}
+for c in $CONNS_LIST; do
+    zero_latency "$c"
+done
+kill -INT "$SERVE_PID"
+wait "$SERVE_PID" || true
+SERVE_PID=""
 
 # --- part 3: 500 requests at 200 ms, event-driven -----------------------------
 echo
