@@ -204,7 +204,8 @@ typedef int (*pf_dict_update_cb)(void *arg, const void *old, size_t old_len, con
  * dicts fn runs once, under the key's stripe lock: it must be short and must not
  * call any pf_dict function nor fork (either may deadlock).  On redis it runs in this process
  * inside WATCH/MULTI/EXEC and may run again when another client changed the hash
- * meanwhile (PF_EBUSY after 1000 tries): it must have no side effects. */
+ * meanwhile (PF_EBUSY after 1000 tries): it must have no side effects, and must
+ * not call pf_dict functions on the same handle (its connection is held). */
 PF_EXTERN int pf_dict_update_fn(pf_dict *d, const void *key, size_t klen, pf_dict_update_cb fn,
                                 void *arg);
 

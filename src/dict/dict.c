@@ -355,8 +355,7 @@ int pf_dict_open_redis(pf_dict **out, const char *host, int port, const char *na
     if (!out)
         return PF_EINVAL;
     *out = NULL;
-    if (!host || !name || !*host || !*name || strlen(host) > PF_DICT_MAX_HOST ||
-        strlen(name) > PF_DICT_MAX_NAME || (host[0] != '/' && (port <= 0 || port > 65535)) ||
+    if (!pf__dict_redis_where_ok(host, port, name) ||
         (opts &&
          (!pf__dict_timeout_ok(opts->timeout) || (opts->password && strlen(opts->password) > 128))))
         return PF_EINVAL;
@@ -598,8 +597,10 @@ int pf_dict_foreach(pf_dict *d, pf_dict_visit_fn fn, void *user)
     size_t kl, vl;
     while ((rc = pf_dict_iter_next(it, &k, &kl, &v, &vl)) == 0) {
         rc = fn(user, k, kl, v, vl);
-        if (rc)
-            break;
+        if (rc) {
+            pf_dict_iter_close(it);
+            return rc; /* fn's own value, whatever it is (PF_EEOF too) */
+        }
     }
     pf_dict_iter_close(it);
     return rc == PF_EEOF ? 0 : rc;

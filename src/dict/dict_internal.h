@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "internal.h"
@@ -80,6 +81,16 @@ struct pf_dict {
 static inline bool pf__dict_timeout_ok(double seconds)
 {
     return seconds >= 0 && seconds <= 86400; /* false for NaN and inf too */
+}
+
+/* Where a redis dict is: a host name or unix socket path ('/...', port then
+ * ignored) of 1 to PF_DICT_MAX_HOST bytes, a TCP port 1 to 65535, a hash name
+ * of 1 to PF_DICT_MAX_NAME bytes.  The front end and refs check it alike. */
+static inline bool pf__dict_redis_where_ok(const char *host, int port, const char *name)
+{
+    size_t hl = host ? strlen(host) : 0, nl = name ? strlen(name) : 0;
+    return hl >= 1 && hl <= PF_DICT_MAX_HOST && nl >= 1 && nl <= PF_DICT_MAX_NAME &&
+           (host[0] == '/' || (port >= 1 && port <= 65535));
 }
 
 /* Parse a whole decimal int64 ("-12"); false if it is not one. */

@@ -16,9 +16,18 @@
  * open.  A command that fails on the connection returns PF_ECONNECT and drops
  * it; the next call reconnects.  A handle used in a forked child (different
  * pid) drops the parent's socket without a word on it and connects anew.
+ *
+ * SIGPIPE: hiredis writes with write(), which raises SIGPIPE when the server
+ * has reset the connection (one that died while a command or pipeline larger
+ * than the socket buffer is being written).  That must not kill the host
+ * program, so a thread holding a handle's mutex has SIGPIPE blocked, and a
+ * SIGPIPE our writes made pending is taken before it is unblocked.
  */
 #include <hiredis/hiredis.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/time.h>
@@ -37,6 +46,8 @@ struct redis_dict {
     pthread_mutex_t mu;              /* guards c and pid; re-initialised in a fork child */
     redisContext *c;                 /* mu: the connection, or NULL when it must be (re)made */
     pid_t pid;                       /* mu: the process c belongs to */
+    sigset_t sig_old;                /* mu: the holder's signal mask before pipe_block */
+    bool pipe_was_pending;           /* mu: SIGPIPE was pending before pipe_block */
     char host[PF_DICT_MAX_HOST + 1]; /* immutable */
     int port;                        /* immutable */
     double timeout;                  /* immutable */
@@ -68,6 +79,34 @@ static const char GOI_LUA[] = "local cur = redis.call('HGET', KEYS[1], ARGV[1])\
 
 /* ------------------------------------------------------------- connection -- */
 
+/* Block SIGPIPE in this thread while it uses r's connection (mu held). */
+static void pipe_block(struct redis_dict *r)
+{
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    r->pipe_was_pending = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe, &r->sig_old);
+}
+
+/* Undo pipe_block (mu still held): a SIGPIPE that our writes made pending is
+ * taken, one that was pending before is left to the program. */
+static void pipe_unblock(struct redis_dict *r)
+{
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigemptyset(&pending);
+    if (!r->pipe_was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &r->sig_old, NULL);
+}
+
 static struct timeval to_tv(double s)
 {
     struct timeval tv;
@@ -94,7 +133,9 @@ static int rconnect(struct redis_dict *r)
         return PF_ENOMEM;
     int rc = PF_ECONNECT;
     redisReply *rep = NULL;
-    if (c->err || redisSetTimeout(c, tv) != REDIS_OK)
+    /* hiredis makes its socket without SOCK_CLOEXEC: mark it at once, so that a
+     * program this process execs does not inherit the connection. */
+    if (c->err || fcntl(c->fd, F_SETFD, FD_CLOEXEC) != 0 || redisSetTimeout(c, tv) != REDIS_OK)
         goto fail;
     if (r->password[0]) {
         const char *argv[2] = {"AUTH", r->password};
@@ -122,6 +163,7 @@ fail:
 static int conn_lock(struct redis_dict *r)
 {
     pthread_mutex_lock(&r->mu);
+    pipe_block(r);
     if (r->c && (r->c->err || r->pid != getpid())) {
         /* Broken, or the parent's (we are a fork child): redisFree only closes
          * our copy of the socket, it sends nothing on it. */
@@ -129,13 +171,16 @@ static int conn_lock(struct redis_dict *r)
         r->c = NULL;
     }
     int rc = r->c ? 0 : rconnect(r);
-    if (rc)
+    if (rc) {
+        pipe_unblock(r);
         pthread_mutex_unlock(&r->mu);
+    }
     return rc;
 }
 
 static void conn_unlock(struct redis_dict *r)
 {
+    pipe_unblock(r);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -221,7 +266,9 @@ int pf__dict_redis_open(pf_dict **out, const char *host, int port, const char *n
         pf__strlcpy(r->password, opts->password, sizeof r->password);
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_lock(&r->mu);
+    pipe_block(r);
     int rc = rconnect(r);
+    pipe_unblock(r);
     pthread_mutex_unlock(&r->mu);
     if (rc) {
         pthread_mutex_destroy(&r->mu);
@@ -271,7 +318,8 @@ int pf__dict_redis_from_ref(pf_dict **out, const unsigned char *bytes, size_t ca
     ref.host[sizeof ref.host - 1] = '\0';
     ref.name[sizeof ref.name - 1] = '\0';
     ref.password[sizeof ref.password - 1] = '\0';
-    if (!pf__dict_timeout_ok(ref.timeout))
+    /* The bytes come from anywhere: the same checks as pf_dict_open_redis. */
+    if (!pf__dict_timeout_ok(ref.timeout) || !pf__dict_redis_where_ok(ref.host, ref.port, ref.name))
         return PF_EINVAL;
     pf_dict_opts o = {.timeout = ref.timeout, .password = ref.password[0] ? ref.password : NULL};
     return pf__dict_redis_open(out, ref.host, ref.port, ref.name, &o);

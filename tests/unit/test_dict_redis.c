@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -143,6 +144,153 @@ TEST(dict_redis_wrong_key_type_and_fork)
     int64_t n;
     ASSERT_OK(pf_dict_get_i64(d, "n", 1, &n));
     ASSERT_EQ(n, 200);
+    pf_dict_close(d);
+    pf_test_redis_stop(&r);
+}
+
+/* The server dies while the handle is idle; the next command is a pipeline
+ * bigger than a socket buffer, so it takes several writes, the later ones on
+ * a connection the peer has reset.  The library must answer PF_ECONNECT, not
+ * kill its host with SIGPIPE (a program that never touched SIGPIPE: the
+ * default disposition, which the test runner itself does not have). */
+TEST(dict_redis_server_death_mid_pipeline_is_econnect_not_sigpipe)
+{
+    pf_test_redis r;
+    pf_test_redis_start(&r);
+    enum { N = 16, VLEN = 1 << 20 };
+    char *val = malloc(VLEN);
+    ASSERT(val != NULL);
+    memset(val, 'x', VLEN);
+    pf_dict_item items[N];
+    char keys[N][8];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        items[i] = (pf_dict_item){keys[i], strlen(keys[i]), val, VLEN};
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        /* A connection of this process (a handle from before the fork would
+         * reconnect), known to work. */
+        pf_dict *d;
+        pf_dict_opts o = {.timeout = 2.0};
+        if (pf_dict_open_redis(&d, "127.0.0.1", r.port, "pipe", &o) || pf_dict_set_str(d, "k", "v"))
+            _exit(2);
+        /* Kill the server and wait until its port refuses connections. */
+        kill(r.pid, SIGKILL);
+        for (int i = 0; i < 500; i++) {
+            struct timeval tv = {0, 100000};
+            redisContext *c = redisConnectWithTimeout("127.0.0.1", r.port, tv);
+            bool refused = !c || c->err;
+            redisFree(c);
+            if (refused)
+                break;
+            usleep(10000);
+        }
+        int rc1 = pf_dict_set_many(d, items, N);
+        int rc2 = pf_dict_set(d, "big", 3, val, VLEN);
+        pf_dict_close(d);
+        _exit(rc1 == PF_ECONNECT && rc2 == PF_ECONNECT ? 0 : 1);
+    }
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    if (WIFSIGNALED(st))
+        FAIL("the client was killed by signal %d", WTERMSIG(st));
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    free(val);
+    pf_test_redis_stop(&r);
+}
+
+/* Every descriptor of this process that is not close-on-exec, as a bitmap. */
+static void fds_without_cloexec(unsigned char *set, int n)
+{
+    memset(set, 0, (size_t)n);
+    for (int fd = 0; fd < n; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0 && !(fl & FD_CLOEXEC))
+            set[fd] = 1;
+    }
+}
+
+/* The connection is not handed to programs this process execs (a process
+ * pool's or an MPI launcher's): its socket is close-on-exec, like every
+ * other descriptor the library opens, after open and after a reconnect. */
+TEST(dict_redis_socket_is_close_on_exec)
+{
+    pf_test_redis r;
+    pf_test_redis_start(&r);
+    enum { NFD = 1024 };
+    static unsigned char before[NFD], after[NFD];
+    fds_without_cloexec(before, NFD);
+    pf_dict *d;
+    ASSERT_OK(pf_dict_open_redis(&d, "127.0.0.1", r.port, "cloexec", NULL));
+    ASSERT_OK(pf_dict_set_str(d, "k", "v"));
+    fds_without_cloexec(after, NFD);
+    for (int fd = 0; fd < NFD; fd++)
+        if (after[fd] && !before[fd])
+            FAIL("descriptor %d (the redis connection) is inherited by exec", fd);
+    /* Over a unix socket too, and in a forked child that reconnects. */
+    pf_dict *u;
+    ASSERT_OK(pf_dict_open_redis(&u, r.sock, 0, "cloexec", NULL));
+    ASSERT_OK(pf_dict_set_str(u, "k", "w"));
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (pf_dict_set_str(d, "k2", "v"))
+            _exit(2);
+        fds_without_cloexec(after, NFD);
+        for (int fd = 0; fd < NFD; fd++)
+            if (after[fd] && !before[fd])
+                _exit(1);
+        _exit(0);
+    }
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fds_without_cloexec(after, NFD);
+    for (int fd = 0; fd < NFD; fd++)
+        if (after[fd] && !before[fd])
+            FAIL("descriptor %d (the unix-socket connection) is inherited by exec", fd);
+    pf_dict_close(u);
+    pf_dict_close(d);
+    pf_test_redis_stop(&r);
+}
+
+/* Blank the first occurrence of the C string s in the ref's bytes. */
+static void blank_in_ref(pf_dict_ref *ref, const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i + n <= sizeof ref->bytes; i++) {
+        if (memcmp(ref->bytes + i, s, n) == 0) {
+            memset(ref->bytes + i, 0, n);
+            return;
+        }
+    }
+    FAIL("\"%s\" is not in the ref", s);
+}
+
+/* A ref's bytes come from anywhere: one naming no hash or no host is refused
+ * as pf_dict_open_redis refuses it, and opens nothing. */
+TEST(dict_redis_ref_is_checked_like_open)
+{
+    pf_test_redis r;
+    pf_test_redis_start(&r);
+    pf_dict *d, *h = NULL;
+    ASSERT_OK(pf_dict_open_redis(&d, "127.0.0.1", r.port, "refname-x", NULL));
+    pf_dict_ref good, bad;
+    ASSERT_OK(pf_dict_ref_get(d, &good));
+    ASSERT_OK(pf_dict_from_ref(&h, &good));
+    pf_dict_close(h);
+    h = NULL;
+    bad = good;
+    blank_in_ref(&bad, "refname-x");
+    ASSERT_ERR(pf_dict_from_ref(&h, &bad), PF_EINVAL);
+    ASSERT(h == NULL);
+    bad = good;
+    blank_in_ref(&bad, "127.0.0.1");
+    ASSERT_ERR(pf_dict_from_ref(&h, &bad), PF_EINVAL);
+    ASSERT(h == NULL);
     pf_dict_close(d);
     pf_test_redis_stop(&r);
 }

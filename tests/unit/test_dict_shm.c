@@ -523,3 +523,26 @@ TEST(dict_shm_scribbled_segment_is_corrupt_not_a_crash)
         }
     }
 }
+
+static int visit_stop_with(void *u, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    return *(int *)u;
+}
+
+/* pf_dict_foreach returns what stopped it: the callback's value, whatever it
+ * is, even the code the iterator uses for its end. */
+TEST(dict_foreach_returns_the_callbacks_stop_value)
+{
+    char name[64];
+    uniq(name, sizeof name, "stop");
+    pf_dict *d;
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    ASSERT_OK(pf_dict_set_str(d, "k", "v"));
+    const int codes[] = {1, -7, PF_ECANCELLED, PF_EEOF};
+    for (size_t i = 0; i < PF__ARRAY_SIZE(codes); i++) {
+        int stop = codes[i];
+        ASSERT_EQ(pf_dict_foreach(d, visit_stop_with, &stop), stop);
+    }
+    pf_dict_close(d);
+}
