@@ -13,7 +13,8 @@
  *      answered at once (MHD then closes the connection unread).
  *   2. body pieces: copied into struct request, up to max_body; past it
  *      (a chunked body has no length up front) the rest is dropped and the
- *      answer will be 413.  Other routes drop their body.
+ *      answer will be 413.  Other routes drop their body.  Either way a
+ *      chunked body past 2 * max_body in all is cut off (MHD_NO).
  *   3. body complete: the answer (201, 400 or 500) is built now.  With a
  *      latency, the connection is suspended (MHD_suspend_connection) and
  *      handed to the timer, which resumes it when the delay is over; MHD
@@ -329,9 +330,13 @@ static enum MHD_Result on_body_piece(struct pf_server *s, struct request *rq, co
                                      size_t n)
 {
     if (!rq->is_api) {
-        /* Nobody reads it; a body over the limit is cut off. */
+        /* Nobody reads it.  As for a chunked body over the limit on the API
+         * (below), up to 2 * max_body is drained so that the client gets
+         * this route's answer; a body still going past that is cut off.
+         * (With a Content-Length over max_body it was answered at once.)
+         * No overflow: max_body <= 1 GiB. */
         rq->dropped += n;
-        return rq->dropped > s->max_body ? MHD_NO : MHD_YES;
+        return rq->dropped > 2 * s->max_body ? MHD_NO : MHD_YES;
     }
     if (rq->phase == PH_READING && n > s->max_body - rq->len) {
         rq->phase = PH_TOO_LARGE;
@@ -472,6 +477,12 @@ static int errno_to_pf(int e)
         return PF_EPERM;
     case EADDRNOTAVAIL:
         return PF_EINVAL; /* not an address of this machine */
+    /* bind(): numeric but not bindable here (IPv4-mapped on a v6-only
+     * socket, link-local without a scope, multicast); socket(): an IPv6
+     * address where the kernel has no IPv6. */
+    case EINVAL:
+    case EAFNOSUPPORT:
+        return PF_EINVAL;
     case ENOMEM:
     case ENOBUFS:
         return PF_ENOMEM;

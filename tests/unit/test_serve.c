@@ -493,6 +493,57 @@ TEST(serve_body_over_limit_is_413)
     check_no_leaks();
 }
 
+/* `method path` with a chunked body of `size` bytes on a fresh connection.
+ * Returns the status, or 0 when no answer came (the connection was cut). */
+static long chunked_request(uint16_t port, const char *method, const char *path, size_t size)
+{
+    CURL *c = curl_easy_init();
+    ASSERT(c != NULL);
+    struct reply r = {0};
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Transfer-Encoding: chunked");
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    if (strcmp(method, "POST") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, read_chunked);
+    curl_easy_setopt(c, CURLOPT_READDATA, &size);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(30000 * pf_test_scale()));
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
+    return r.status;
+}
+
+/* Other routes drop their body, but a chunked one over max_body still gets
+ * the route's answer (as POST /api/users gets its 413), not a cut
+ * connection: up to max_body more bytes are drained first. */
+TEST(serve_other_routes_answer_a_chunked_body_over_the_limit)
+{
+    pf_serve_opts o = {.max_body = 1000};
+    pf_server *s = start_server(&o);
+    uint16_t port = pf_server_port(s);
+    ASSERT_EQ(chunked_request(port, "POST", "/nope", 500), 404);
+    ASSERT_EQ(chunked_request(port, "POST", "/nope", 1500), 404);
+    ASSERT_EQ(chunked_request(port, "PUT", "/api/users", 1500), 405);
+    ASSERT_EQ(chunked_request(port, "POST", "/health", 1500), 405);
+    ASSERT_EQ(chunked_request(port, "POST", "/api/users", 1500), 413);
+    /* far past the limit: cut off, never a hang nor all of it read */
+    ASSERT_EQ(chunked_request(port, "POST", "/nope", 50 * 1000 * 1000), 0);
+    pf_server_stats st;
+    ASSERT_OK(pf_server_stats_get(s, &st));
+    ASSERT_EQ(st.client_errors, 5);
+    pf_server_stop(s);
+    check_no_leaks();
+}
+
 TEST(serve_body_not_a_json_object_is_400)
 {
     pf_server *s = start_server(NULL);
@@ -627,6 +678,10 @@ TEST(serve_bad_options_are_einval)
         {.bind_addr = "not an address"},
         {.bind_addr = ""},
         {.bind_addr = "256.1.1.1"},
+        /* numeric, but bind() refuses them with EINVAL: an IPv4-mapped
+         * address on a v6-only socket, a link-local one without a scope */
+        {.bind_addr = "::ffff:127.0.0.1"},
+        {.bind_addr = "fe80::1"},
         {.threads = 100000},
         {.max_connections = 100000000},
         {.max_body = (size_t)1 << 40},
@@ -1046,6 +1101,7 @@ TEST(serve_cli_bad_input_exits_2_with_one_line)
         {"pfor", "serve", "--error-rate", "2", NULL},
         {"pfor", "serve", "--threads", "0", NULL},
         {"pfor", "serve", "--bind", "localhost", "--port", "0", NULL},
+        {"pfor", "serve", "--bind", "fe80::1", "--port", "0", NULL},
         {"pfor", "serve", "stray", NULL},
         {"pfor", "serve", "--port", port_s, NULL},
     };
