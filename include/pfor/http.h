@@ -78,8 +78,9 @@ typedef struct pf_http_record {
     double seconds;    /* latency: from the start of the transfer to its end */
 } pf_http_record;
 
-/* One line describing a record into buf ("HTTP 201", "HTTP 500",
- * "connection refused: ...", "timed out"); returns buf. */
+/* One line describing a record into buf: "HTTP 201", "HTTP 500" for an
+ * answer; else what failed and libcurl's words for it ("cannot connect
+ * (...)", "timed out (...)", "connection lost (...)"); returns buf. */
 PF_EXTERN const char *pf_http_describe(const pf_http_record *r, char *buf, size_t size);
 
 /* Initialise libcurl (curl_global_init) now rather than at the first

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "http/http_internal.h"
 
@@ -183,6 +184,17 @@ static size_t body_capacity(const char *tpl)
     return strlen(tpl) + tokens * 17 + 1;
 }
 
+/* curl: open a connection's socket close-on-exec, so that a program this
+ * process starts does not inherit it (the event loop installs its own
+ * callback, which does the same and also watches the socket). */
+static curl_socket_t open_socket_cloexec(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)userp;
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKET_BAD;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 int pf__http_xfer_init(struct pf__http_xfer *x, const pf_http_config *cfg,
                        struct curl_slist *headers, const char *noproxy)
 {
@@ -228,6 +240,7 @@ int pf__http_xfer_init(struct pf__http_xfer *x, const pf_http_config *cfg,
     SET(CURLOPT_PRIVATE, x);
     SET(CURLOPT_POSTFIELDS, x->body);
     SET(CURLOPT_POSTFIELDSIZE, 0L);
+    SET(CURLOPT_OPENSOCKETFUNCTION, open_socket_cloexec);
 #undef SET
     if (cc != CURLE_OK) {
         pf__http_xfer_free(x);

@@ -7,6 +7,7 @@
  * counts, server counters), never on speed; one bounds the CPU time a
  * wake-up loop would burn.  Every loop is bounded.
  */
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -311,6 +312,38 @@ TEST(http_client_body_template_and_bad_answer)
     ASSERT_OK(pf_server_stats_get(srv, &st));
     ASSERT_EQ(st.created, 2);
     ASSERT_EQ(st.client_errors, 1);
+    pf_server_stop(srv);
+}
+
+/* How many descriptors of this process a program it execs would inherit. */
+static int fds_inherited_by_exec(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        n += fl >= 0 && !(fl & FD_CLOEXEC);
+    }
+    return n;
+}
+
+/* The per-worker client's connection is close-on-exec, like the event
+ * loop's: a program the worker's process starts does not inherit it.  (Counted
+ * from after the client is made: libcurl 7.88's multi handle makes its wake-up
+ * socket pair without close-on-exec, out of reach of its API.) */
+TEST(http_client_connection_is_close_on_exec)
+{
+    pf_server *srv = start_server(0, 0);
+    pf_http_config cfg = config_for(pf_server_port(srv));
+    pf_http_client *c;
+    ASSERT_OK(pf_http_client_create(&c, &cfg));
+    int before = fds_inherited_by_exec();
+    pf_http_record rec;
+    char msg[256];
+    ASSERT_OK(pf_http_client_post(c, 1, &rec, msg, sizeof msg));
+    ASSERT_EQ(rec.status, 201);
+    ASSERT_EQ(rec.connects, 1);
+    ASSERT_EQ(fds_inherited_by_exec(), before);
+    pf_http_client_destroy(c);
     pf_server_stop(srv);
 }
 
@@ -656,4 +689,147 @@ TEST(http_proxy_from_environment_is_not_used_for_loopback)
     for (int i = 0; i < 4; i++)
         ASSERT_EQ(recs[i].status, 201);
     pf_server_stop(srv);
+}
+
+/* --- misbehaving servers ---------------------------------------------------- */
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+/* How a raw server (one thread, 127.0.0.1, an ephemeral port) treats each
+ * connection it accepts. */
+enum raw_mode {
+    RAW_SHORT_BODY,  /* reads the request, promises 100 bytes, sends 10, stalls */
+    RAW_SHORT_CLOSE, /* the same, then closes: the connection ends mid-body */
+    RAW_CLOSE,       /* reads the request, closes without an answer */
+};
+
+#define RAW_MAX_CONNS 32
+
+struct raw_server {
+    int lfd;
+    uint16_t port;
+    enum raw_mode mode;
+    atomic_int stop;
+    int conns[RAW_MAX_CONNS]; /* the stalled ones, closed by raw_stop */
+    int nconns;
+    pthread_t thread;
+};
+
+static void *raw_main(void *arg)
+{
+    struct raw_server *rs = arg;
+    while (!atomic_load(&rs->stop)) {
+        struct pollfd p = {.fd = rs->lfd, .events = POLLIN};
+        if (poll(&p, 1, 10) <= 0)
+            continue;
+        int fd = accept4(rs->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        /* The request head and its small body come in one piece. */
+        char buf[4096];
+        struct pollfd q = {.fd = fd, .events = POLLIN};
+        if (poll(&q, 1, 2000) > 0)
+            (void)!read(fd, buf, sizeof buf);
+        static const char head[] = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789";
+        if (rs->mode != RAW_CLOSE)
+            (void)!send(fd, head, sizeof head - 1, MSG_NOSIGNAL);
+        if (rs->mode == RAW_SHORT_BODY && rs->nconns < RAW_MAX_CONNS)
+            rs->conns[rs->nconns++] = fd;
+        else
+            close(fd);
+    }
+    return NULL;
+}
+
+static struct raw_server *raw_start(enum raw_mode mode)
+{
+    struct raw_server *rs = calloc(1, sizeof *rs);
+    ASSERT(rs);
+    rs->mode = mode;
+    rs->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(rs->lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT(bind(rs->lfd, (struct sockaddr *)&a, sizeof a) == 0);
+    ASSERT(listen(rs->lfd, 64) == 0);
+    socklen_t len = sizeof a;
+    ASSERT(getsockname(rs->lfd, (struct sockaddr *)&a, &len) == 0);
+    rs->port = ntohs(a.sin_port);
+    ASSERT(pthread_create(&rs->thread, NULL, raw_main, rs) == 0);
+    return rs;
+}
+
+static void raw_stop(struct raw_server *rs)
+{
+    atomic_store(&rs->stop, 1);
+    pthread_join(rs->thread, NULL);
+    for (int i = 0; i < rs->nconns; i++)
+        close(rs->conns[i]);
+    close(rs->lfd);
+    free(rs);
+}
+
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    ASSERT(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* A server that stalls mid-body fails each request with PF_ETIMEDOUT (its
+ * status known), one that closes mid-body or answers nothing with PF_EHTTP
+ * ("connection lost"); on the client and in the event loop alike, each
+ * request once, and no descriptor is left open afterwards. */
+TEST(http_half_answers_and_closed_connections_fail_each_request)
+{
+    static const struct {
+        enum raw_mode mode;
+        int error, curl_code, status;
+    } cases[] = {
+        /* libcurl's codes: 28 CURLE_OPERATION_TIMEDOUT, 18 CURLE_PARTIAL_FILE,
+         * 52 CURLE_GOT_NOTHING */
+        {RAW_SHORT_BODY, PF_ETIMEDOUT, 28, 200},
+        {RAW_SHORT_CLOSE, PF_EHTTP, 18, 200},
+        {RAW_CLOSE, PF_EHTTP, 52, 0},
+    };
+    int fds0 = open_fds();
+    for (size_t k = 0; k < PF__ARRAY_SIZE(cases); k++) {
+        struct raw_server *rs = raw_start(cases[k].mode);
+        pf_http_config cfg = config_for(rs->port);
+        cfg.timeout = 0.2;
+        pf_http_client *c;
+        ASSERT_OK(pf_http_client_create(&c, &cfg));
+        for (int i = 0; i < 2; i++) {
+            pf_http_record rec;
+            char msg[256];
+            ASSERT_ERR(pf_http_client_post(c, 1, &rec, msg, sizeof msg), cases[k].error);
+            ASSERT_EQ(rec.curl_code, cases[k].curl_code);
+            ASSERT_EQ(rec.status, cases[k].status);
+            ASSERT(strstr(msg, cases[k].error == PF_ETIMEDOUT ? "timed out" : "connection lost"));
+        }
+        pf_http_client_destroy(c);
+        enum { N = 6 };
+        pf_http_record recs[N];
+        struct progress_seen seen = {0};
+        pf_http_multi_opts mo = {.progress = on_progress, .progress_user = &seen};
+        ASSERT_OK(pf_http_run_multi(&cfg, N, 3, &mo, recs));
+        ASSERT_EQ(seen.calls, N);
+        ASSERT_EQ(seen.last_failed, N);
+        for (size_t i = 0; i < N; i++) {
+            ASSERT_EQ(recs[i].error, cases[k].error);
+            ASSERT_EQ(recs[i].curl_code, cases[k].curl_code);
+            ASSERT_EQ(recs[i].status, cases[k].status);
+        }
+        raw_stop(rs);
+    }
+    ASSERT_EQ(open_fds(), fds0);
 }
