@@ -58,8 +58,8 @@ static void usage(FILE *out)
           "  --workers N|LIST      workers of every executor, or a sweep like 1,2,4,8\n"
           "                        (default: Python's, processes = cores, threads =\n"
           "                        min(32, cores + 4); cpu: 1 .. 2 x cores)\n"
-          "  --in-flight N         event-driven mode: transfers at once when --workers is\n"
-          "                        not given (default 500)\n"
+          "  --in-flight N         event-driven mode: transfers at once (default: --workers\n"
+          "                        when given, else 500)\n"
           "  --event-loops N       event-driven mode: epoll loops sharing them, a thread\n"
           "                        each (default: one per core)\n"
           "  --quick               a short run (under 20 s)\n"
@@ -613,12 +613,14 @@ static void http_summary(const struct cmp_config *c, const struct cmp_results *r
         if (best[e] && (!fastest || best[e]->wall_s < fastest->wall_s))
             fastest = best[e];
     printf("\nat %llu requests:", (unsigned long long)size);
+    bool listed = false;
     for (size_t k = 0; k < c->n_exec; k++) {
-        const struct cmp_row *row = best[c->exec_order[k]];
-        if (row)
-            printf("%s %s %.3f s", k ? "," : "", cmp_exec_names[row->exec], row->wall_s);
-        else
-            printf("%s %s every request failed", k ? "," : "", cmp_exec_names[c->exec_order[k]]);
+        int e = c->exec_order[k];
+        if (best[e])
+            printf("%s %s %.3f s", listed ? "," : "", cmp_exec_names[e], best[e]->wall_s);
+        else if (ran[k])
+            printf("%s %s every request failed", listed ? "," : "", cmp_exec_names[e]);
+        listed |= best[e] || ran[k]; /* a skipped executor (mpi outside mpirun) is left out */
     }
     printf("\n%s was fastest:", cmp_exec_names[fastest->exec]);
     bool first = true;

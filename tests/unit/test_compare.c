@@ -709,6 +709,28 @@ TEST(compare_no_winner_when_every_request_failed)
     rm_dir(dir);
 }
 
+/* An executor that was skipped (mpi outside mpirun) ran nothing: the summary
+ * leaves it out rather than saying its every request failed. */
+TEST(compare_summary_leaves_skipped_executors_out)
+{
+    char dir[64], json[128];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/s.json", dir);
+    char *argv[] = {"pfor",        "compare",           "--latency", "1ms", "--sizes", "5",
+                    "--executors", "threads,event,mpi", "--json",    json,  NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    if (!strstr(r.out, "skipped"))
+        SKIP("this pfor runs under mpirun");
+    ASSERT_EQ(r.status, 0);
+    const char *at = strstr(r.out, "at 5 requests:");
+    ASSERT(at != NULL);
+    ASSERT(strstr(at, "threads") && strstr(at, "event"));
+    ASSERT(strstr(at, "mpi") == NULL);
+    ASSERT(strstr(r.out, "every request failed") == NULL);
+    rm_dir(dir);
+}
+
 TEST(compare_help_exits_0)
 {
     char *argv[] = {"pfor", "compare", "--help", NULL};
