@@ -8,7 +8,8 @@
  *
  *     pf_http_config cfg;
  *     pf_http_config_init(&cfg, "http://127.0.0.1:8080/api/users");
- *     pf_executor_opts o = {.initializer = pf_http_worker_init,
+ *     pf_executor_opts o = {.max_workers = PF_DEFAULT_WORKERS,
+ *                           .initializer = pf_http_worker_init,
  *                           .finalizer = pf_http_worker_fini,
  *                           .init_arg = &cfg, .init_arg_len = sizeof cfg};
  *     pf_executor_create(&ex, PF_THREADS, &o);          // or PF_PROCESSES, ...

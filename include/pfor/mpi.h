@@ -15,17 +15,17 @@
  *
  *     mpirun -n 5 ./program          # rank 0 submits, ranks 1-4 run tasks
  *
- * Rank 0 runs the program; every other rank runs tasks that rank 0 sends it
- * until rank 0 calls pf_mpi_finalize(), then exits inside pf_mpi_init().
- * Tasks cross by registered id (PF_REGISTER in task.h), never by address:
- * ranks are separate programs.  Arguments and results are copied in MPI
- * messages, up to 2 GiB less a 320-byte header each (a larger argument:
- * pf_submit returns PF_ETOOBIG; a larger result fails its future with it).
- * Done-callbacks run on rank 0's engine thread.  Each worker rank runs its tasks on a local thread pool of
- * `threads_per_rank` threads (one rank per machine can use all its cores).
- * See docs/mpi.md for running on a cluster and the failure semantics.
+ * Rank 0 runs the program; every other rank runs tasks that rank 0 sends it until rank
+ * 0 calls pf_mpi_finalize(), then exits inside pf_mpi_init(). Tasks cross by registered
+ * id (PF_REGISTER in task.h), never by address: ranks are separate programs.  Arguments
+ * and results are copied in MPI messages, up to 2 GiB less a 320-byte header each (a
+ * larger argument: pf_submit returns PF_ETOOBIG; a larger result fails its future with
+ * it). Done-callbacks run on rank 0's engine thread.  Each worker rank runs its tasks
+ * on a local thread pool of `threads_per_rank` threads (one rank per machine can use
+ * all its cores). See docs/mpi.md for running on a cluster and the failure semantics.
  *
- * Link with pfor_mpi_static (CMake: pfor::pfor_mpi_static) and MPI.
+ * Link with pfor_mpi_static (this tree's CMake target; installed:
+ * `pkg-config --libs pfor-mpi`) and MPI.
  */
 #ifndef PFOR_MPI_H
 #define PFOR_MPI_H

@@ -2,13 +2,13 @@
  * The striped hash-table engine of the local and shm dicts (see engine.h and
  * docs/internals/dict-shm.md, which this file follows).
  *
- * Shape.  A key's 64-bit hash picks its stripe (top bits) and its home slot and
- * 32-bit tag (low bits).  Each stripe owns, under its one lock: an open-addressing
- * table of 8-byte slots (tag << 32 | block offset / 16), the entry blocks, a
- * segregated allocator (free lists per size class plus bump chunks) and commit
- * records; the chunks and records come in lanes, one per writer thread's lane.  The global lock is taken only to hand a stripe a new chunk of
- * the arena (and to grow the backing), so single-key operations on different
- * stripes never share a lock.
+ * Shape.  A key's 64-bit hash picks its stripe (top bits) and its home slot and 32-bit
+ * tag (low bits).  Each stripe owns, under its one lock: an open-addressing table of
+ * 8-byte slots (tag << 32 | block offset / 16), the entry blocks, a segregated
+ * allocator (free lists per size class plus bump chunks) and commit records; the chunks
+ * and records come in lanes, one per writer thread's lane.  The global lock is taken
+ * only to hand a stripe a new chunk of the arena (and to grow the backing), so
+ * single-key operations on different stripes never share a lock.
  *
  * Readers take no lock: a per-stripe seqlock counter is odd while a commit
  * changes what readers can see; a reader copies out, then retries if the

@@ -3,16 +3,15 @@
  * the tasks in flight.
  *
  * DESIGN
- *   Items are packed into chunk tasks: one task runs the user's function on
- *   each item of its chunk (map_chunk_task, below) and packs the per-item
- *   outcomes into its result.  The caller keeps at most max_in_flight chunks
- *   submitted; it refills from the input stream as chunks come back, so
- *   memory holds max_in_flight chunks whatever the input's length.  Ordered
- *   maps take chunks back in submission order (a FIFO window); unordered maps
- *   take them as their done-callbacks queue them, and let go of each at once.  With an automatic chunk size, each chunk reports
- *   how long its items took and the next chunks are sized to about a
- *   millisecond of work (and never so big that a worker would go idle when
- *   the input's length is known).
+ *   Items are packed into chunk tasks: one task runs the user's function on each item
+ *   of its chunk (map_chunk_task, below) and packs the per-item outcomes into its
+ *   result.  The caller keeps at most max_in_flight chunks submitted; it refills from
+ *   the input stream as chunks come back, so memory holds max_in_flight chunks whatever
+ *   the input's length.  Ordered maps take chunks back in submission order (a FIFO
+ *   window); unordered maps take them as their done-callbacks queue them, and let go of
+ *   each at once.  With an automatic chunk size, each chunk reports how long its items
+ *   took and the next chunks are sized to about a millisecond of work (and never so big
+ *   that a worker would go idle when the input's length is known).
  *
  *   The chunk task is registered ("pf.map_chunk") and names the user's
  *   function by registry id when it has one, so chunks run on any executor

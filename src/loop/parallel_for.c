@@ -4,20 +4,19 @@
  * DESIGN
  *   Two engines, chosen by executor kind.
  *
- *   Shared memory (threads, sequential): one job descriptor on the caller's
- *   stack; participants claim chunks from it with atomics (static: one
- *   block each; guided: CAS of a shrinking chunk; dynamic: see below).  The caller is a participant, and max_workers - 1 helper tasks
- *   on the pool are the others, so the loop always progresses, even when
- *   the pool is busy or the loop runs inside one of its tasks.  Helpers that
- *   have not started when the work runs out are cancelled, not waited for.
- *   The job lives on the caller's stack, so the caller must not return
- *   while a helper can still touch it: helpers are submitted without a time
- *   limit, so a helper's future finishes only when helper_task has returned
- *   (or it was withdrawn before it started), and the caller waits for every
- *   one of them.
- *   With an automatic grain, the caller first runs a few iterations alone,
- *   doubling, and finishes alone when the rest would take less than it costs
- *   to wake the pool: tiny loops are not slower than the plain loop.
+ *   Shared memory (threads, sequential): one job descriptor on the caller's stack;
+ *   participants claim chunks from it with atomics (static: one block each; guided: CAS
+ *   of a shrinking chunk; dynamic: see below).  The caller is a participant, and
+ *   max_workers - 1 helper tasks on the pool are the others, so the loop always
+ *   progresses, even when the pool is busy or the loop runs inside one of its tasks.
+ *   Helpers that have not started when the work runs out are cancelled, not waited for.
+ *   The job lives on the caller's stack, so the caller must not return while a helper
+ *   can still touch it: helpers are submitted without a time limit, so a helper's
+ *   future finishes only when helper_task has returned (or it was withdrawn before it
+ *   started), and the caller waits for every one of them. With an automatic grain, the
+ *   caller first runs a few iterations alone, doubling, and finishes alone when the
+ *   rest would take less than it costs to wake the pool: tiny loops are not slower than
+ *   the plain loop.
  *
  *   Dynamic schedule: the range starts cut into one share per participant,
  *   each on its own cache lines.  A participant claims `chunk` iterations
