@@ -311,10 +311,12 @@ bool pf_future_running(const pf_future *f)
     if (!valid(f))
         return false;
     uint32_t st = atomic_load_explicit(&f->state, memory_order_acquire);
-    if (st != PF__PENDING || !f->ex->ops->is_running)
+    if (st != PF__PENDING)
         return st == PF__RUNNING;
     /* Ask the kind, holding a reference so the executor outlives the call
-     * (an unfinished future holds one; take ours under the lock). */
+     * (an unfinished future holds one; take ours under the lock).  Not even
+     * f->ex->ops may be read before: f may finish meanwhile and the last
+     * reference free the executor. */
     pf_future *mf = (pf_future *)f;
     pf__mutex_lock(&mf->lock);
     struct pf_executor *ex = NULL;
@@ -325,7 +327,7 @@ bool pf_future_running(const pf_future *f)
     pf__mutex_unlock(&mf->lock);
     if (!ex)
         return atomic_load(&mf->state) == PF__RUNNING;
-    bool running = ex->ops->is_running(ex, f);
+    bool running = ex->ops->is_running && ex->ops->is_running(ex, f);
     pf__executor_release(ex);
     return running;
 }

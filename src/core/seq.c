@@ -18,9 +18,20 @@ struct seq_executor {
      * plain function call). */
     pthread_mutex_t lock;
     void *worker_state; /* lock */
-    bool initialized;   /* lock */
-    bool finalized;     /* lock */
+    bool initialized;   /* lock; the state exists (false again once finalized) */
+    bool finalized;     /* lock; shut down: no more tasks */
+    int depth;          /* lock; tasks running now, nested ones included */
 };
+
+/* Run the finalizer once, after the worker's last task: called under s->lock
+ * when the executor is shut down and no task runs. */
+static void finalize_locked(struct seq_executor *s)
+{
+    if (s->initialized) {
+        s->initialized = false;
+        pf__worker_fini(&s->base, 0, s->worker_state);
+    }
+}
 
 static int seq_submit(struct pf_executor *ex, pf_future *f)
 {
@@ -41,7 +52,12 @@ static int seq_submit(struct pf_executor *ex, pf_future *f)
     /* The task runs under s->lock, the one place where user code runs under
      * a pfor lock: that is what makes this executor run one task at a time.
      * The lock is recursive, so a task may submit to its own executor. */
+    s->depth++;
     int rc = pf__task_run(&t, f->fn, f->arg, f->arg_len);
+    /* A task (or one it nested) shut the executor down: the finalizer was
+     * left for the end of the outermost task. */
+    if (--s->depth == 0 && s->finalized)
+        finalize_locked(s);
     PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
     if (rc == PF_OK) {
         pf__future_finish(f, PF_OK, t.result, t.result_len, NULL);
@@ -69,8 +85,11 @@ static int seq_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
     PF__CHECK(pthread_mutex_lock(&s->lock) == 0);
     if (!s->finalized) {
         s->finalized = true;
-        if (s->initialized)
-            pf__worker_fini(ex, 0, s->worker_state);
+        /* Called from a running task (the lock is recursive): it and any
+         * task it nests in still use the state; seq_submit finalizes when
+         * the outermost one returns. */
+        if (s->depth == 0)
+            finalize_locked(s);
     }
     PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
     return PF_OK;

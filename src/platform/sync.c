@@ -113,7 +113,8 @@ static void spin_budget_init(void)
 {
     uint64_t ns = 50000;
     const char *env = getenv("PFOR_SPIN_NS");
-    if (env && *env) {
+    /* Digits only: strtoull would take "-1" for ULLONG_MAX (the 10 ms cap). */
+    if (env && *env >= '0' && *env <= '9') {
         char *end;
         unsigned long long v = strtoull(env, &end, 10);
         if (*end == '\0')

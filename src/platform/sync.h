@@ -58,11 +58,12 @@ static inline void pf__cpu_relax(void)
  * sleeper's and the waker's system call (the waker sees nobody asleep).
  * OpenMP runtimes do the same (OMP_WAIT_POLICY, GOMP_SPINCOUNT).
  *
- * Budget: PFOR_SPIN_NS from the environment (0 turns spinning off), else
- * 50 us; always 0 on a single CPU, where spinning only delays the thread
- * that would act.  The spin yields the CPU every few polls, so a spinner
- * never keeps a runnable thread off a core for long (2-core machines run
- * more threads than cores: a submitter, workers, a collector). */
+ * Budget: PFOR_SPIN_NS from the environment (decimal digits, capped at
+ * 10 ms; 0 turns spinning off), else 50 us; always 0 on a single CPU,
+ * where spinning only delays the thread that would act.  The spin yields
+ * the CPU every few polls, so a spinner never keeps a runnable thread off
+ * a core for long (2-core machines run more threads than cores: a
+ * submitter, workers, a collector). */
 uint64_t pf__spin_budget_ns(void);
 
 /* Poll ready(ctx) until it returns true (then return true) or the budget or

@@ -1,0 +1,183 @@
+/*
+ * The shared core: the sequential executor run re-entrantly, the per-task
+ * time limit's conversion, and the spin budget's parsing.
+ */
+#include <stdatomic.h>
+
+#include "internal.h"
+#include "platform/sync.h"
+#include "tasks.h"
+
+/* --- the sequential executor, re-entered from its own task --------------- */
+
+static _Atomic int seq_fini_calls;
+
+static int seq_init(void **state, const void *arg, size_t len, int index)
+{
+    (void)arg;
+    (void)len;
+    (void)index;
+    int *s = malloc(sizeof *s);
+    ASSERT(s != NULL);
+    *s = 7;
+    *state = s;
+    return 0;
+}
+
+static void seq_fini(void *state, int index)
+{
+    (void)index;
+    free(state);
+    atomic_fetch_add(&seq_fini_calls, 1);
+}
+
+/* Shuts its own executor down (wait), then uses its worker state. */
+static int task_shutdown_own(pf_task *t, const void *arg, size_t len)
+{
+    ASSERT_EQ(len, sizeof(pf_executor *));
+    pf_executor *ex;
+    memcpy(&ex, arg, sizeof ex);
+    pf_executor_shutdown(ex, true, false);
+    if (atomic_load(&seq_fini_calls) != 0)
+        return pf_task_fail(t, 1, "the finalizer ran while a task of the worker runs");
+    int v = *(int *)pf_task_worker_state(t); /* the state must still be there */
+    return pf_task_set_result(t, &v, sizeof v);
+}
+
+/* Submits task_shutdown_own to its own executor (nested), then checks the
+ * worker is still initialised for the rest of this outer task. */
+static int task_nested_shutdown(pf_task *t, const void *arg, size_t len)
+{
+    ASSERT_EQ(len, sizeof(pf_executor *));
+    pf_executor *ex;
+    memcpy(&ex, arg, sizeof ex); /* the argument bytes need not be aligned */
+    pf_future *inner = NULL;
+    int rc = pf_submit(ex, task_shutdown_own, arg, len, &inner);
+    if (rc != PF_OK)
+        return pf_task_fail(t, rc, "nested submit: %s", pf_strerror(rc));
+    rc = pf_future_result(inner, 0, NULL, NULL); /* ran inside pf_submit */
+    pf_future_release(inner);
+    if (rc != PF_OK)
+        return pf_task_fail(t, rc, "inner task: %s", pf_strerror(rc));
+    if (atomic_load(&seq_fini_calls) != 0)
+        return pf_task_fail(t, 2, "the finalizer ran while the outer task runs");
+    int v = *(int *)pf_task_worker_state(t);
+    return pf_task_set_result(t, &v, sizeof v);
+}
+
+static pf_executor *seq_with_state(void)
+{
+    atomic_store(&seq_fini_calls, 0);
+    pf_executor_opts o = {.max_workers = 1, .initializer = seq_init, .finalizer = seq_fini};
+    pf_executor *ex = NULL;
+    ASSERT_OK(pf_executor_create(&ex, PF_SEQUENTIAL, &o));
+    return ex;
+}
+
+/* The finalizer runs "after the worker's last task": a task that shuts its
+ * sequential executor down is still that worker's task, so the finalizer
+ * (which frees the state the task may still use) waits until it returns. */
+TEST(core_seq_task_shutting_down_its_executor_keeps_state_until_it_returns)
+{
+    pf_executor *ex = seq_with_state();
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_shutdown_own, &ex, sizeof ex, &f));
+    pf_error_info info;
+    ASSERT_OK(pf_future_error(f, &info));
+    if (info.code != PF_OK)
+        FAIL("task failed: %s", info.message);
+    ASSERT_EQ(atomic_load(&seq_fini_calls), 1); /* once the task returned */
+    ASSERT_ERR(pf_submit(ex, task_noop, NULL, 0, NULL), PF_ESHUTDOWN);
+    pf_executor_destroy(ex);
+    ASSERT_EQ(atomic_load(&seq_fini_calls), 1); /* not again */
+    pf_future_release(f);
+}
+
+/* The same from a nested task: the finalizer waits for the outermost one. */
+TEST(core_seq_nested_task_shutting_down_waits_for_the_outer_task)
+{
+    pf_executor *ex = seq_with_state();
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_nested_shutdown, &ex, sizeof ex, &f));
+    pf_error_info info;
+    ASSERT_OK(pf_future_error(f, &info));
+    if (info.code != PF_OK)
+        FAIL("task failed: %s", info.message);
+    ASSERT_EQ(atomic_load(&seq_fini_calls), 1);
+    pf_executor_destroy(ex);
+    ASSERT_EQ(atomic_load(&seq_fini_calls), 1);
+    pf_future_release(f);
+}
+
+/* Destroys the executor given as user data (a done-callback). */
+static void destroy_executor_cb(pf_future *f, void *ex)
+{
+    ASSERT(pf_future_done(f));
+    pf_executor_destroy(ex);
+}
+
+static void count_progress(const pf_progress *p, void *user)
+{
+    (void)p;
+    atomic_fetch_add((_Atomic int *)user, 1);
+}
+
+/* Re-entrancy without a defect found: a sequential task that submits to its
+ * own executor runs nested; a done-callback added after completion runs at
+ * once in this thread and may destroy the executor; the future outlives it. */
+TEST(core_seq_callback_destroys_executor_and_future_outlives_it)
+{
+    static _Atomic int progress_calls;
+    atomic_store(&progress_calls, 0);
+    pf_executor_opts o = {
+        .max_workers = 1, .progress = count_progress, .progress_user = (void *)&progress_calls};
+    pf_executor *ex;
+    ASSERT_OK(pf_executor_create(&ex, PF_SEQUENTIAL, &o));
+    pf_future *f = submit_i32(ex, task_sleep_ms, 0);
+    ASSERT(pf_future_done(f)); /* ran inside pf_submit */
+    ASSERT_EQ(atomic_load(&progress_calls), 1);
+    ASSERT_OK(pf_future_add_done_callback(f, destroy_executor_cb, ex));
+    ASSERT_EQ(result_i32(f), 0);
+    ASSERT(!pf_future_running(f));
+    ASSERT_ERR(pf_future_cancel(f), PF_EBUSY);
+    pf_future_release(f);
+}
+
+/* --- the per-task time limit --------------------------------------------- */
+
+/* A positive time limit is a limit, however small: it must not round down to
+ * 0, which means "no limit".  The task sleeps 100 ms; on threads the pool
+ * fails its future at the deadline without waiting for it. */
+TEST(core_tiny_positive_task_timeout_is_a_limit)
+{
+    pf_executor *ex;
+    pf_executor_opts o = {.max_workers = 1};
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    pf_submit_opts so = {.timeout = 1e-10};
+    int32_t ms = 100;
+    pf_future *f;
+    ASSERT_OK(pf_submit_ex(ex, task_sleep_ms, &ms, sizeof ms, &so, &f));
+    ASSERT_ERR(pf_future_result(f, PF_FOREVER, NULL, NULL), PF_ETASKTIMEOUT);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+
+    /* the executor's default limit, the same */
+    o.task_timeout = 1e-10;
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    f = submit_i32(ex, task_sleep_ms, ms);
+    ASSERT_ERR(pf_future_result(f, PF_FOREVER, NULL, NULL), PF_ETASKTIMEOUT);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+}
+
+/* --- the spin budget ------------------------------------------------------ */
+
+/* PFOR_SPIN_NS is a count of nanoseconds: a negative value is not one and
+ * must be ignored (the default), not wrapped by strtoull to the 10 ms cap.
+ * Each test runs in its own process, so the budget is read fresh here. */
+TEST(core_negative_spin_budget_is_ignored)
+{
+    ASSERT_OK(setenv("PFOR_SPIN_NS", "-1", 1));
+    uint64_t want = pf__ncpus() > 1 ? 50000 : 0;
+    ASSERT_EQ(pf__spin_budget_ns(), want);
+}
