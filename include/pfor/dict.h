@@ -132,6 +132,7 @@ PF_EXTERN int pf_dict_open_redis(pf_dict **out, const char *host, int port, cons
  * local dict frees it; a redis hash stays on the server.  NULL is a no-op. */
 PF_EXTERN void pf_dict_close(pf_dict *d);
 
+/* The handle's backend; 0 (none) for NULL. */
 PF_EXTERN pf_dict_backend pf_dict_backend_of(const pf_dict *d);
 /* The shm name (without "/pfor-dict-") or the redis hash name; NULL for local. */
 PF_EXTERN const char *pf_dict_name(const pf_dict *d);
@@ -250,10 +251,13 @@ typedef int (*pf_dict_visit_fn)(void *user, const void *key, size_t klen, const 
 PF_EXTERN int pf_dict_foreach(pf_dict *d, pf_dict_visit_fn fn, void *user);
 
 typedef struct pf_dict_iter pf_dict_iter;
+/* Start an iteration (the same guarantees as pf_dict_foreach); PF_EINVAL for
+ * NULL arguments. */
 PF_EXTERN int pf_dict_iter_open(pf_dict *d, pf_dict_iter **out);
 /* The next entry: 0 with the pointers valid until the next call, or PF_EEOF. */
 PF_EXTERN int pf_dict_iter_next(pf_dict_iter *it, const void **key, size_t *klen, const void **val,
                                 size_t *vlen);
+/* End an iteration; NULL is a no-op. */
 PF_EXTERN void pf_dict_iter_close(pf_dict_iter *it);
 
 /*

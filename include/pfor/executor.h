@@ -137,8 +137,12 @@ PF_EXTERN int pf_executor_shutdown(pf_executor *ex, bool wait, bool cancel_futur
  * last of them. */
 PF_EXTERN void pf_executor_destroy(pf_executor *ex);
 
+/* The executor's kind; 0 (no kind) for NULL. */
 PF_EXTERN pf_kind pf_executor_kind(const pf_executor *ex);
+/* Its worker count (PF_DEFAULT_WORKERS resolved); PF_EINVAL for NULL. */
 PF_EXTERN int pf_executor_max_workers(const pf_executor *ex);
+/* A snapshot of its task counters (done <= submitted always holds in it);
+ * PF_EINVAL for NULL arguments, with *out zeroed when out is not NULL. */
 PF_EXTERN int pf_executor_progress(const pf_executor *ex, pf_progress *out);
 
 /* The default worker count of a kind on this machine; PF_EINVAL for a value
@@ -162,6 +166,9 @@ typedef struct pf_submit_opts {
  * (processes: 4 GiB; MPI: 2 GiB), refused before any byte of it is read. */
 PF_EXTERN int pf_submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
                         pf_future **out);
+/* pf_submit with per-task options (NULL: the executor's defaults).  A
+ * timeout or max_retries out of range (NaN, over 1e9 s, more than 1,000,000
+ * retries) is PF_EINVAL. */
 PF_EXTERN int pf_submit_ex(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
                            const pf_submit_opts *opts, pf_future **out);
 /* Submit a registered task by name (PF_ENOTREG if unknown). */
@@ -199,6 +206,9 @@ PF_EXTERN int pf_future_take(pf_future *f, double timeout, void **data, size_t *
 /* Wait up to `timeout` seconds: 0 once done, else PF_ETIMEDOUT. */
 PF_EXTERN int pf_future_wait(pf_future *f, double timeout);
 
+/* State queries, never blocking; false for NULL.  done: finished, whatever
+ * the outcome (cancelled included); running: its task runs now; cancelled:
+ * done by cancellation. */
 PF_EXTERN bool pf_future_done(const pf_future *f);
 PF_EXTERN bool pf_future_running(const pf_future *f);
 PF_EXTERN bool pf_future_cancelled(const pf_future *f);
@@ -244,12 +254,16 @@ PF_EXTERN int pf_wait(pf_future *const *fs, size_t n, pf_return_when when, doubl
  * size of the set.  The set holds its own reference on every future. */
 typedef struct pf_as_completed pf_as_completed;
 
+/* A set of fs[0..n) (n may be 0: add later).  PF_EINVAL for a NULL out, a
+ * NULL fs with n > 0, or a future listed twice. */
 PF_EXTERN int pf_as_completed_create(pf_as_completed **out, pf_future *const *fs, size_t n);
 /* Add one more future (PF_EINVAL if it is in the set already). */
 PF_EXTERN int pf_as_completed_add(pf_as_completed *ac, pf_future *f);
 /* The next finished future (borrowed: valid while the set lives), PF_EEOF
  * once every future has come out, PF_ETIMEDOUT if none finished in time. */
 PF_EXTERN int pf_as_completed_next(pf_as_completed *ac, double timeout, pf_future **f);
+/* Drop the set and its references (futures that did not come out are left
+ * running).  NULL is a no-op. */
 PF_EXTERN void pf_as_completed_destroy(pf_as_completed *ac);
 
 #ifdef __cplusplus

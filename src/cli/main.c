@@ -71,10 +71,8 @@ int main(int argc, char **argv)
         atexit(pf_mpi_finalize);
     }
 #endif
-    if (argc < 2) {
-        usage(stderr);
-        return PF_CLI_EXIT_USAGE;
-    }
+    if (argc < 2) /* bad input: one line, as everywhere; `pfor help` has the usage */
+        pf_cli_usage_error("a command is needed: compare, serve or version (try 'pfor help')");
     const char *cmd = argv[1];
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage(stdout);

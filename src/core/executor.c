@@ -252,7 +252,8 @@ static int submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_le
 int pf_submit_ex(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
                  const pf_submit_opts *opts, pf_future **out)
 {
-    if (opts && (isnan(opts->timeout) || opts->timeout > 1e9)) {
+    /* The bounds of pf_executor_opts (check_opts), for one task. */
+    if (opts && (isnan(opts->timeout) || opts->timeout > 1e9 || opts->max_retries > 1000000)) {
         if (out)
             *out = NULL;
         return PF_EINVAL;

@@ -199,6 +199,11 @@ TEST(api_args_executor_submit_and_futures)
         ASSERT_BAD(pf_submit_ex(ex, task_noop, NULL, 0, &so, &f), PF_EINVAL);
         ASSERT(f == NULL);
     }
+    /* submit_ex: more retries than pf_executor_opts allows */
+    pf_submit_opts many = {.max_retries = 1000001};
+    f = POISON;
+    ASSERT_BAD(pf_submit_ex(ex, task_noop, NULL, 0, &many, &f), PF_EINVAL);
+    ASSERT(f == NULL);
     ASSERT_BAD(pf_submit_ex(NULL, task_noop, NULL, 0, NULL, NULL), PF_EINVAL);
     ASSERT_BAD(pf_submit_ex(ex, NULL, NULL, 0, NULL, NULL), PF_EINVAL);
     ASSERT_BAD(pf_submit_ex(ex, task_noop, NULL, 1, NULL, NULL), PF_EINVAL);

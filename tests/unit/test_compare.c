@@ -731,6 +731,28 @@ TEST(compare_summary_leaves_skipped_executors_out)
     rm_dir(dir);
 }
 
+/* The command itself: no command or an unknown one is bad input (one line,
+ * exit status 2); `pfor help` prints the usage and exits 0. */
+TEST(cli_without_a_command_exits_2_with_one_line)
+{
+    char *none[] = {"pfor", NULL};
+    char *bogus[] = {"pfor", "bogus", NULL};
+    char *help[] = {"pfor", "help", NULL};
+    struct run r;
+    run_pfor(none, 10, &r);
+    ASSERT_EQ(r.status, 2);
+    ASSERT_EQ(count_lines(r.err), 1);
+    ASSERT(strstr(r.err, "command") && strstr(r.err, "pfor help"));
+    ASSERT_STREQ(r.out, "");
+    run_pfor(bogus, 10, &r);
+    ASSERT_EQ(r.status, 2);
+    ASSERT_EQ(count_lines(r.err), 1);
+    ASSERT(strstr(r.err, "bogus") != NULL);
+    run_pfor(help, 10, &r);
+    ASSERT_EQ(r.status, 0);
+    ASSERT(strstr(r.out, "compare") && strstr(r.out, "serve"));
+}
+
 TEST(compare_help_exits_0)
 {
     char *argv[] = {"pfor", "compare", "--help", NULL};
