@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "platform/sync.h"
 
 #define NAME_MAX_LEN 127
 
@@ -105,7 +106,7 @@ static int register_entry(const char *name, pf_fn fn)
 {
     uint64_t id = fnv1a(name);
     int rc = PF_OK;
-    pthread_mutex_lock(&lock);
+    pf__mutex_lock(&lock);
     if ((count + 1) * 2 > cap && (rc = grow_locked()) != PF_OK)
         goto out;
     size_t i = slot_of_id(by_id, cap, id);
@@ -130,7 +131,7 @@ static int register_entry(const char *name, pf_fn fn)
     by_fn[j] = e;
     count++;
 out:
-    pthread_mutex_unlock(&lock);
+    pf__mutex_unlock(&lock);
     return rc;
 }
 
@@ -140,7 +141,7 @@ int pf_lookup_id(uint64_t id, pf_fn *fn)
         return PF_EINVAL;
     *fn = NULL;
     int rc = PF_ENOTFOUND;
-    pthread_mutex_lock(&lock);
+    pf__mutex_lock(&lock);
     if (cap) {
         struct entry *e = by_id[slot_of_id(by_id, cap, id)];
         if (e) {
@@ -148,7 +149,7 @@ int pf_lookup_id(uint64_t id, pf_fn *fn)
             rc = PF_OK;
         }
     }
-    pthread_mutex_unlock(&lock);
+    pf__mutex_unlock(&lock);
     return rc;
 }
 
@@ -160,7 +161,7 @@ int pf_lookup(const char *name, pf_fn *fn)
         return PF_EINVAL;
     int rc = PF_ENOTFOUND;
     uint64_t id = fnv1a(name);
-    pthread_mutex_lock(&lock);
+    pf__mutex_lock(&lock);
     if (cap) {
         struct entry *e = by_id[slot_of_id(by_id, cap, id)];
         if (e && strcmp(e->name, name) == 0) {
@@ -168,7 +169,7 @@ int pf_lookup(const char *name, pf_fn *fn)
             rc = PF_OK;
         }
     }
-    pthread_mutex_unlock(&lock);
+    pf__mutex_unlock(&lock);
     return rc;
 }
 
@@ -181,7 +182,7 @@ int pf_registered_name(pf_fn fn, const char **name, uint64_t *id)
     if (!fn)
         return PF_EINVAL;
     int rc = PF_ENOTREG;
-    pthread_mutex_lock(&lock);
+    pf__mutex_lock(&lock);
     if (cap) {
         struct entry *e = by_fn[slot_of_fn(by_fn, cap, fn)];
         if (e) {
@@ -192,6 +193,6 @@ int pf_registered_name(pf_fn fn, const char **name, uint64_t *id)
             rc = PF_OK;
         }
     }
-    pthread_mutex_unlock(&lock);
+    pf__mutex_unlock(&lock);
     return rc;
 }

@@ -74,7 +74,7 @@ static size_t g_ncache, g_capcache; /* g_mu */
  * g_mu, so holding it while waiting for them cannot deadlock. */
 static void fork_prepare(void)
 {
-    pthread_mutex_lock(&g_mu);
+    pf__mutex_lock(&g_mu);
     for (size_t i = 0; i < g_nlocal; i++)
         pf__eng_fork_freeze(pf__dict_engine(g_local[i].d));
 }
@@ -83,7 +83,7 @@ static void fork_parent(void)
 {
     for (size_t i = g_nlocal; i-- > 0;)
         pf__eng_fork_thaw(pf__dict_engine(g_local[i].d));
-    pthread_mutex_unlock(&g_mu);
+    pf__mutex_unlock(&g_mu);
 }
 
 static void fork_child(void)
@@ -94,7 +94,7 @@ static void fork_child(void)
         pf__eng_fork_thaw_child(pf__dict_engine(g_local[i].d));
     pf__dict_redis_atfork_child();
     pf__eng_atfork_child();
-    pthread_mutex_unlock(&g_mu);
+    pf__mutex_unlock(&g_mu);
 }
 
 static void once_init(void)
@@ -105,12 +105,12 @@ static void once_init(void)
 static void lock_g(void)
 {
     pthread_once(&g_once, once_init);
-    pthread_mutex_lock(&g_mu);
+    pf__mutex_lock(&g_mu);
 }
 
 static void unlock_g(void)
 {
-    pthread_mutex_unlock(&g_mu);
+    pf__mutex_unlock(&g_mu);
 }
 
 int pf__dict_local_register(pf_dict *d)

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "dict/dict_internal.h"
+#include "platform/sync.h"
 
 #define DEFAULT_TIMEOUT 5.0
 #define UPDATE_TRIES    1000
@@ -162,7 +163,7 @@ fail:
 /* Lock the handle and make sure it has a live connection of this process. */
 static int conn_lock(struct redis_dict *r)
 {
-    pthread_mutex_lock(&r->mu);
+    pf__mutex_lock(&r->mu);
     pipe_block(r);
     if (r->c && (r->c->err || r->pid != getpid())) {
         /* Broken, or the parent's (we are a fork child): redisFree only closes
@@ -173,7 +174,7 @@ static int conn_lock(struct redis_dict *r)
     int rc = r->c ? 0 : rconnect(r);
     if (rc) {
         pipe_unblock(r);
-        pthread_mutex_unlock(&r->mu);
+        pf__mutex_unlock(&r->mu);
     }
     return rc;
 }
@@ -181,7 +182,7 @@ static int conn_lock(struct redis_dict *r)
 static void conn_unlock(struct redis_dict *r)
 {
     pipe_unblock(r);
-    pthread_mutex_unlock(&r->mu);
+    pf__mutex_unlock(&r->mu);
 }
 
 static int error_code(const redisReply *rep)
@@ -265,11 +266,11 @@ int pf__dict_redis_open(pf_dict **out, const char *host, int port, const char *n
     if (opts && opts->password)
         pf__strlcpy(r->password, opts->password, sizeof r->password);
     pthread_mutex_init(&r->mu, NULL);
-    pthread_mutex_lock(&r->mu);
+    pf__mutex_lock(&r->mu);
     pipe_block(r);
     int rc = rconnect(r);
     pipe_unblock(r);
-    pthread_mutex_unlock(&r->mu);
+    pf__mutex_unlock(&r->mu);
     if (rc) {
         pthread_mutex_destroy(&r->mu);
         free(r);

@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "platform/sync.h"
 #include "procs/procs.h"
 
 static pthread_mutex_t fs_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -464,21 +465,21 @@ static void stop_locked(void)
 int pf__forkserver_acquire(bool explicit_init)
 {
     int rc = PF_OK;
-    pthread_mutex_lock(&fs_lock);
+    pf__mutex_lock(&fs_lock);
     if (fs_pid == 0)
         rc = start_locked(explicit_init);
     if (rc == PF_OK)
         fs_users++;
-    pthread_mutex_unlock(&fs_lock);
+    pf__mutex_unlock(&fs_lock);
     return rc;
 }
 
 void pf__forkserver_release(void)
 {
-    pthread_mutex_lock(&fs_lock);
+    pf__mutex_lock(&fs_lock);
     if (fs_users > 0 && --fs_users == 0 && fs_pid)
         stop_locked();
-    pthread_mutex_unlock(&fs_lock);
+    pf__mutex_unlock(&fs_lock);
 }
 
 int pf__forkserver_register(int memfd, int evfd, int *chan)
@@ -504,7 +505,7 @@ int pf__forkserver_register(int memfd, int evfd, int *chan)
     int fds[3] = {sv[1], memfd, evfd};
     memcpy(CMSG_DATA(c), fds, sizeof fds);
     int rc = PF_OK;
-    pthread_mutex_lock(&fs_lock);
+    pf__mutex_lock(&fs_lock);
     if (fs_pid == 0) {
         rc = PF_ESYS;
     } else {
@@ -514,7 +515,7 @@ int pf__forkserver_register(int memfd, int evfd, int *chan)
         if (n != (ssize_t)sizeof m)
             rc = PF_ESYS;
     }
-    pthread_mutex_unlock(&fs_lock);
+    pf__mutex_unlock(&fs_lock);
     close(sv[1]); /* the server has its own copy now */
     if (rc != PF_OK) {
         close(sv[0]);
@@ -527,7 +528,7 @@ int pf__forkserver_register(int memfd, int evfd, int *chan)
 int pf_init(void)
 {
     int rc = PF_OK;
-    pthread_mutex_lock(&fs_lock);
+    pf__mutex_lock(&fs_lock);
     if (!fs_pinned) {
         if (fs_pid == 0)
             rc = start_locked(true);
@@ -536,16 +537,16 @@ int pf_init(void)
             fs_pinned = true;
         }
     }
-    pthread_mutex_unlock(&fs_lock);
+    pf__mutex_unlock(&fs_lock);
     return rc;
 }
 
 void pf_fini(void)
 {
-    pthread_mutex_lock(&fs_lock);
+    pf__mutex_lock(&fs_lock);
     bool pinned = fs_pinned;
     fs_pinned = false;
-    pthread_mutex_unlock(&fs_lock);
+    pf__mutex_unlock(&fs_lock);
     if (pinned)
         pf__forkserver_release();
 }
