@@ -428,7 +428,7 @@ static uint64_t tx_get(const pf__eng *e, const struct eng_tx *t, uint64_t off)
 
 /* Mark the record active (the commit point), apply it, mark it idle.  The
  * caller holds the record's lock. */
-static void tx_commit(pf__eng *e, struct eng_tx *t, int half_point)
+static void tx_commit_locked(pf__eng *e, struct eng_tx *t, int half_point)
 {
     crash_order();
     __atomic_store_n(&t->state, (uint64_t)TX_ACTIVE, __ATOMIC_RELEASE);
@@ -503,7 +503,7 @@ static inline void seq_end(struct pf__eng_stripe *st)
 static void publish(pf__eng *e, struct pf__eng_stripe *st, struct eng_tx *t)
 {
     seq_begin(st);
-    tx_commit(e, t, PF__DP_TX_HALF);
+    tx_commit_locked(e, t, PF__DP_TX_HALF);
     PF__DICT_POINT(PF__DP_COMMITTED);
     seq_end(st);
 }
@@ -511,7 +511,7 @@ static void publish(pf__eng *e, struct pf__eng_stripe *st, struct eng_tx *t)
 /* --------------------------------------------------------------------- locks -- */
 
 static int g_repair(pf__eng *e);
-static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st);
+static int stripe_repair_locked(pf__eng *e, struct pf__eng_stripe *st);
 
 static int lock_mutex(pf__eng *e, pthread_mutex_t *m, struct pf__eng_stripe *st)
 {
@@ -529,7 +529,7 @@ static int lock_mutex(pf__eng *e, pthread_mutex_t *m, struct pf__eng_stripe *st)
         /* The holder died.  Repair what it left half done, then mark the lock
          * consistent; if this process dies during the repair, the next locker
          * gets EOWNERDEAD again and repeats it (the repair is idempotent). */
-        int r = st ? stripe_repair(e, st) : g_repair(e);
+        int r = st ? stripe_repair_locked(e, st) : g_repair(e);
         PF__CHECK(pthread_mutex_consistent(m) == 0);
         if (r) {
             pthread_mutex_unlock(m);
@@ -777,7 +777,7 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
     } else {
         tx_new_chunk(e, t, st, l, top, top + csize);
     }
-    tx_commit(e, t, PF__DP_GTX_HALF);
+    tx_commit_locked(e, t, PF__DP_GTX_HALF);
     top += csize;
     if (ld(&h->size) - top < PF__MAX(ld(&h->size) / 8, GROW_MIN) && ld(&h->size) < e->max_bytes)
         grow_wanted = true;
@@ -815,7 +815,7 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
     struct eng_tx *t = tx_begin(&st->lane[l].tx);
     tx_put(t, OFF(e, &st->free_head[c]), ld(word(e, b)));
     tx_new_chunk(e, t, st, l, b, b + class_size(c));
-    tx_commit(e, t, PF__DP_NONE);
+    tx_commit_locked(e, t, PF__DP_NONE);
     tx_begin(t); /* the caller's record starts empty again */
     return true;
 }
@@ -866,8 +866,10 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
     return 0;
 }
 
-/* Add "push block b of class c on its free list" to t. */
-static void tx_free(pf__eng *e, struct pf__eng_stripe *st, struct eng_tx *t, uint64_t b, unsigned c)
+/* Add "push block b of class c on its free list" to t (st locked: its free
+ * list head is read). */
+static void tx_free_locked(pf__eng *e, struct pf__eng_stripe *st, struct eng_tx *t, uint64_t b,
+                           unsigned c)
 {
     uint64_t head_off = OFF(e, &st->free_head[c]);
     tx_put(t, b, tx_get(e, t, head_off));
@@ -1037,7 +1039,7 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     tx_put(t, OFF(e, &st->cap), newcap);
     tx_put(t, OFF(e, &st->tombs), 0);
     if (old)
-        tx_free(e, st, t, old, oldcls);
+        tx_free_locked(e, st, t, old, oldcls);
     publish(e, st, t);
     return 0;
 }
@@ -1063,7 +1065,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
         tx_put(t, slot_off(st->table, hit.idx), SLOT_TOMB);
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
-        tx_free(e, st, t, hit.blk, hit.cls);
+        tx_free_locked(e, st, t, hit.blk, hit.cls);
         publish(e, st, t);
         return 0;
     }
@@ -1117,7 +1119,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     uint64_t w = (uint64_t)tag << 32 | b >> 4;
     if (found) {
         tx_put(t, slot_off(st->table, hit.idx), w);
-        tx_free(e, st, t, hit.blk, hit.cls);
+        tx_free_locked(e, st, t, hit.blk, hit.cls);
     } else {
         if (ld(word(e, slot_off(st->table, ins))) == SLOT_TOMB)
             tx_put(t, OFF(e, &st->tombs), st->tombs - 1);
@@ -1183,14 +1185,14 @@ static int clear_locked(pf__eng *e, struct pf__eng_stripe *st)
         tx_put(t, slot_off(tab, i), SLOT_TOMB);
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
-        tx_free(e, st, t, b, c);
+        tx_free_locked(e, st, t, b, c);
         publish(e, st, t);
     }
     struct eng_tx *t = tx_begin(stripe_tx(e, st));
     tx_put(t, OFF(e, &st->table), 0);
     tx_put(t, OFF(e, &st->cap), 0);
     tx_put(t, OFF(e, &st->tombs), 0);
-    tx_free(e, st, t, tab, tcls);
+    tx_free_locked(e, st, t, tab, tcls);
     publish(e, st, t);
     return 0;
 }
@@ -1252,7 +1254,7 @@ static int g_repair(pf__eng *e)
 /* A stripe's holder died (we hold its lock, not yet consistent).  Finish its
  * commit if it had one active, else undo its block reservation; make the
  * seqlock even.  Idempotent: a repairer killed half way is repaired again. */
-static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
+static int stripe_repair_locked(pf__eng *e, struct pf__eng_stripe *st)
 {
     __atomic_fetch_add(&e->h->repairs, 1, __ATOMIC_RELAXED);
     if (!(ld(&st->seq) & 1))
@@ -1283,9 +1285,9 @@ static int stripe_repair(pf__eng *e, struct pf__eng_stripe *st)
         /* A chunk of its own, already counted as owned: free it. */
         struct eng_tx *t = tx_begin(stripe_tx(e, st));
         tx_put(t, b + 8, c << 32);
-        tx_free(e, st, t, b, (unsigned)c);
+        tx_free_locked(e, st, t, b, (unsigned)c);
         tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
-        tx_commit(e, t, PF__DP_NONE);
+        tx_commit_locked(e, t, PF__DP_NONE);
     }
     crash_order();
     __atomic_store_n(&st->pend_kind, (uint64_t)PEND_NONE, __ATOMIC_RELEASE);
