@@ -74,14 +74,13 @@ static pf_executor *seq_with_state(void)
     return ex;
 }
 
-/* The finalizer runs "after the worker's last task": a task that shuts its
- * sequential executor down is still that worker's task, so the finalizer
- * (which frees the state the task may still use) waits until it returns. */
-TEST(core_seq_task_shutting_down_its_executor_keeps_state_until_it_returns)
+/* Run fn (it shuts its own sequential executor down, from a task) and check
+ * that the finalizer ran once, after the outermost task returned. */
+static void check_shutdown_from_a_task(pf_task_fn fn)
 {
     pf_executor *ex = seq_with_state();
     pf_future *f;
-    ASSERT_OK(pf_submit(ex, task_shutdown_own, &ex, sizeof ex, &f));
+    ASSERT_OK(pf_submit(ex, fn, &ex, sizeof ex, &f));
     pf_error_info info;
     ASSERT_OK(pf_future_error(f, &info));
     if (info.code != PF_OK)
@@ -93,20 +92,18 @@ TEST(core_seq_task_shutting_down_its_executor_keeps_state_until_it_returns)
     pf_future_release(f);
 }
 
+/* The finalizer runs "after the worker's last task": a task that shuts its
+ * sequential executor down is still that worker's task, so the finalizer
+ * (which frees the state the task may still use) waits until it returns. */
+TEST(core_seq_task_shutting_down_its_executor_keeps_state_until_it_returns)
+{
+    check_shutdown_from_a_task(task_shutdown_own);
+}
+
 /* The same from a nested task: the finalizer waits for the outermost one. */
 TEST(core_seq_nested_task_shutting_down_waits_for_the_outer_task)
 {
-    pf_executor *ex = seq_with_state();
-    pf_future *f;
-    ASSERT_OK(pf_submit(ex, task_nested_shutdown, &ex, sizeof ex, &f));
-    pf_error_info info;
-    ASSERT_OK(pf_future_error(f, &info));
-    if (info.code != PF_OK)
-        FAIL("task failed: %s", info.message);
-    ASSERT_EQ(atomic_load(&seq_fini_calls), 1);
-    pf_executor_destroy(ex);
-    ASSERT_EQ(atomic_load(&seq_fini_calls), 1);
-    pf_future_release(f);
+    check_shutdown_from_a_task(task_nested_shutdown);
 }
 
 /* Destroys the executor given as user data (a done-callback). */
