@@ -333,7 +333,9 @@ typedef enum pf_combine_rule {
 PF_EXTERN int pf_task_return_pair(pf_task *t, const void *key, size_t klen, const void *val,
                                   size_t vlen);
 /* Make the running task's result every entry of d (typically a local dict the
- * task filled: a worker-local dict returned at the end). */
+ * task filled: a worker-local dict returned at the end).  d is read as by
+ * pf_dict_foreach: a redis hash that other clients change meanwhile may give
+ * an entry twice, which PF_COMBINE_SUM would count twice. */
 PF_EXTERN int pf_task_return_dict(pf_task *t, pf_dict *d);
 
 /* Merge the pairs a finished task returned (waits for f) into `into` with
