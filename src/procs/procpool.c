@@ -512,6 +512,11 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf_
         fail_everything_locked(p, PF_EINITFAILED, &why, dl);
     }
 
+    /* A result it was writing, never delivered, may hold pages of its
+     * window (up to PF__WIN_STRIDE): release them, for the replacement
+     * punches only what it uses.  What it delivered was collected above. */
+    punch(p, PF__WIN_BASE + (uint64_t)index * PF__WIN_STRIDE, PF__WIN_STRIDE);
+
     /* Reset the index for a replacement and start one if there is work. */
     pw->pid = 0;
     pw->killed = false;

@@ -28,6 +28,8 @@ struct worker_ctx {
     size_t win_map_len;
     void *win_base;      /* address of the window's offset 0 */
     size_t win_reserved; /* window bytes known to be allocated (fallocate) */
+    size_t win_high;     /* the running task's largest window allocation */
+    bool fds_lost;       /* the eventfd is gone (a task closed it): retire */
 };
 
 int pf__shm_map_range(int fd, uint64_t off, size_t len, int prot, void **base, void **map,
@@ -95,6 +97,8 @@ static void *shm_alloc_result(struct pf_task *t, size_t len)
         w->win_map_len = map_len; /* off is page aligned, so base == map */
         w->win_base = base;
     }
+    if (len > w->win_high)
+        w->win_high = len;
     slot->result_where = PF__RESULT_WINDOW;
     slot->result_len = len;
     t->result = w->win_base;
@@ -118,8 +122,15 @@ static void wake_collector(struct worker_ctx *w)
      * its re-check of the rings (a Dekker handshake). */
     if (atomic_load(&w->hdr->collector_sleeping)) {
         uint64_t one = 1;
-        while (write(evfd, &one, sizeof one) < 0 && errno == EINTR) {
+        ssize_t r;
+        while ((r = write(evfd, &one, sizeof one)) < 0 && errno == EINTR) {
         }
+        /* A task closed our eventfd (EBADF), or something else now has its
+         * number: the collector may sleep through our results.  The worker
+         * retires once its task is published; the fork server's report of
+         * its exit wakes the collector, which collects what it published. */
+        if (r < 0 && errno != EAGAIN)
+            w->fds_lost = true;
     }
 }
 
@@ -210,6 +221,7 @@ static void run_slot(struct worker_ctx *w, uint32_t s, void *state)
     };
     slot->result_where = PF__RESULT_NONE;
     slot->result_len = 0;
+    w->win_high = 0;
     void *map;
     size_t map_len = 0;
     const void *arg = map_arg(w, s, &map, &map_len);
@@ -235,6 +247,17 @@ static void run_slot(struct worker_ctx *w, uint32_t s, void *state)
         slot->result_len = 0;
     } else if (slot->result_where == PF__RESULT_WINDOW) {
         atomic_store(&w->me->window_busy, 1);
+    }
+    /* Window pages the task allocated and will not deliver (it failed,
+     * dropped its result, or shrank it): the parent punches only a
+     * delivered result, so release the rest here. */
+    size_t kept = slot->result_where == PF__RESULT_WINDOW ? slot->result_len : 0;
+    if (w->win_high > PF__LARGE_PUNCH && w->win_high > kept) {
+        fallocate(w->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)(PF__WIN_BASE + (uint64_t)w->index * PF__WIN_STRIDE + kept),
+                  (off_t)(w->win_high - kept));
+        if (w->win_reserved > kept)
+            w->win_reserved = kept;
     }
     /* Publish: the outcome above becomes visible with this release store. */
     atomic_store_explicit(&slot->state, PF__SLOT_STATE(PF__SLOT_DONE, w->index),
@@ -290,6 +313,8 @@ void pf__proc_worker_main(int memfd, int evfd, int index)
             break;
         run_slot(&w, s, state);
         wake_collector(&w);
+        if (w.fds_lost)
+            _exit(4);
         if (h->max_tasks_per_child && ++done >= h->max_tasks_per_child) {
             atomic_store(&w.me->state, PF__W_RETIRING);
             break;

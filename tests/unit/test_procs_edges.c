@@ -1,0 +1,338 @@
+/*
+ * Process-pool edge cases: large results abandoned by a dying or failing
+ * task, stopped workers, tasks that close the pool's descriptors, a killed
+ * fork server, descriptors after many restarts, shutdown with cancels.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tasks.h"
+
+static pf_executor *pool(int workers)
+{
+    pf_executor_opts o = {.max_workers = workers};
+    pf_executor *ex;
+    ASSERT_OK(pf_executor_create(&ex, PF_PROCESSES, &o));
+    return ex;
+}
+
+static pf_future *submit_timed(pf_executor *ex, pf_task_fn fn, int32_t x, double timeout)
+{
+    pf_submit_opts so = {.timeout = timeout};
+    pf_future *f;
+    ASSERT_OK(pf_submit_ex(ex, fn, &x, sizeof x, &so, &f));
+    return f;
+}
+
+/* Bytes of memory the (single) pool's memfd holds. */
+static long long pool_shm_bytes(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ASSERT(d != NULL);
+    long long bytes = -1;
+    for (struct dirent *e; (e = readdir(d));) {
+        char path[300], link[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = '\0';
+        struct stat st;
+        if (strstr(link, "memfd:pfor-pool") && stat(path, &st) == 0)
+            bytes = (long long)st.st_blocks * 512;
+    }
+    closedir(d);
+    ASSERT(bytes >= 0);
+    return bytes;
+}
+
+static int count_fds(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The fork server: our child named pfor-forksrv. */
+static int fork_server_pid(void)
+{
+    DIR *d = opendir("/proc");
+    ASSERT(d != NULL);
+    int found = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        int pid = atoi(e->d_name);
+        if (pid <= 0)
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%d/stat", pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *close_paren = strrchr(buf, ')');
+        int ppid = 0;
+        char state = 0;
+        if (close_paren && sscanf(close_paren + 2, "%c %d", &state, &ppid) == 2 &&
+            ppid == getpid() && state != 'Z' && strstr(buf, "(pfor-forksrv)"))
+            found = pid;
+    }
+    closedir(d);
+    ASSERT(found > 0);
+    return found;
+}
+
+#define BIG_RESULT (64u << 20)
+
+/* Fills a 64 MiB result, then stops as its argument says: 0 sleeps (to be
+ * killed for its time limit), 1 fails, 2 returns a non-zero code. */
+static int task_big_result_then(pf_task *t, const void *arg, size_t len)
+{
+    (void)len;
+    int32_t how;
+    memcpy(&how, arg, sizeof how);
+    unsigned char *p = pf_task_result_buffer(t, BIG_RESULT);
+    if (!p)
+        return pf_task_fail(t, PF_ENOMEM, "no room");
+    memset(p, 0x5a, BIG_RESULT);
+    if (how == 1)
+        return pf_task_fail(t, 9, "failed after filling its result");
+    if (how == 2)
+        return 9;
+    pf_test_sleep_ms(10000);
+    return 0;
+}
+
+/* A large result that is never delivered (the worker was killed while it
+ * held it, or the task failed) must not keep its pages in the pool's shared
+ * memory: 64 MiB per worker index, for the pool's whole life, otherwise. */
+TEST(abandoned_large_results_release_their_memory)
+{
+    pf_executor *ex = pool(1);
+    pf_future *warm = submit_i32(ex, task_sleep_ms, 1);
+    ASSERT_EQ(result_i32(warm), 1);
+    pf_future_release(warm);
+    long long before = pool_shm_bytes();
+    for (int32_t how = 0; how < 3; how++) {
+        pf_future *f = submit_timed(ex, task_big_result_then, how, 1.0 * pf_test_scale());
+        ASSERT_ERR(pf_future_result(f, PF_FOREVER, NULL, NULL),
+                   how == 0 ? PF_ETASKTIMEOUT : PF_ETASK);
+        pf_future_release(f);
+        /* A later task on the same (maybe replaced) worker index. */
+        pf_future *g = submit_i32(ex, task_sleep_ms, 1);
+        ASSERT_EQ(result_i32(g), 1);
+        pf_future_release(g);
+        long long after = pool_shm_bytes();
+        if (after > before + (2 << 20))
+            FAIL("case %d: the pool's memory grew from %lld to %lld bytes", how, before, after);
+    }
+    pf_executor_destroy(ex);
+}
+
+static int task_raise(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)len;
+    int32_t sig;
+    memcpy(&sig, arg, sizeof sig);
+    raise(sig);
+    pf_test_sleep_ms(10000);
+    return 0;
+}
+
+/* A task that stops its worker (SIGSTOP, SIGTSTP) is still killed at its
+ * deadline, and the pool goes on and shuts down. */
+TEST(stopped_worker_times_out_and_pool_goes_on)
+{
+    pf_executor *ex = pool(2);
+    pf_future *a = submit_timed(ex, task_raise, SIGSTOP, 0.3);
+    pf_future *b = submit_timed(ex, task_raise, SIGTSTP, 0.3);
+    ASSERT_ERR(pf_future_result(a, PF_FOREVER, NULL, NULL), PF_ETASKTIMEOUT);
+    ASSERT_ERR(pf_future_result(b, PF_FOREVER, NULL, NULL), PF_ETASKTIMEOUT);
+    pf_future_release(a);
+    pf_future_release(b);
+    pf_future *c = submit_i32(ex, task_sleep_ms, 3);
+    ASSERT_EQ(result_i32(c), 3);
+    pf_future_release(c);
+    /* One stopped without a limit: cancelling it kills it. */
+    pf_future *d = submit_i32(ex, task_raise, SIGSTOP);
+    while (!pf_future_running(d))
+        pf_test_sleep_ms(5);
+    pf_test_sleep_ms(50);
+    ASSERT_OK(pf_future_cancel(d));
+    pf_future_release(d);
+    pf_executor_destroy(ex);
+    ASSERT_EQ(pf_test_count_children(getpid()), 0);
+}
+
+/* Closes every descriptor from 3 up, then sleeps its argument's ms and
+ * returns it. */
+static int task_close_fds_then_sleep(pf_task *t, const void *arg, size_t len)
+{
+    for (int fd = 3; fd < 1024; fd++)
+        close(fd);
+    return task_sleep_ms(t, arg, len);
+}
+
+/* A task that closes the worker's descriptors (the pool's memfd and
+ * eventfd) must not strand its result: the collector, asleep, is woken. */
+TEST(task_closing_the_pools_descriptors_does_not_strand_results)
+{
+    pf_executor *ex = pool(1);
+    pf_future *f = submit_i32(ex, task_close_fds_then_sleep, 300);
+    const void *d;
+    int rc = pf_future_result(f, 10.0 * pf_test_scale(), &d, NULL);
+    ASSERT(rc == PF_OK || rc == PF_EWORKERDIED);
+    if (rc == PF_OK)
+        ASSERT_EQ(*(const int32_t *)d, 300);
+    pf_future_release(f);
+    /* The pool goes on. */
+    pf_future *g = submit_i32(ex, task_sleep_ms, 200);
+    ASSERT_EQ(result_i32(g), 200);
+    pf_future_release(g);
+    pf_executor_destroy(ex);
+}
+
+/* Killing the fork server fails the pool's tasks instead of hanging. */
+TEST(killed_fork_server_fails_tasks_instead_of_hanging)
+{
+    pf_executor *ex = pool(2);
+    pf_future *warm = submit_i32(ex, task_sleep_ms, 1);
+    ASSERT_EQ(result_i32(warm), 1);
+    pf_future_release(warm);
+    enum { N = 600 };
+    pf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_i32(ex, task_sleep_ms, 100);
+    pf_test_sleep_ms(50);
+    ASSERT_OK(kill(fork_server_pid(), SIGKILL));
+    for (int i = 0; i < N; i++) {
+        int rc = pf_future_result(fs[i], 20.0 * pf_test_scale(), NULL, NULL);
+        ASSERT(rc == PF_OK || rc == PF_EWORKERDIED);
+        pf_future_release(fs[i]);
+    }
+    pf_future *late;
+    int rc = pf_submit(ex, task_noop, NULL, 0, &late);
+    ASSERT(rc != PF_OK);
+    pf_executor_destroy(ex);
+    /* A new pool works again (a new fork server) or says why not. */
+    pf_executor *ex2;
+    pf_executor_opts o = {.max_workers = 1};
+    rc = pf_executor_create(&ex2, PF_PROCESSES, &o);
+    if (rc == PF_OK) {
+        pf_future *g = submit_i32(ex2, task_sleep_ms, 2);
+        ASSERT_EQ(result_i32(g), 2);
+        pf_future_release(g);
+        pf_executor_destroy(ex2);
+    }
+}
+
+static int task_count_fds(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    int32_t n = count_fds(getpid()) - 1; /* opendir's own */
+    return pf_task_set_result(t, &n, sizeof n);
+}
+
+/* Restarting workers many times, in a program with several pools, leaks no
+ * descriptor: not in the program, not in the fork server, and a worker
+ * holds only stdio and its own pool's two. */
+TEST(worker_restarts_leak_no_descriptors)
+{
+    pf_executor *other = pool(1); /* its descriptors must not reach ex's workers */
+    pf_executor *ex = pool(2);
+    pf_future *w = submit_i32(ex, task_count_fds, 0);
+    int32_t worker_fds = result_i32(w);
+    pf_future_release(w);
+    ASSERT_LE(worker_fds, 5);
+    int fs = fork_server_pid();
+    int mine = count_fds(getpid()), server = count_fds(fs);
+    for (int round = 0; round < 3; round++) {
+        pf_executor *tmp = pool(1);
+        for (int i = 0; i < 10; i++) {
+            pf_future *f = submit_i32(i % 2 ? ex : tmp, task_crash, CRASH_EXIT7);
+            ASSERT_ERR(pf_future_result(f, PF_FOREVER, NULL, NULL), PF_EWORKERDIED);
+            pf_future_release(f);
+        }
+        pf_executor_destroy(tmp);
+    }
+    w = submit_i32(ex, task_count_fds, 0);
+    ASSERT_EQ(result_i32(w), worker_fds);
+    pf_future_release(w);
+    ASSERT_EQ(count_fds(getpid()), mine);
+    ASSERT_EQ(count_fds(fs), server);
+    pf_executor_destroy(ex);
+    pf_executor_destroy(other);
+}
+
+/* shutdown(cancel_futures) with hundreds of queued tasks, some cancelled by
+ * another path at the same time: every future ends, nothing hangs. */
+TEST(shutdown_cancelling_many_queued_futures)
+{
+    pf_executor *ex = pool(2);
+    enum { N = 1500 };
+    pf_future **fs = calloc(N, sizeof *fs);
+    ASSERT(fs != NULL);
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_i32(ex, task_sleep_ms, i < 4 ? 200 : 1);
+    for (int i = N - 1; i >= N / 2; i -= 3)
+        pf_future_cancel(fs[i]);
+    ASSERT_OK(pf_executor_shutdown(ex, true, true));
+    int ok = 0, cancelled = 0;
+    for (int i = 0; i < N; i++) {
+        ASSERT(pf_future_done(fs[i]));
+        int rc = pf_future_result(fs[i], 0, NULL, NULL);
+        if (rc == PF_OK)
+            ok++;
+        else {
+            ASSERT_ERR(rc, PF_ECANCELLED);
+            cancelled++;
+        }
+        pf_future_release(fs[i]);
+    }
+    ASSERT_EQ(ok + cancelled, N);
+    ASSERT_GE(cancelled, N / 2);
+    free(fs);
+    pf_executor_destroy(ex);
+}
+
+static int task_exit_zero(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)arg;
+    (void)len;
+    exit(0); /* atexit handlers and stdio: a worker is a fork of the program */
+}
+
+/* exit(0) in a task, unlike returning, is a death: reported, and the index
+ * restarted, not taken for a retiring worker. */
+TEST(task_calling_exit_zero_is_a_reported_death)
+{
+    pf_executor *ex = pool(1);
+    for (int i = 0; i < 3; i++) {
+        pf_future *f;
+        ASSERT_OK(pf_submit(ex, task_exit_zero, NULL, 0, &f));
+        ASSERT_ERR(pf_future_result(f, PF_FOREVER, NULL, NULL), PF_EWORKERDIED);
+        pf_error_info info;
+        ASSERT_OK(pf_future_error(f, &info));
+        ASSERT_EQ(info.exit_status, 0);
+        ASSERT_EQ(info.signal, 0);
+        pf_future_release(f);
+    }
+    pf_future *g = submit_i32(ex, task_sleep_ms, 2);
+    ASSERT_EQ(result_i32(g), 2);
+    pf_future_release(g);
+    pf_executor_destroy(ex);
+}
