@@ -104,6 +104,12 @@ static int map_chunk_task(pf_task *t, const void *arg, size_t len)
         .cancel_flag = t->cancel_flag,
     };
     for (uint64_t i = 0; i < hdr.count && rc == PF_OK; i++) {
+        /* Cancelled (the map stopped early) or over its time limit: nobody
+         * takes the rest, so the worker is not kept on it. */
+        if (pf_task_cancelled(t)) {
+            rc = PF_ECANCELLED;
+            break;
+        }
         if (off[i] > off[i + 1] || off[i + 1] > items_len) {
             rc = PF_EPROTO;
             break;

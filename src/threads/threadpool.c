@@ -65,8 +65,12 @@ struct tpool {
     pf__cond watchdog_wake;  /* the watchdog waits here; signalled on a new deadline and, once
                               * stopping, whenever a task ends */
     struct pf__fqueue queue; /* lock */
-    int n_threads;           /* lock: threads started */
-    int n_idle;              /* lock: threads waiting on `work` */
+    int n_threads;           /* lock: worker slots in use */
+    int n_live;              /* lock: worker threads started and not yet gone */
+    /* lock: join_all has read n_threads; a thread that a task ends (see
+     * task_left_thread) is no longer replaced. */
+    bool joining;
+    int n_idle; /* lock: threads waiting on `work` */
     /* Workers polling for a task before they sleep (see worker_main), and a
      * count of submits they poll.  Atomics: read and written without the
      * lock; a spinner re-checks the queue under the lock before it sleeps,
@@ -113,6 +117,7 @@ static int spawn_locked(struct tpool *p)
         return rc == EAGAIN ? PF_ENOMEM : PF_ESYS;
     }
     p->n_threads++;
+    p->n_live++;
     return PF_OK;
 }
 
@@ -174,6 +179,66 @@ static void run_task(struct worker *w, pf_future *f, void *state, struct outcome
     }
 }
 
+static void fail_all_locked_then_unlock(struct tpool *p, int code);
+
+/* A task ended its worker thread (pthread_exit, or a cancellation it
+ * enabled): the thread unwinds through here.  Its future fails
+ * PF_EWORKERDIED (unless the watchdog took it over), the finalizer runs,
+ * and a new thread takes the slot so that queued tasks are not stranded.
+ * Once join_all has read the slots the dead thread stays there to be
+ * joined; should no worker be left, what is queued fails. */
+struct running_task {
+    struct worker *w;
+    pf_future *f;
+    void *state;
+};
+
+static void task_left_thread(void *arg)
+{
+    struct running_task *rt = arg;
+    struct worker *w = rt->w;
+    struct tpool *p = w->pool;
+    pf__mutex_lock(&p->lock);
+    bool timed_out = w->timed_out;
+    w->current = NULL;
+    w->deadline_ns = 0;
+    w->timed_out = false;
+    p->n_live--;
+    pf__cond_signal(&p->watchdog_wake); /* it no longer waits for this task */
+    pthread_t tid;
+    if (!p->joining) {
+        pf__executor_retain(&p->base); /* the new thread's reference */
+        if (pthread_create(&tid, NULL, worker_main, w) == 0) {
+            PF__CHECK(pthread_detach(w->tid) == 0); /* this thread: nobody joins it now */
+            w->tid = tid;
+            p->n_live++;
+        } else {
+            pf__executor_release(&p->base);
+        }
+    }
+    if (p->n_live == 0 && p->queue.head)
+        fail_all_locked_then_unlock(p, PF_EWORKERDIED);
+    else
+        pf__mutex_unlock(&p->lock);
+    if (!timed_out)
+        pf__future_fail(rt->f, PF_EWORKERDIED, w->index,
+                        "the task ended its worker thread (pthread_exit or cancellation)");
+    pf_future_release(rt->f);
+    pf__worker_fini(&p->base, w->index, rt->state);
+    pf__executor_release(&p->base); /* the thread's own reference */
+}
+
+/* run_task, with task_left_thread as the cleanup should the task end the
+ * thread (a function of its own: the cleanup handler's setjmp must not
+ * clobber worker_main's locals). */
+static void run_task_guarded(struct worker *w, pf_future *f, void *state, struct outcome *o)
+{
+    struct running_task rt = {.w = w, .f = f, .state = state};
+    pthread_cleanup_push(task_left_thread, &rt);
+    run_task(w, f, state, o);
+    pthread_cleanup_pop(0);
+}
+
 static void fail_all_locked_then_unlock(struct tpool *p, int code)
 {
     struct pf__fqueue q = p->queue;
@@ -221,6 +286,9 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct tpool *p = w->pool;
     tls_pool = p;
+    /* A pool thread is not the tasks' to cancel: acted on in the pool's own
+     * waits, a cancellation would end the thread holding the lock. */
+    PF__CHECK(pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL) == 0);
     void *state = NULL;
     bool init_ok = pf__worker_init(&p->base, w->index, &state) == PF_OK;
 
@@ -229,6 +297,7 @@ static void *worker_main(void *arg)
         /* The executor is broken (`broken` was set before this lock was
          * taken): fail what waits; tp_submit refuses later tasks under this
          * lock, and other workers fail what they had taken already. */
+        p->n_live--;
         fail_all_locked_then_unlock(p, PF_EINITFAILED);
         pf__executor_release(&p->base);
         return NULL;
@@ -256,7 +325,9 @@ static void *worker_main(void *arg)
         pf__mutex_unlock(&p->lock);
 
         struct outcome o;
-        run_task(w, f, state, &o);
+        run_task_guarded(w, f, state, &o);
+        /* The task may have enabled cancellation; the pool's code runs without. */
+        PF__CHECK(pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL) == 0);
 
         pf__mutex_lock(&p->lock);
         /* After this the watchdog no longer sees the task; before it, it may
@@ -275,6 +346,7 @@ static void *worker_main(void *arg)
         pf_future_release(f);
         pf__mutex_lock(&p->lock);
     }
+    p->n_live--;
     pf__mutex_unlock(&p->lock);
     pf__worker_fini(&p->base, w->index, state);
     pf__executor_release(&p->base); /* the thread's own reference */
@@ -286,6 +358,7 @@ static void *watchdog_main(void *arg)
     struct tpool *p = arg;
     tls_pool = p; /* it runs done-callbacks of timed-out futures */
     tls_watchdog = true;
+    PF__CHECK(pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL) == 0); /* see worker_main */
     pf__mutex_lock(&p->lock);
     for (;;) {
         uint64_t now = pf__now_ns(), next = UINT64_MAX;
@@ -404,6 +477,7 @@ static void join_all(struct tpool *p)
     }
     pf__mutex_lock(&p->lock);
     int n = p->n_threads;
+    p->joining = true; /* the slots' threads are fixed from here */
     bool detach_watchdog = false;
     if (tls_pool == p) {
         p->orphaned = true; /* a watchdog started from now on detaches itself */

@@ -1,0 +1,200 @@
+/*
+ * Thread pool and pf_map edge cases: tasks that end or cancel their own
+ * thread, and chunks that stop at their cancel flag.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "tasks.h"
+
+static pf_executor *make_threads(int workers)
+{
+    pf_executor *ex = NULL;
+    pf_executor_opts o = {.max_workers = workers};
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    return ex;
+}
+
+static int task_square_i32(pf_task *t, const void *arg, size_t len)
+{
+    int32_t x;
+    if (len != sizeof x)
+        return 1;
+    memcpy(&x, arg, sizeof x);
+    x *= x;
+    return pf_task_set_result(t, &x, sizeof x);
+}
+
+static int task_pthread_exit(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)arg;
+    (void)len;
+    pthread_exit(NULL);
+}
+
+/* A task that ends its worker thread fails its future (it does not hang),
+ * and the pool goes on running tasks with the thread it has left. */
+TEST(thr_task_that_exits_its_thread_fails_and_the_pool_goes_on)
+{
+    pf_executor *ex = make_threads(1);
+    pf_future *dead = NULL;
+    ASSERT_OK(pf_submit(ex, task_pthread_exit, NULL, 0, &dead));
+    pf_future *next = submit_i32(ex, task_square_i32, 7); /* queued behind it */
+    ASSERT_OK(pf_future_wait(dead, 10 * pf_test_scale()));
+    ASSERT_ERR(pf_future_result(dead, 0, NULL, NULL), PF_EWORKERDIED);
+    ASSERT_OK(pf_future_wait(next, 10 * pf_test_scale()));
+    ASSERT_EQ(result_i32(next), 49);
+    pf_future_release(dead);
+    pf_future_release(next);
+    pf_executor_destroy(ex);
+}
+
+/* The same with a time limit: the watchdog must not wait forever for a
+ * thread that is gone, so destroy returns. */
+TEST(thr_timed_task_that_exits_its_thread_lets_destroy_return)
+{
+    pf_executor *ex = make_threads(2);
+    pf_submit_opts so = {.timeout = 30};
+    pf_future *dead = NULL;
+    ASSERT_OK(pf_submit_ex(ex, task_pthread_exit, NULL, 0, &so, &dead));
+    ASSERT_OK(pf_future_wait(dead, 10 * pf_test_scale()));
+    ASSERT_ERR(pf_future_result(dead, 0, NULL, NULL), PF_EWORKERDIED);
+    pf_future_release(dead);
+    pf_executor_destroy(ex); /* hung: the watchdog saw the task as running */
+}
+
+static int task_cancel_self(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    pthread_cancel(pthread_self());
+    int32_t one = 1;
+    return pf_task_set_result(t, &one, sizeof one);
+}
+
+struct after_cancel {
+    pf_executor *ex;
+    atomic_int done;
+    int32_t value;
+};
+
+static void *submit_after_cancel(void *arg)
+{
+    struct after_cancel *a = arg;
+    pf_future *f = submit_i32(a->ex, task_square_i32, 5);
+    a->value = result_i32(f);
+    pf_future_release(f);
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+/* A task that cancels its own thread must not take the pool down with it
+ * (the worker used to act on the cancel in its cond_wait, holding the pool
+ * lock, and every later submit hung). */
+TEST(thr_task_that_cancels_its_thread_does_not_wedge_the_pool)
+{
+    pf_executor *ex = make_threads(1);
+    pf_future *f = NULL;
+    ASSERT_OK(pf_submit(ex, task_cancel_self, NULL, 0, &f));
+    ASSERT_OK(pf_future_wait(f, 10 * pf_test_scale()));
+    pf_future_release(f);
+    pf_test_sleep_ms(50); /* let the worker reach its wait for work */
+    struct after_cancel a = {.ex = ex};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, submit_after_cancel, &a), 0);
+    for (int i = 0; i < 1000 * pf_test_scale() && !atomic_load(&a.done); i++)
+        pf_test_sleep_ms(10);
+    if (!atomic_load(&a.done))
+        FAIL("a submit after a self-cancelling task never completed");
+    pthread_join(th, NULL);
+    ASSERT_EQ(a.value, 25);
+    pf_executor_destroy(ex);
+}
+
+/* pf_map stopped early cancels the chunk that runs: the chunk stops at its
+ * cancel flag between items instead of running all the rest. */
+static atomic_int late_items;
+
+static int task_item_waits_for_cancel(pf_task *t, const void *arg, size_t len)
+{
+    (void)len;
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    if (x == 50) {
+        for (int i = 0; i < 10000 && !pf_task_cancelled(t); i++)
+            pf_test_sleep_ms(1);
+    } else if (x > 50) {
+        atomic_fetch_add(&late_items, 1);
+    }
+    return pf_task_set_result(t, &x, sizeof x);
+}
+
+static int stop_at_first(void *user, size_t index, int status, const void *data, size_t len,
+                         const char *errmsg)
+{
+    (void)user, (void)index, (void)status, (void)data, (void)len, (void)errmsg;
+    return 99;
+}
+
+TEST(map_stopped_early_stops_the_running_chunk_at_its_cancel_flag)
+{
+    pf_executor *ex = make_threads(2);
+    enum { N = 100 };
+    int64_t in[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    for (int unordered = 0; unordered < 2; unordered++) {
+        atomic_store(&late_items, 0);
+        pf_map_opts o = {.chunksize = 50, .max_in_flight = 2, .unordered = unordered};
+        /* unordered: the first chunk to finish is 0..49, the other waits */
+        ASSERT_EQ(pf_map_array(ex, task_item_waits_for_cancel, in, N, sizeof in[0], stop_at_first,
+                               NULL, &o),
+                  99);
+        ASSERT_EQ(atomic_load(&late_items), 0);
+    }
+    pf_executor_destroy(ex);
+}
+
+/* A timed-out chunk stops at its flag too: its worker is free again soon
+ * instead of running every remaining item for a result nobody takes. */
+static int task_item_slow_first(pf_task *t, const void *arg, size_t len)
+{
+    (void)len;
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    if (x == 0) {
+        for (int i = 0; i < 10000 && !pf_task_cancelled(t); i++)
+            pf_test_sleep_ms(1);
+    } else {
+        atomic_fetch_add(&late_items, 1);
+    }
+    return pf_task_set_result(t, &x, sizeof x);
+}
+
+static int count_emit(void *user, size_t index, int status, const void *data, size_t len,
+                      const char *errmsg)
+{
+    (void)index, (void)data, (void)len, (void)errmsg;
+    if (status == PF_ETASKTIMEOUT)
+        (*(int *)user)++;
+    return 0;
+}
+
+TEST(map_timed_out_chunk_stops_at_its_flag)
+{
+    pf_executor *ex = make_threads(1);
+    enum { N = 40 };
+    int64_t in[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    atomic_store(&late_items, 0);
+    int timed_out = 0;
+    pf_map_opts o = {.chunksize = N, .timeout = 0.05};
+    ASSERT_ERR(
+        pf_map_array(ex, task_item_slow_first, in, N, sizeof in[0], count_emit, &timed_out, &o),
+        PF_ETASKTIMEOUT);
+    ASSERT_EQ(timed_out, N);
+    pf_executor_destroy(ex); /* joins the worker: the chunk has ended */
+    ASSERT_EQ(atomic_load(&late_items), 0);
+}
