@@ -80,27 +80,36 @@ static const char GOI_LUA[] = "local cur = redis.call('HGET', KEYS[1], ARGV[1])\
 
 /* ------------------------------------------------------------- connection -- */
 
-/* Block SIGPIPE in this thread while it uses r's connection (mu held). */
+/* SIGPIPE's pending state in this thread. */
+static bool pipe_pending(void)
+{
+    sigset_t pending;
+    sigemptyset(&pending);
+    return sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+}
+
+/* Block SIGPIPE in this thread while it uses r's connection (mu held).  One
+ * system call in the common case: a SIGPIPE can already be pending here only
+ * if the thread blocked it before (else it would have been delivered). */
 static void pipe_block(struct redis_dict *r)
 {
-    sigset_t pipe, pending;
+    sigset_t pipe;
     sigemptyset(&pipe);
     sigaddset(&pipe, SIGPIPE);
-    sigemptyset(&pending);
-    sigpending(&pending);
-    r->pipe_was_pending = sigismember(&pending, SIGPIPE) == 1;
     pthread_sigmask(SIG_BLOCK, &pipe, &r->sig_old);
+    r->pipe_was_pending = sigismember(&r->sig_old, SIGPIPE) == 1 && pipe_pending();
 }
 
 /* Undo pipe_block (mu still held): a SIGPIPE that our writes made pending is
- * taken, one that was pending before is left to the program. */
+ * taken, one that was pending before is left to the program.  A write raises
+ * SIGPIPE only when it fails with EPIPE, which leaves the connection broken
+ * (or already dropped): only then is there anything to take. */
 static void pipe_unblock(struct redis_dict *r)
 {
-    sigset_t pipe, pending;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    sigemptyset(&pending);
-    if (!r->pipe_was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+    if (!r->pipe_was_pending && (!r->c || r->c->err) && pipe_pending()) {
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
         struct timespec zero = {0, 0};
         while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR) {
         }
