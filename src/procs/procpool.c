@@ -269,7 +269,7 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
                 memcpy(data, slot->result_inline, len);
         } else if (slot->result_where == PF__RESULT_WINDOW) {
             struct pf__shm_worker *w = pf__shm_worker(h, owner);
-            uint64_t off = PF__WIN_BASE + (uint64_t)owner * PF__WIN_STRIDE;
+            uint64_t off = pf__win_off(owner);
             void *base, *map;
             size_t map_len;
             data = malloc(len);
@@ -515,7 +515,7 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf_
     /* A result it was writing, never delivered, may hold pages of its
      * window (up to PF__WIN_STRIDE): release them, for the replacement
      * punches only what it uses.  What it delivered was collected above. */
-    punch(p, PF__WIN_BASE + (uint64_t)index * PF__WIN_STRIDE, PF__WIN_STRIDE);
+    punch(p, pf__win_off(index), PF__WIN_STRIDE);
 
     /* Reset the index for a replacement and start one if there is work. */
     pw->pid = 0;
@@ -1016,8 +1016,8 @@ static int setup_shm(struct ppool *p)
     if (!p->windows)
         return PF_ENOMEM;
     for (int w = 0; w < nw; w++) {
-        void *win = mmap(NULL, PF__WIN_PREMAP, PROT_READ, MAP_SHARED, p->memfd,
-                         (off_t)(PF__WIN_BASE + (uint64_t)w * PF__WIN_STRIDE));
+        void *win =
+            mmap(NULL, PF__WIN_PREMAP, PROT_READ, MAP_SHARED, p->memfd, (off_t)pf__win_off(w));
         p->windows[w] = win == MAP_FAILED ? NULL : win;
     }
     p->slot_future = calloc(n_slots, sizeof *p->slot_future);

@@ -55,6 +55,12 @@
 #define PF__MEDIUM_TOTAL (4ULL << 20) /* medium argument areas, all slots together */
 #define PF__MEDIUM_MAX   (16u << 10)  /* ... at most this much per slot */
 
+/* Where worker `index`'s result window starts in the memfd. */
+static inline uint64_t pf__win_off(int index)
+{
+    return PF__WIN_BASE + (uint64_t)index * PF__WIN_STRIDE;
+}
+
 /* Where a slot's argument is. */
 enum pf__arg_where {
     PF__ARG_IN_SLOT = 0, /* arg_inline */

@@ -68,7 +68,7 @@ static void *shm_alloc_result(struct pf_task *t, size_t len)
     uint32_t busy;
     while ((busy = atomic_load(&w->me->window_busy)) != 0)
         pf__futex_wait(&w->me->window_busy, busy, UINT64_MAX, true);
-    uint64_t off = PF__WIN_BASE + (uint64_t)w->index * PF__WIN_STRIDE;
+    uint64_t off = pf__win_off(w->index);
     /* Reserve the pages first, so a full /dev/shm is an error here rather
      * than a SIGBUS while writing.  Up to PF__LARGE_PUNCH the parent keeps
      * the pages, so each size is reserved once; bigger results are punched
@@ -254,8 +254,7 @@ static void run_slot(struct worker_ctx *w, uint32_t s, void *state)
     size_t kept = slot->result_where == PF__RESULT_WINDOW ? slot->result_len : 0;
     if (w->win_high > PF__LARGE_PUNCH && w->win_high > kept) {
         fallocate(w->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)(PF__WIN_BASE + (uint64_t)w->index * PF__WIN_STRIDE + kept),
-                  (off_t)(w->win_high - kept));
+                  (off_t)(pf__win_off(w->index) + kept), (off_t)(w->win_high - kept));
         if (w->win_reserved > kept)
             w->win_reserved = kept;
     }
