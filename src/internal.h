@@ -46,6 +46,12 @@ uint64_t pf__now_ns(void);
 /* A timeout in seconds (negative: forever) turned into an absolute monotonic
  * deadline in ns; UINT64_MAX means forever. */
 uint64_t pf__deadline_ns(double timeout_s);
+/* A time limit in seconds (checked <= 1e9 by the caller) as nanoseconds:
+ * 0, meaning none, for s <= 0; at least 1 ns for any positive s. */
+static inline uint64_t pf__limit_ns(double s)
+{
+    return s > 0 ? PF__MAX((uint64_t)(s * 1e9), (uint64_t)1) : 0;
+}
 
 /* Number of online CPUs (at least 1). */
 int pf__ncpus(void);

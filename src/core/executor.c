@@ -231,8 +231,7 @@ static int submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_le
         return rc;
     if (timeout == 0)
         timeout = ex->opts.task_timeout;
-    /* A positive limit under 1 ns is still a limit: 0 would mean none. */
-    f->timeout_ns = timeout > 0 ? PF__MAX((uint64_t)(timeout * 1e9), (uint64_t)1) : 0;
+    f->timeout_ns = pf__limit_ns(timeout);
     f->retries_left = max_retries == 0 ? (int)ex->opts.max_retries : PF__MAX(max_retries, 0);
 
     atomic_fetch_add_explicit(&ex->n_submitted, 1, memory_order_relaxed);

@@ -345,7 +345,7 @@ static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts 
     /* See DESIGN: on threads the executor's time limit applies to each call
      * of the body (validated <= 1e9 s at create, so the product fits). */
     double limit = pf_executor_kind(ex) == PF_THREADS ? ex->opts.task_timeout : 0;
-    j->limit_ns = limit > 0 ? PF__MAX((uint64_t)(limit * 1e9), (uint64_t)1) : 0; /* 0: none */
+    j->limit_ns = pf__limit_ns(limit);
 
     /* The caller's accumulator for inline work is the result itself. */
     bool inline_all = workers <= 1 || n <= PF__MAX(grain, (size_t)1);
