@@ -120,8 +120,8 @@ uint64_t cmp_conn_cap(const struct cmp_config *c, enum cmp_exec exec)
         return UINT64_MAX;
     /* Descriptors one worker (event: one transfer) holds in this process,
      * counted in /proc/PID/fd with libcurl 7.88: a thread has its
-     * connection and the socket pair of the multi handle that
-     * curl_easy_perform keeps in the easy handle (3); an event transfer
+     * connection and the wake-up socket pair of its client's multi handle
+     * (3); an event transfer
      * its connection (1); a process's connection is in the worker (0).
      * The built-in server holds the other end of each connection here. */
     uint64_t per, reserve = FD_RESERVE;
