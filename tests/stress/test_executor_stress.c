@@ -6,6 +6,7 @@
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "../unit/tasks.h"
 
@@ -195,9 +196,11 @@ static void on_progress(const pf_progress *p, void *user)
     ASSERT(user == &progress_calls);
     ASSERT(p->done <= p->submitted);
     progress_calls++;
-    long d = (long)p->done;
-    if (d > progress_last_done)
-        progress_last_done = d;
+    /* Workers call this at once: keep the largest with a CAS (a plain
+     * read-then-write could put a smaller count back over a larger one). */
+    long d = (long)p->done, seen = progress_last_done;
+    while (d > seen && !atomic_compare_exchange_weak(&progress_last_done, &seen, d)) {
+    }
 }
 
 static void progress_hook(pf_kind kind)
