@@ -2,7 +2,9 @@
  * dict_bench: sets/s and gets/s of the pfor dicts, 16-byte keys and values,
  * with 1 and 2 workers on distinct keys:
  *
- *   shm    a shm dict, workers are forked processes
+ *   shm      a shm dict, workers are forked processes, one call per operation
+ *   batched  the same with pf_dict_set_many / pf_dict_get_many in batches of
+ *            1000 (the engine sorts a batch by stripe and prefetches ahead)
  *   local  a local dict, workers are threads
  *   redis  the redis backend, one connection per worker process: one call per
  *          operation ("plain") and pf_dict_set_many / pf_dict_get_many in
@@ -33,7 +35,7 @@
  * bench/dict_bench.sh runs this next to the Python anchors and prints ratios.
  *
  *   dict_bench [--n N] [--n-redis N] [--reps R] [--redis-host H --redis-port P]
- *              [--only shm,local,redis] [--pin] [--static]
+ *              [--only shm,batched,local,redis] [--pin] [--static]
  */
 #include <errno.h>
 #include <pthread.h>
@@ -428,10 +430,11 @@ static int run_config(struct config *c, int rep, struct redis_arg *ra, bool pin,
     /* One worker: a different core each repetition; two: one core each. */
     int first = !pin ? -1 : c->workers == 1 ? rep : 0;
     int rc;
-    if (!strcmp(c->what, "shm")) {
+    if (!strncmp(c->what, "shm", 3)) {
         rc = pf_dict_create_shm(&d, NULL, NULL);
         if (!rc)
-            rc = run_procs(d, NULL, NULL, &pl, PLAIN, first, &r);
+            rc = run_procs(d, NULL, NULL, &pl, !strcmp(c->what, "shm") ? PLAIN : PIPELINED, first,
+                           &r);
     } else if (!strcmp(c->what, "local")) {
         rc = pf_dict_open_local(&d, NULL);
         if (!rc)
@@ -489,7 +492,7 @@ int main(int argc, char **argv)
 {
     uint64_t n = 2000000, n_redis = 200000, n_pipe = 2000000;
     int reps = 3;
-    const char *only = "shm,local,redis";
+    const char *only = "shm,batched,local,redis";
     bool pin = false;
     enum split split = DYNAMIC;
     struct redis_arg ra = {.host = "127.0.0.1", .port = 0};
@@ -542,6 +545,9 @@ int main(int argc, char **argv)
         if (strstr(only, "shm"))
             cs[nc++] = (struct config){.what = "shm", .workers = w, .n = n};
     for (unsigned w = 1; w <= 2; w++)
+        if (strstr(only, "batched"))
+            cs[nc++] = (struct config){.what = "shm_batched", .workers = w, .n = n};
+    for (unsigned w = 1; w <= 2; w++)
         if (strstr(only, "local"))
             cs[nc++] = (struct config){.what = "local", .workers = w, .n = n};
     for (unsigned w = 1; w <= 2 && strstr(only, "redis") && ra.port > 0; w++)
@@ -561,7 +567,7 @@ int main(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: dict_bench [--n N] [--n-redis N] [--n-pipelined N] [--reps R] "
-                    "[--redis-host H] [--redis-port P] [--only shm,local,redis] [--pin] "
+                    "[--redis-host H] [--redis-port P] [--only shm,batched,local,redis] [--pin] "
                     "[--static]\n");
     return 2;
 }

@@ -212,7 +212,9 @@ PF_EXTERN int pf_dict_update_fn(pf_dict *d, const void *key, size_t klen, pf_dic
 
 /*
  * Batches.  Each pair is applied on its own (a batch is not atomic as a whole);
- * on redis a batch is pipelined, which is much faster than one call per pair.
+ * on redis a batch is pipelined, on shm and local dicts it is sorted by lock
+ * stripe and its memory accesses are overlapped: both are much faster than one
+ * call per pair.
  */
 
 typedef struct pf_dict_item {
@@ -222,8 +224,11 @@ typedef struct pf_dict_item {
     size_t vlen;
 } pf_dict_item;
 
-/* Set every pair, in order.  Limits are checked for the whole batch first: on
- * PF_ETOOBIG or PF_EINVAL nothing is written. */
+/* Set every pair.  Pairs with the same key are applied in their order (the
+ * last one wins); pairs of different keys may be applied, and seen by other
+ * readers, in another order.  Limits are checked for the whole batch first: on
+ * PF_ETOOBIG or PF_EINVAL nothing is written; on another error (PF_ENOSPC...)
+ * the batch stops there, with some of its pairs set. */
 PF_EXTERN int pf_dict_set_many(pf_dict *d, const pf_dict_item *items, size_t n);
 
 /* For every key in items (val ignored), in order: fn(user, index, status, val,

@@ -28,10 +28,15 @@
 #include "platform/sync.h"
 
 atomic_int pf__dict_pause_at;
+atomic_int pf__dict_pause_skip;
 
 void pf__dict_pause(int point)
 {
     (void)point;
+    if (atomic_load_explicit(&pf__dict_pause_skip, memory_order_relaxed) > 0) {
+        atomic_fetch_sub_explicit(&pf__dict_pause_skip, 1, memory_order_relaxed);
+        return;
+    }
     raise(SIGSTOP);
 }
 

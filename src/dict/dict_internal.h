@@ -129,7 +129,8 @@ void pf__dict_redis_atfork_child(void);
 /*
  * Test-only pause points.  A test sets pf__dict_pause_at in a forked child; when
  * the child reaches that point it stops itself with SIGSTOP, so the parent can
- * SIGKILL it exactly there.  One relaxed load per point when unused.
+ * SIGKILL it exactly there (after letting pf__dict_pause_skip passes through
+ * it go on, when that is set).  One relaxed load per point when unused.
  */
 enum pf__dict_point {
     PF__DP_NONE = 0,
@@ -143,6 +144,7 @@ enum pf__dict_point {
     PF__DP_REPAIR         /* in the middle of repairing a dead holder's stripe */
 };
 extern atomic_int pf__dict_pause_at;
+extern atomic_int pf__dict_pause_skip;
 void pf__dict_pause(int point);
 #define PF__DICT_POINT(p)                                                                      \
     do {                                                                                       \

@@ -953,10 +953,20 @@ static int rd_take(const pf__eng *e, const struct hit *hit, struct rd *rd)
     return 0;
 }
 
+uint64_t pf__eng_hash(const pf__eng *e, const void *key, size_t klen)
+{
+    return key_hash(e->seed, key, klen);
+}
+
 int pf__eng_get(pf__eng *e, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen,
                 void **alloc)
 {
-    uint64_t h = key_hash(e->seed, key, klen);
+    return pf__eng_get_hashed(e, key_hash(e->seed, key, klen), key, klen, buf, cap, vlen, alloc);
+}
+
+int pf__eng_get_hashed(pf__eng *e, uint64_t h, const void *key, size_t klen, void *buf, size_t cap,
+                       size_t *vlen, void **alloc)
+{
     struct pf__eng_stripe *st = stripe_for(e, h);
     uint32_t tag = (uint32_t)h;
     struct rd rd = {buf, cap, vlen, alloc};
@@ -1130,16 +1140,49 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     return 0;
 }
 
+/* Start loading the home slot of hash h (for writing when rw).  A hint only:
+ * table and cap may be changing (then the prefetch is merely useless), and a
+ * prefetch never faults. */
+#define PREFETCH_HOME(e, st, h, rw)                                                         \
+    do {                                                                                    \
+        uint64_t tab_ = ld(&(st)->table), cap_ = ld(&(st)->cap);                            \
+        if (tab_ && tab_ < (e)->max_bytes && cap_ <= MAX_CAP)                               \
+            __builtin_prefetch((e)->base + slot_off(tab_, (uint32_t)(h) & (cap_ - 1)), rw); \
+    } while (0)
+
+/* Start loading the entry the home slot of hash h points at, if its tag is h's
+ * (the slot itself was prefetched a while ago).  The slot is read without the
+ * lock: only where this process can see it, and what it says is a hint. */
+static inline void prefetch_entry(const pf__eng *e, const struct pf__eng_stripe *st, uint64_t h)
+{
+    uint64_t tab = ld(&st->table), cap = ld(&st->cap);
+    if (!tab || cap > MAX_CAP)
+        return;
+    uint64_t off = slot_off(tab, (uint32_t)h & (cap - 1));
+    if (off + 8 > __atomic_load_n(&e->mapped, __ATOMIC_RELAXED))
+        return;
+    uint64_t w = ld(word(e, off));
+    uint64_t b = (w & 0xffffffffull) << 4;
+    if ((uint32_t)(w >> 32) == (uint32_t)h && b < e->max_bytes)
+        __builtin_prefetch(e->base + b);
+}
+
+void pf__eng_prefetch(const pf__eng *e, uint64_t h, bool entry)
+{
+    const struct pf__eng_stripe *st = stripe_for(e, h);
+    if (entry)
+        prefetch_entry(e, st, h);
+    else
+        PREFETCH_HOME(e, st, h, 0);
+}
+
 int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
 {
     uint64_t h = key_hash(e->seed, key, klen);
     struct pf__eng_stripe *st = stripe_for(e, h);
     /* Start loading the key's home slot before the lock, so that its cache miss
-     * overlaps the lock's.  A hint only: table and cap may be changing (then the
-     * prefetch is merely useless), and a prefetch never faults. */
-    uint64_t tab = ld(&st->table), cap = ld(&st->cap);
-    if (tab && tab < e->max_bytes && cap <= MAX_CAP)
-        __builtin_prefetch(e->base + slot_off(tab, (uint32_t)h & (cap - 1)), 1);
+     * overlaps the lock's. */
+    PREFETCH_HOME(e, st, h, 1);
     int rc = stripe_lock(e, st);
     if (rc)
         return rc;
@@ -1148,6 +1191,83 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
     stripe_unlock(st);
     if (grow_wanted)
         grow_ahead(e);
+    return rc;
+}
+
+/* A batch is worked through in windows of BATCH_WINDOW pairs, and each pair's
+ * slot (then entry) is prefetched BATCH_AHEAD pairs before it is used. */
+#define BATCH_WINDOW 1024u
+#define BATCH_AHEAD  8u
+
+/* The window's pairs in stripe order: by the top 8 bits of their hashes
+ * (the stripe index when there are at most 256 stripes, its top bits when
+ * more), stable, so pairs of one key keep their order.  The order starts at
+ * bucket `first` and wraps around: writers on different lanes start a quarter
+ * of the stripes apart, so two processes writing batches at once do not walk
+ * the stripes in step, each waiting for the lock the other holds. */
+static void window_order(const uint64_t *hash, size_t m, unsigned first, uint16_t *order)
+{
+    uint16_t next[257] = {0};
+#define BUCKET(h) ((((unsigned)((h) >> 56)) - first) & 255u)
+    for (size_t i = 0; i < m; i++)
+        next[BUCKET(hash[i]) + 1]++;
+    for (unsigned b = 1; b < 257; b++)
+        next[b] = (uint16_t)(next[b] + next[b - 1]);
+    for (size_t i = 0; i < m; i++)
+        order[next[BUCKET(hash[i])]++] = (uint16_t)i;
+#undef BUCKET
+}
+
+int pf__eng_write_many(pf__eng *e, const pf_dict_item *items, size_t n, pf__dict_wop *op)
+{
+    uint64_t hash[BATCH_WINDOW];
+    uint16_t order[BATCH_WINDOW];
+    int rc = 0;
+    for (size_t from = 0; from < n && rc == 0; from += BATCH_WINDOW) {
+        const pf_dict_item *it = items + from;
+        size_t m = PF__MIN(n - from, (size_t)BATCH_WINDOW);
+        for (size_t i = 0; i < m; i++)
+            hash[i] = key_hash(e->seed, it[i].key ? it[i].key : "", it[i].klen);
+        window_order(hash, m, lane_of(e) * (256u / LANES), order);
+        for (size_t k = 0; k < m && k < BATCH_AHEAD; k++)
+            PREFETCH_HOME(e, stripe_for(e, hash[order[k]]), hash[order[k]], 1);
+        /* One stripe lock held at a time, across the run of pairs in it. */
+        struct pf__eng_stripe *held = NULL;
+        for (size_t k = 0; k < m; k++) {
+            if (k + 2 * BATCH_AHEAD < m) {
+                uint64_t h2 = hash[order[k + 2 * BATCH_AHEAD]];
+                PREFETCH_HOME(e, stripe_for(e, h2), h2, 1);
+            }
+            if (k + BATCH_AHEAD < m) {
+                uint64_t h1 = hash[order[k + BATCH_AHEAD]];
+                prefetch_entry(e, stripe_for(e, h1), h1);
+            }
+            const pf_dict_item *p = &it[order[k]];
+            uint64_t h = hash[order[k]];
+            struct pf__eng_stripe *st = stripe_for(e, h);
+            if (st != held) {
+                if (held) {
+                    stripe_unlock(held);
+                    if (grow_wanted)
+                        grow_ahead(e);
+                }
+                held = NULL;
+                if ((rc = stripe_lock(e, st)) != 0)
+                    break;
+                held = st;
+                PF__DICT_POINT(PF__DP_LOCKED);
+            }
+            op->new_val = p->val ? p->val : "";
+            op->new_len = p->vlen;
+            rc = write_locked(e, st, h, p->key ? p->key : "", p->klen, op);
+            if (rc)
+                break;
+        }
+        if (held)
+            stripe_unlock(held);
+        if (grow_wanted)
+            grow_ahead(e);
+    }
     return rc;
 }
 

@@ -88,6 +88,17 @@ bool pf__eng_destroyed(const pf__eng *e);
 int pf__eng_get(pf__eng *e, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen,
                 void **alloc);
 int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op);
+/* Batches.  write_many applies op to every pair (op->new_val and new_len set
+ * to the pair's value first), stripe by stripe: pairs of one key in their
+ * order, pairs of different keys in any.  It stops at the first error. */
+int pf__eng_write_many(pf__eng *e, const pf_dict_item *items, size_t n, pf__dict_wop *op);
+/* For batched reads: a key's hash, get with it, and a hint to start loading
+ * what a get of it will touch: its home slot, or (entry, a few keys later,
+ * once the slot is in) the entry it points at. */
+uint64_t pf__eng_hash(const pf__eng *e, const void *key, size_t klen);
+int pf__eng_get_hashed(pf__eng *e, uint64_t h, const void *key, size_t klen, void *buf, size_t cap,
+                       size_t *vlen, void **alloc);
+void pf__eng_prefetch(const pf__eng *e, uint64_t h, bool entry);
 size_t pf__eng_len(pf__eng *e);
 int pf__eng_clear(pf__eng *e);
 

@@ -17,6 +17,18 @@
 
 enum op { OP_SET, OP_DEL, OP_GET, OP_CLEAR };
 
+/* Wait until child pid stops itself at `point`, then SIGKILL it. */
+static void kill_stopped(pid_t pid, int point)
+{
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, WUNTRACED), pid);
+    if (!WIFSTOPPED(st))
+        FAIL("the child did not stop at point %d (status %#x)", point, st);
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
 /* Run op on key/val in a child that stops at `point`; kill it there. */
 static void kill_at(pf_dict *d, int point, enum op op, const char *key, const void *val,
                     size_t vlen)
@@ -43,13 +55,23 @@ static void kill_at(pf_dict *d, int point, enum op op, const char *key, const vo
         }
         _exit(3); /* the point was never reached */
     }
-    int st;
-    ASSERT_EQ(waitpid(pid, &st, WUNTRACED), pid);
-    if (!WIFSTOPPED(st))
-        FAIL("the child did not stop at point %d (status %#x)", point, st);
-    ASSERT_EQ(kill(pid, SIGKILL), 0);
-    ASSERT_EQ(waitpid(pid, &st, 0), pid);
-    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    kill_stopped(pid, point);
+}
+
+/* pf_dict_set_many(items, n) in a child that stops at the (skip + 1)-th pass
+ * through `point`; kill it there. */
+static void kill_batch_at(pf_dict *d, int point, int skip, const pf_dict_item *items, size_t n)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        atomic_store(&pf__dict_pause_skip, skip);
+        atomic_store(&pf__dict_pause_at, point);
+        pf_dict_set_many(d, items, n);
+        _exit(3);
+    }
+    kill_stopped(pid, point);
 }
 
 /* A fresh process opens the dict by name and checks it: it must be able to
@@ -262,6 +284,71 @@ TEST(dict_kill_during_clear)
     ASSERT_OK(pf_dict_clear(d));
     ASSERT_OK(pf_dict_len(d, &len));
     ASSERT_EQ(len, 0);
+    check_here(d);
+    pf_dict_close(d);
+}
+
+/* How many of keys "b0".."b9" hold "new" (the others must hold "old"). */
+static int batch_news(pf_dict *d)
+{
+    int news = 0;
+    for (int i = 0; i < 10; i++) {
+        char k[8], buf[8];
+        size_t n;
+        snprintf(k, sizeof k, "b%d", i);
+        ASSERT_OK(pf_dict_get(d, k, strlen(k), buf, sizeof buf, &n));
+        if (n == 3 && memcmp(buf, "new", 3) == 0)
+            news++;
+        else if (n != 3 || memcmp(buf, "old", 3) != 0)
+            FAIL("%s = \"%.*s\": neither old nor new", k, (int)n, buf);
+    }
+    return news;
+}
+
+/* A batch holds its stripe's lock across the pairs of the stripe (one
+ * stripe: the whole batch), each pair its own commit.  Killed at the n-th
+ * pair, the pairs before it are done, the n-th is done or not as for a
+ * single set killed there, and the rest are not; the lock is recovered. */
+TEST(dict_kill_in_the_middle_of_a_batch)
+{
+    pf_dict *d = fresh(1);
+    static char keys[10][8];
+    pf_dict_item olds[10], news[10];
+    for (int i = 0; i < 10; i++) {
+        size_t kl = (size_t)snprintf(keys[i], sizeof keys[i], "b%d", i);
+        olds[i] = (pf_dict_item){keys[i], kl, "old", 3};
+        news[i] = (pf_dict_item){keys[i], kl, "new", 3};
+    }
+    ASSERT_OK(pf_dict_set_many(d, olds, 10));
+    /* Before any change of the first pair: nothing new. */
+    kill_batch_at(d, PF__DP_LOCKED, 0, news, 10);
+    ASSERT_EQ(batch_news(d), 0);
+    check_fresh(pf_dict_name(d));
+    /* Half way through the 5th pair's commit: the repair finishes it. */
+    kill_batch_at(d, PF__DP_TX_HALF, 4, news, 10);
+    check_fresh(pf_dict_name(d));
+    ASSERT_EQ(batch_news(d), 5);
+    ASSERT_OK(pf_dict_set_many(d, olds, 10));
+    /* After the 3rd pair's commit, seqlock odd: 3 new. */
+    kill_batch_at(d, PF__DP_COMMITTED, 2, news, 10);
+    ASSERT_EQ(batch_news(d), 3);
+    check_here(d);
+    /* Inserts: the 3rd new key's block filled, not published: 2 inserted,
+     * its block back where it came from (pf_dict_check counts every block). */
+    static char ikeys[10][8];
+    pf_dict_item ins[10];
+    for (int i = 0; i < 10; i++) {
+        size_t kl = (size_t)snprintf(ikeys[i], sizeof ikeys[i], "i%d", i);
+        ins[i] = (pf_dict_item){ikeys[i], kl, "v", 1};
+    }
+    kill_batch_at(d, PF__DP_FILLED, 2, ins, 10);
+    check_fresh(pf_dict_name(d));
+    size_t len;
+    ASSERT_OK(pf_dict_len(d, &len));
+    ASSERT_EQ(len, 12);
+    ASSERT_OK(pf_dict_set_many(d, ins, 10));
+    ASSERT_OK(pf_dict_len(d, &len));
+    ASSERT_EQ(len, 20);
     check_here(d);
     pf_dict_close(d);
 }
