@@ -1197,7 +1197,7 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
 /* A batch is worked through in windows of BATCH_WINDOW pairs, and each pair's
  * slot (then entry) is prefetched BATCH_AHEAD pairs before it is used. */
 #define BATCH_WINDOW 1024u
-#define BATCH_AHEAD  8u
+#define BATCH_AHEAD  32u
 
 /* The window's pairs in stripe order: by the top 8 bits of their hashes
  * (the stripe index when there are at most 256 stripes, its top bits when

@@ -595,7 +595,7 @@ static int eng_set_many(pf_dict *d, const pf_dict_item *items, size_t n)
 /* get_many reads the keys in order, starting to load each key's home slot
  * 2 * GET_AHEAD keys ahead and its entry GET_AHEAD keys ahead, so that the
  * cache misses of several keys overlap. */
-#define GET_AHEAD 8u
+#define GET_AHEAD 32u
 
 static int eng_get_many(pf_dict *d, const pf_dict_item *items, size_t n, pf_dict_got_fn fn,
                         void *user)
