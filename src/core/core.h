@@ -282,6 +282,10 @@ int pf__procs_create(const struct pf_executor *base, struct pf_executor **out);
  * before any executor exists.  NULL: PF_MPI is PF_ENOTSUP. */
 extern int (*pf__mpi_create)(const struct pf_executor *base, struct pf_executor **out);
 
+/* Tests only: the next this-many replacements of a thread pool thread that
+ * its task ended (pthread_exit) fail as if pthread_create had. */
+extern _Atomic int pf__tp_fail_respawns;
+
 /* Submit with a malloc()ed argument that the future takes over (freed by the
  * library whatever the outcome).  timeout: < 0 none, 0 the executor's. */
 int pf__submit_owned(pf_executor *ex, pf_task_fn fn, void *arg, size_t arg_len, double timeout,

@@ -56,6 +56,10 @@ struct worker {
     /* lock: the watchdog took `current` over at its deadline; it finishes
      * the future and the worker drops the task's outcome. */
     bool timed_out;
+    /* lock: the slot's thread was ended by its task and no replacement could
+     * be started; tid is that (finished) thread until a submit refills the
+     * slot (respawn_locked). */
+    bool vacant;
 };
 
 struct tpool {
@@ -67,6 +71,7 @@ struct tpool {
     struct pf__fqueue queue; /* lock */
     int n_threads;           /* lock: worker slots in use */
     int n_live;              /* lock: worker threads started and not yet gone */
+    int n_vacant;            /* lock: slots marked vacant */
     /* lock: join_all has read n_threads; a thread that a task ends (see
      * task_left_thread) is no longer replaced. */
     bool joining;
@@ -100,6 +105,8 @@ static _Thread_local bool tls_watchdog;
 static void *worker_main(void *arg);
 static void *watchdog_main(void *arg);
 
+_Atomic int pf__tp_fail_respawns;
+
 /* Start one more thread.  Called with pool->lock held. */
 static int spawn_locked(struct tpool *p)
 {
@@ -117,6 +124,31 @@ static int spawn_locked(struct tpool *p)
         return rc == EAGAIN ? PF_ENOMEM : PF_ESYS;
     }
     p->n_threads++;
+    p->n_live++;
+    return PF_OK;
+}
+
+/* Start a thread in a vacant slot.  Called with pool->lock held, never once
+ * join_all has read the slots (the pool is stopping by then, and submits are
+ * refused first). */
+static int respawn_locked(struct tpool *p)
+{
+    int i = 0;
+    while (i < p->n_threads && !p->workers[i].vacant)
+        i++;
+    PF__CHECK(i < p->n_threads && !p->joining);
+    struct worker *w = &p->workers[i];
+    pthread_t tid;
+    pf__executor_retain(&p->base);
+    int rc = pthread_create(&tid, NULL, worker_main, w);
+    if (rc != 0) {
+        pf__executor_release(&p->base);
+        return rc == EAGAIN ? PF_ENOMEM : PF_ESYS;
+    }
+    PF__CHECK(pthread_detach(w->tid) == 0); /* the slot's ended thread */
+    w->tid = tid;
+    w->vacant = false;
+    p->n_vacant--;
     p->n_live++;
     return PF_OK;
 }
@@ -186,7 +218,9 @@ static void fail_all_locked_then_unlock(struct tpool *p, int code);
  * PF_EWORKERDIED (unless the watchdog took it over), the finalizer runs,
  * and a new thread takes the slot so that queued tasks are not stranded.
  * Once join_all has read the slots the dead thread stays there to be
- * joined; should no worker be left, what is queued fails. */
+ * joined.  If no new thread can be started the slot is left vacant (the
+ * next submit starts one there, respawn_locked); should no worker be left,
+ * what is queued fails. */
 struct running_task {
     struct worker *w;
     pf_future *f;
@@ -208,12 +242,19 @@ static void task_left_thread(void *arg)
     pthread_t tid;
     if (!p->joining) {
         pf__executor_retain(&p->base); /* the new thread's reference */
-        if (pthread_create(&tid, NULL, worker_main, w) == 0) {
+        bool refused =
+            atomic_load_explicit(&pf__tp_fail_respawns, memory_order_relaxed) > 0 &&
+            atomic_fetch_sub_explicit(&pf__tp_fail_respawns, 1, memory_order_relaxed) > 0;
+        if (!refused && pthread_create(&tid, NULL, worker_main, w) == 0) {
             PF__CHECK(pthread_detach(w->tid) == 0); /* this thread: nobody joins it now */
             w->tid = tid;
             p->n_live++;
         } else {
+            /* The slot stays this thread's (joined by join_all) until a
+             * submit starts a thread in it. */
             pf__executor_release(&p->base);
+            w->vacant = true;
+            p->n_vacant++;
         }
     }
     if (p->n_live == 0 && p->queue.head)
@@ -428,9 +469,12 @@ static int tp_submit(struct pf_executor *ex, pf_future *f)
     /* A spinning worker takes the task without a wake-up; start a thread
      * only when more tasks wait than idle and spinning workers can take. */
     size_t takers = (size_t)p->n_idle + (size_t)atomic_load(&p->n_spinning);
-    if (p->queue.count > takers && p->n_threads < p->base.opts.max_workers) {
-        int rc = spawn_locked(p);
-        if (rc != PF_OK && p->n_threads == 0) {
+    if (p->queue.count > takers && (p->n_threads < p->base.opts.max_workers || p->n_vacant > 0)) {
+        /* A vacant slot first (its task ended the thread and no replacement
+         * could start then), so the pool gets back to its size. */
+        int rc = p->n_vacant > 0 ? respawn_locked(p) : spawn_locked(p);
+        if (rc != PF_OK && p->n_live == 0) {
+            /* No thread at all would ever take it. */
             pf__fqueue_remove(&p->queue, f);
             pf__mutex_unlock(&p->lock);
             return rc;

@@ -4,7 +4,9 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
+#include "core/core.h"
 #include "tasks.h"
 
 static pf_executor *make_threads(int workers)
@@ -47,6 +49,72 @@ TEST(thr_task_that_exits_its_thread_fails_and_the_pool_goes_on)
     ASSERT_EQ(result_i32(next), 49);
     pf_future_release(dead);
     pf_future_release(next);
+    pf_executor_destroy(ex);
+}
+
+/* The thread a task ended cannot be replaced (pthread_create fails) and it
+ * was the pool's only one: what was queued fails, and a later submit starts
+ * a thread in the vacant slot instead of queueing with no one to run it. */
+TEST(thr_last_thread_ended_without_replacement_a_submit_restarts_it)
+{
+    pf_executor *ex = make_threads(1);
+    atomic_store(&pf__tp_fail_respawns, 1);
+    pf_future *dead = NULL;
+    ASSERT_OK(pf_submit(ex, task_pthread_exit, NULL, 0, &dead));
+    ASSERT_OK(pf_future_wait(dead, 10 * pf_test_scale()));
+    ASSERT_ERR(pf_future_result(dead, 0, NULL, NULL), PF_EWORKERDIED);
+    ASSERT_EQ(atomic_load(&pf__tp_fail_respawns), 0);
+    for (int32_t i = 1; i <= 3; i++) {
+        pf_future *next = submit_i32(ex, task_square_i32, i);
+        if (pf_future_wait(next, 10 * pf_test_scale()) != PF_OK)
+            FAIL("task %d never ran: no thread took it", (int)i);
+        ASSERT_EQ(result_i32(next), i * i);
+        pf_future_release(next);
+    }
+    pf_future_release(dead);
+    pf_executor_destroy(ex);
+}
+
+/* Two slots, one left vacant: the pool gets back to two threads (a task
+ * that waits for a second one to run beside it ends). */
+struct rendezvous {
+    atomic_int arrived;
+};
+
+static int task_meet(pf_task *t, const void *arg, size_t len)
+{
+    struct rendezvous *r;
+    if (len != sizeof r)
+        return 1;
+    memcpy(&r, arg, sizeof r);
+    atomic_fetch_add(&r->arrived, 1);
+    for (int i = 0; i < 20000 && atomic_load(&r->arrived) < 2; i++)
+        usleep(500);
+    int32_t met = atomic_load(&r->arrived) >= 2;
+    return pf_task_set_result(t, &met, sizeof met);
+}
+
+TEST(thr_vacant_slot_is_refilled_to_the_pool_size)
+{
+    pf_executor *ex = make_threads(2);
+    atomic_store(&pf__tp_fail_respawns, 1);
+    pf_future *dead = NULL;
+    ASSERT_OK(pf_submit(ex, task_pthread_exit, NULL, 0, &dead));
+    ASSERT_OK(pf_future_wait(dead, 10 * pf_test_scale()));
+    ASSERT_ERR(pf_future_result(dead, 0, NULL, NULL), PF_EWORKERDIED);
+    ASSERT_EQ(atomic_load(&pf__tp_fail_respawns), 0); /* its slot is vacant */
+    struct rendezvous r = {0};
+    struct rendezvous *rp = &r;
+    pf_future *a = NULL, *b = NULL;
+    ASSERT_OK(pf_submit(ex, task_meet, &rp, sizeof rp, &a));
+    ASSERT_OK(pf_submit(ex, task_meet, &rp, sizeof rp, &b));
+    ASSERT_OK(pf_future_wait(a, 30 * pf_test_scale()));
+    ASSERT_OK(pf_future_wait(b, 30 * pf_test_scale()));
+    ASSERT_EQ(result_i32(a), 1); /* both ran at once: two threads */
+    ASSERT_EQ(result_i32(b), 1);
+    pf_future_release(a);
+    pf_future_release(b);
+    pf_future_release(dead);
     pf_executor_destroy(ex);
 }
 
