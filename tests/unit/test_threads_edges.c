@@ -55,15 +55,23 @@ TEST(thr_task_that_exits_its_thread_fails_and_the_pool_goes_on)
 /* The thread a task ended cannot be replaced (pthread_create fails) and it
  * was the pool's only one: what was queued fails, and a later submit starts
  * a thread in the vacant slot instead of queueing with no one to run it. */
-TEST(thr_last_thread_ended_without_replacement_a_submit_restarts_it)
+/* A pool of `workers` threads, one of whose slots a task left vacant. */
+static pf_executor *pool_with_a_vacant_slot(int workers)
 {
-    pf_executor *ex = make_threads(1);
+    pf_executor *ex = make_threads(workers);
     atomic_store(&pf__tp_fail_respawns, 1);
     pf_future *dead = NULL;
     ASSERT_OK(pf_submit(ex, task_pthread_exit, NULL, 0, &dead));
     ASSERT_OK(pf_future_wait(dead, 10 * pf_test_scale()));
     ASSERT_ERR(pf_future_result(dead, 0, NULL, NULL), PF_EWORKERDIED);
-    ASSERT_EQ(atomic_load(&pf__tp_fail_respawns), 0);
+    ASSERT_EQ(atomic_load(&pf__tp_fail_respawns), 0); /* the refusal was used */
+    pf_future_release(dead);
+    return ex;
+}
+
+TEST(thr_last_thread_ended_without_replacement_a_submit_restarts_it)
+{
+    pf_executor *ex = pool_with_a_vacant_slot(1);
     for (int32_t i = 1; i <= 3; i++) {
         pf_future *next = submit_i32(ex, task_square_i32, i);
         if (pf_future_wait(next, 10 * pf_test_scale()) != PF_OK)
@@ -71,7 +79,6 @@ TEST(thr_last_thread_ended_without_replacement_a_submit_restarts_it)
         ASSERT_EQ(result_i32(next), i * i);
         pf_future_release(next);
     }
-    pf_future_release(dead);
     pf_executor_destroy(ex);
 }
 
@@ -96,13 +103,7 @@ static int task_meet(pf_task *t, const void *arg, size_t len)
 
 TEST(thr_vacant_slot_is_refilled_to_the_pool_size)
 {
-    pf_executor *ex = make_threads(2);
-    atomic_store(&pf__tp_fail_respawns, 1);
-    pf_future *dead = NULL;
-    ASSERT_OK(pf_submit(ex, task_pthread_exit, NULL, 0, &dead));
-    ASSERT_OK(pf_future_wait(dead, 10 * pf_test_scale()));
-    ASSERT_ERR(pf_future_result(dead, 0, NULL, NULL), PF_EWORKERDIED);
-    ASSERT_EQ(atomic_load(&pf__tp_fail_respawns), 0); /* its slot is vacant */
+    pf_executor *ex = pool_with_a_vacant_slot(2);
     struct rendezvous r = {0};
     struct rendezvous *rp = &r;
     pf_future *a = NULL, *b = NULL;
@@ -114,7 +115,6 @@ TEST(thr_vacant_slot_is_refilled_to_the_pool_size)
     ASSERT_EQ(result_i32(b), 1);
     pf_future_release(a);
     pf_future_release(b);
-    pf_future_release(dead);
     pf_executor_destroy(ex);
 }
 
