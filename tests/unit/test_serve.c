@@ -937,9 +937,12 @@ TEST(serve_timer_fires_in_deadline_order_at_most_the_lead_early)
     pf__mutex_init(&g_fired.lock);
     pf__timer *t;
     ASSERT_OK(pf__timer_start(&t, 40, record_fire));
-    uint64_t base = pf__now_ns();
+    /* Items 1..40, deadlines shuffled over 0..78 ms from `base`, which is far
+     * enough ahead that all 40 are in before the first is due (they were due
+     * from the first add on, and a slow add under ThreadSanitizer let the
+     * timer fire a later deadline before an earlier one was even added). */
+    uint64_t base = pf__now_ns() + (uint64_t)(50e6 * pf_test_scale());
     uint64_t deadline[41];
-    /* items 1..40, deadlines shuffled over 0..78 ms */
     for (uintptr_t i = 1; i <= 40; i++) {
         deadline[i] = base + ((i * 17) % 40) * 2000000u;
         ASSERT_OK(pf__timer_add(t, deadline[i], (void *)i));
