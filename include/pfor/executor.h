@@ -226,7 +226,9 @@ PF_EXTERN int pf_future_cancel(pf_future *f);
 /* Call cb(f, user) once f is done: at once in this thread if it is done
  * already, else in the thread that completes it (on a thread pool: the
  * worker, or the pool's watchdog for a task that overran its time limit).
- * Callbacks run in the order they were added. */
+ * Callbacks run in the order they were added.  A callback must return: it
+ * runs on a thread of pfor's (a pool's worker or watchdog), which it must
+ * not end (pthread_exit) or leave by longjmp. */
 typedef void (*pf_done_fn)(pf_future *f, void *user);
 PF_EXTERN int pf_future_add_done_callback(pf_future *f, pf_done_fn cb, void *user);
 
