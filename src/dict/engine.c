@@ -1229,7 +1229,9 @@ int pf__eng_write_many(pf__eng *e, const pf_dict_item *items, size_t n, pf__dict
         for (size_t i = 0; i < m; i++)
             hash[i] = key_hash(e->seed, it[i].key ? it[i].key : "", it[i].klen);
         window_order(hash, m, lane_of(e) * (256u / LANES), order);
-        for (size_t k = 0; k < m && k < BATCH_AHEAD; k++)
+        /* The first 2 * BATCH_AHEAD home slots now; the loop's prefetches
+         * take over from there. */
+        for (size_t k = 0; k < m && k < 2 * BATCH_AHEAD; k++)
             PREFETCH_HOME(e, stripe_for(e, hash[order[k]]), hash[order[k]], 1);
         /* One stripe lock held at a time, across the run of pairs in it. */
         struct pf__eng_stripe *held = NULL;
