@@ -1140,26 +1140,24 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
     return 0;
 }
 
-/* Start loading the home slot of hash h (for writing when rw).  A hint only:
- * table and cap may be changing (then the prefetch is merely useless), and a
- * prefetch never faults. */
-#define PREFETCH_HOME(e, st, h, rw)                                                         \
-    do {                                                                                    \
-        uint64_t tab_ = ld(&(st)->table), cap_ = ld(&(st)->cap);                            \
-        if (tab_ && tab_ < (e)->max_bytes && cap_ <= MAX_CAP)                               \
-            __builtin_prefetch((e)->base + slot_off(tab_, (uint32_t)(h) & (cap_ - 1)), rw); \
-    } while (0)
+/* The offset of hash h's home slot in st's table, read without the lock: a
+ * hint for prefetching only (table and cap may be changing; then the slot is
+ * merely the wrong one).  0 when st has no table (or a scribbled one). */
+static inline uint64_t home_slot_hint(const pf__eng *e, const struct pf__eng_stripe *st, uint64_t h)
+{
+    uint64_t tab = ld(&st->table), cap = ld(&st->cap);
+    if (!tab || tab >= e->max_bytes || cap > MAX_CAP)
+        return 0;
+    return slot_off(tab, (uint32_t)h & (cap - 1));
+}
 
 /* Start loading the entry the home slot of hash h points at, if its tag is h's
  * (the slot itself was prefetched a while ago).  The slot is read without the
  * lock: only where this process can see it, and what it says is a hint. */
 static inline void prefetch_entry(const pf__eng *e, const struct pf__eng_stripe *st, uint64_t h)
 {
-    uint64_t tab = ld(&st->table), cap = ld(&st->cap);
-    if (!tab || cap > MAX_CAP)
-        return;
-    uint64_t off = slot_off(tab, (uint32_t)h & (cap - 1));
-    if (off + 8 > __atomic_load_n(&e->mapped, __ATOMIC_RELAXED))
+    uint64_t off = home_slot_hint(e, st, h);
+    if (!off || off + 8 > __atomic_load_n(&e->mapped, __ATOMIC_RELAXED))
         return;
     uint64_t w = ld(word(e, off));
     uint64_t b = (w & 0xffffffffull) << 4;
@@ -1167,13 +1165,23 @@ static inline void prefetch_entry(const pf__eng *e, const struct pf__eng_stripe 
         __builtin_prefetch(e->base + b);
 }
 
+/* Start loading hash h's home slot to write it (a prefetch never faults). */
+static inline void prefetch_home_to_write(const pf__eng *e, const struct pf__eng_stripe *st,
+                                          uint64_t h)
+{
+    uint64_t off = home_slot_hint(e, st, h);
+    if (off)
+        __builtin_prefetch(e->base + off, 1);
+}
+
 void pf__eng_prefetch(const pf__eng *e, uint64_t h, bool entry)
 {
     const struct pf__eng_stripe *st = stripe_for(e, h);
+    uint64_t off;
     if (entry)
         prefetch_entry(e, st, h);
-    else
-        PREFETCH_HOME(e, st, h, 0);
+    else if ((off = home_slot_hint(e, st, h)) != 0)
+        __builtin_prefetch(e->base + off, 0);
 }
 
 int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
@@ -1182,7 +1190,7 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
     struct pf__eng_stripe *st = stripe_for(e, h);
     /* Start loading the key's home slot before the lock, so that its cache miss
      * overlaps the lock's. */
-    PREFETCH_HOME(e, st, h, 1);
+    prefetch_home_to_write(e, st, h);
     int rc = stripe_lock(e, st);
     if (rc)
         return rc;
@@ -1195,9 +1203,9 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
 }
 
 /* A batch is worked through in windows of BATCH_WINDOW pairs, and each pair's
- * slot (then entry) is prefetched BATCH_AHEAD pairs before it is used. */
+ * slot (then entry) is prefetched 2 x (then 1 x) PF__ENG_AHEAD pairs before it
+ * is used. */
 #define BATCH_WINDOW 1024u
-#define BATCH_AHEAD  32u
 
 /* The window's pairs in stripe order: by the top 8 bits of their hashes
  * (the stripe index when there are at most 256 stripes, its top bits when
@@ -1229,19 +1237,19 @@ int pf__eng_write_many(pf__eng *e, const pf_dict_item *items, size_t n, pf__dict
         for (size_t i = 0; i < m; i++)
             hash[i] = key_hash(e->seed, it[i].key ? it[i].key : "", it[i].klen);
         window_order(hash, m, lane_of(e) * (256u / LANES), order);
-        /* The first 2 * BATCH_AHEAD home slots now; the loop's prefetches
+        /* The first 2 * PF__ENG_AHEAD home slots now; the loop's prefetches
          * take over from there. */
-        for (size_t k = 0; k < m && k < 2 * BATCH_AHEAD; k++)
-            PREFETCH_HOME(e, stripe_for(e, hash[order[k]]), hash[order[k]], 1);
+        for (size_t k = 0; k < m && k < 2 * PF__ENG_AHEAD; k++)
+            prefetch_home_to_write(e, stripe_for(e, hash[order[k]]), hash[order[k]]);
         /* One stripe lock held at a time, across the run of pairs in it. */
         struct pf__eng_stripe *held = NULL;
         for (size_t k = 0; k < m; k++) {
-            if (k + 2 * BATCH_AHEAD < m) {
-                uint64_t h2 = hash[order[k + 2 * BATCH_AHEAD]];
-                PREFETCH_HOME(e, stripe_for(e, h2), h2, 1);
+            if (k + 2 * PF__ENG_AHEAD < m) {
+                uint64_t h2 = hash[order[k + 2 * PF__ENG_AHEAD]];
+                prefetch_home_to_write(e, stripe_for(e, h2), h2);
             }
-            if (k + BATCH_AHEAD < m) {
-                uint64_t h1 = hash[order[k + BATCH_AHEAD]];
+            if (k + PF__ENG_AHEAD < m) {
+                uint64_t h1 = hash[order[k + PF__ENG_AHEAD]];
                 prefetch_entry(e, stripe_for(e, h1), h1);
             }
             const pf_dict_item *p = &it[order[k]];

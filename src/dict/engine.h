@@ -94,7 +94,10 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op);
 int pf__eng_write_many(pf__eng *e, const pf_dict_item *items, size_t n, pf__dict_wop *op);
 /* For batched reads: a key's hash, get with it, and a hint to start loading
  * what a get of it will touch: its home slot, or (entry, a few keys later,
- * once the slot is in) the entry it points at. */
+ * once the slot is in) the entry it points at.  Batches prefetch a key's slot
+ * 2 x PF__ENG_AHEAD keys before they use it and its entry PF__ENG_AHEAD keys
+ * before (two processes loading the memory system make each miss longer). */
+#define PF__ENG_AHEAD 32u
 uint64_t pf__eng_hash(const pf__eng *e, const void *key, size_t klen);
 int pf__eng_get_hashed(pf__eng *e, uint64_t h, const void *key, size_t klen, void *buf, size_t cap,
                        size_t *vlen, void **alloc);

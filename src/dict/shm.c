@@ -593,30 +593,28 @@ static int eng_set_many(pf_dict *d, const pf_dict_item *items, size_t n)
 }
 
 /* get_many reads the keys in order, starting to load each key's home slot
- * 2 * GET_AHEAD keys ahead and its entry GET_AHEAD keys ahead, so that the
- * cache misses of several keys overlap. */
-#define GET_AHEAD 32u
-
+ * 2 * PF__ENG_AHEAD keys ahead and its entry PF__ENG_AHEAD keys ahead, so that
+ * the cache misses of several keys overlap. */
 static int eng_get_many(pf_dict *d, const pf_dict_item *items, size_t n, pf_dict_got_fn fn,
                         void *user)
 {
     pf__eng *e = &ed(d)->eng;
-    uint64_t hash[2 * GET_AHEAD]; /* of items [i, hashed), at index % (2 * GET_AHEAD) */
+    uint64_t hash[2 * PF__ENG_AHEAD]; /* of items [i, hashed), at index % (2 * PF__ENG_AHEAD) */
     size_t hashed = 0;
     size_t cap = 256;
     char *buf = malloc(cap);
     int rc = buf ? 0 : PF_ENOMEM;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        for (; hashed < n && hashed < i + 2 * GET_AHEAD; hashed++) {
+        for (; hashed < n && hashed < i + 2 * PF__ENG_AHEAD; hashed++) {
             const void *k = items[hashed].key ? items[hashed].key : "";
-            hash[hashed % (2 * GET_AHEAD)] = pf__eng_hash(e, k, items[hashed].klen);
-            pf__eng_prefetch(e, hash[hashed % (2 * GET_AHEAD)], false);
+            hash[hashed % (2 * PF__ENG_AHEAD)] = pf__eng_hash(e, k, items[hashed].klen);
+            pf__eng_prefetch(e, hash[hashed % (2 * PF__ENG_AHEAD)], false);
         }
-        if (i + GET_AHEAD < n)
-            pf__eng_prefetch(e, hash[(i + GET_AHEAD) % (2 * GET_AHEAD)], true);
+        if (i + PF__ENG_AHEAD < n)
+            pf__eng_prefetch(e, hash[(i + PF__ENG_AHEAD) % (2 * PF__ENG_AHEAD)], true);
         size_t vlen = 0;
         const void *key = items[i].key ? items[i].key : "";
-        int st = pf__eng_get_hashed(e, hash[i % (2 * GET_AHEAD)], key, items[i].klen, buf, cap,
+        int st = pf__eng_get_hashed(e, hash[i % (2 * PF__ENG_AHEAD)], key, items[i].klen, buf, cap,
                                     &vlen, NULL);
         if (st == PF_ETOOBIG) {
             char *nb = realloc(buf, vlen);
