@@ -128,29 +128,40 @@ static int spawn_locked(struct tpool *p)
     return PF_OK;
 }
 
-/* Start a thread in a vacant slot.  Called with pool->lock held, never once
- * join_all has read the slots (the pool is stopping by then, and submits are
- * refused first). */
-static int respawn_locked(struct tpool *p)
+/* Start a new thread in slot w, whose thread a task ended: that thread
+ * (finished, or unwinding in task_left_thread) is detached, nobody joins it
+ * now.  Called with pool->lock held, never once join_all has read the
+ * slots. */
+static int refill_slot_locked(struct tpool *p, struct worker *w)
 {
-    int i = 0;
-    while (i < p->n_threads && !p->workers[i].vacant)
-        i++;
-    PF__CHECK(i < p->n_threads && !p->joining);
-    struct worker *w = &p->workers[i];
+    PF__CHECK(!p->joining);
     pthread_t tid;
-    pf__executor_retain(&p->base);
+    pf__executor_retain(&p->base); /* the new thread's reference */
     int rc = pthread_create(&tid, NULL, worker_main, w);
     if (rc != 0) {
         pf__executor_release(&p->base);
         return rc == EAGAIN ? PF_ENOMEM : PF_ESYS;
     }
-    PF__CHECK(pthread_detach(w->tid) == 0); /* the slot's ended thread */
+    PF__CHECK(pthread_detach(w->tid) == 0);
     w->tid = tid;
-    w->vacant = false;
-    p->n_vacant--;
     p->n_live++;
     return PF_OK;
+}
+
+/* Start a thread in a vacant slot (pool->lock held; the pool is not
+ * stopping, so join_all has not read the slots). */
+static int respawn_locked(struct tpool *p)
+{
+    int i = 0;
+    while (i < p->n_threads && !p->workers[i].vacant)
+        i++;
+    PF__CHECK(i < p->n_threads);
+    int rc = refill_slot_locked(p, &p->workers[i]);
+    if (rc == PF_OK) {
+        p->workers[i].vacant = false;
+        p->n_vacant--;
+    }
+    return rc;
 }
 
 static void start_watchdog_locked(struct tpool *p)
@@ -239,20 +250,13 @@ static void task_left_thread(void *arg)
     w->timed_out = false;
     p->n_live--;
     pf__cond_signal(&p->watchdog_wake); /* it no longer waits for this task */
-    pthread_t tid;
     if (!p->joining) {
-        pf__executor_retain(&p->base); /* the new thread's reference */
         bool refused =
             atomic_load_explicit(&pf__tp_fail_respawns, memory_order_relaxed) > 0 &&
             atomic_fetch_sub_explicit(&pf__tp_fail_respawns, 1, memory_order_relaxed) > 0;
-        if (!refused && pthread_create(&tid, NULL, worker_main, w) == 0) {
-            PF__CHECK(pthread_detach(w->tid) == 0); /* this thread: nobody joins it now */
-            w->tid = tid;
-            p->n_live++;
-        } else {
+        if (refused || refill_slot_locked(p, w) != PF_OK) {
             /* The slot stays this thread's (joined by join_all) until a
              * submit starts a thread in it. */
-            pf__executor_release(&p->base);
             w->vacant = true;
             p->n_vacant++;
         }
