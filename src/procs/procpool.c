@@ -143,11 +143,6 @@ static uint64_t ring_room_locked(struct ppool *p)
     return h->ring_size - (tail - head);
 }
 
-static void punch(struct ppool *p, uint64_t off, uint64_t len)
-{
-    fallocate(p->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
-}
-
 /* Put f in a free slot and publish it.  PF_EBUSY: no slot or no ring room
  * (f stays with the caller); PF_ENOSPC/PF_ESYS: it cannot be placed in shared
  * memory. */
@@ -215,7 +210,7 @@ static pf_future *free_slot_locked(struct ppool *p, uint32_t s)
 {
     struct pf__slot *slot = pf__shm_slot(p->hdr, s);
     if (slot->arg_where == PF__ARG_LARGE && slot->arg_len > PF__LARGE_PUNCH)
-        punch(p, PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE, slot->arg_len);
+        pf__shm_punch(p->memfd, PF__ARG_BASE + (uint64_t)s * PF__ARG_STRIDE, slot->arg_len);
     pf_future *f = p->slot_future[s];
     p->slot_future[s] = NULL;
     slot->timeout_ns = 0;
@@ -285,7 +280,7 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
                 data = NULL;
             }
             if (len > PF__LARGE_PUNCH)
-                punch(p, off, len);
+                pf__shm_punch(p->memfd, off, len);
             atomic_store(&w->window_busy, 0);
             pf__futex_wake(&w->window_busy, 1, true);
         }
@@ -515,7 +510,7 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf_
     /* A result it was writing, never delivered, may hold pages of its
      * window (up to PF__WIN_STRIDE): release them, for the replacement
      * punches only what it uses.  What it delivered was collected above. */
-    punch(p, pf__win_off(index), PF__WIN_STRIDE);
+    pf__shm_punch(p->memfd, pf__win_off(index), PF__WIN_STRIDE);
 
     /* Reset the index for a replacement and start one if there is work. */
     pw->pid = 0;

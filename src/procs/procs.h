@@ -185,6 +185,10 @@ static inline _Atomic uint32_t *pf__shm_worker_cq(struct pf__shm_header *h, int 
 int pf__shm_map_range(int fd, uint64_t off, size_t len, int prot, void **base, void **map,
                       size_t *map_len);
 
+/* Give the pages of [off, off+len) of the pool's memfd back (they read as
+ * zeros after).  A failure only leaves the memory held. */
+void pf__shm_punch(int fd, uint64_t off, uint64_t len);
+
 /* The worker process's main loop; never returns. */
 __attribute__((noreturn)) void pf__proc_worker_main(int memfd, int evfd, int index);
 

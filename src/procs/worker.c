@@ -32,6 +32,11 @@ struct worker_ctx {
     bool fds_lost;       /* the eventfd is gone (a task closed it): retire */
 };
 
+void pf__shm_punch(int fd, uint64_t off, uint64_t len)
+{
+    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+}
+
 int pf__shm_map_range(int fd, uint64_t off, size_t len, int prot, void **base, void **map,
                       size_t *map_len)
 {
@@ -253,8 +258,7 @@ static void run_slot(struct worker_ctx *w, uint32_t s, void *state)
      * delivered result, so release the rest here. */
     size_t kept = slot->result_where == PF__RESULT_WINDOW ? slot->result_len : 0;
     if (w->win_high > PF__LARGE_PUNCH && w->win_high > kept) {
-        fallocate(w->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)(pf__win_off(w->index) + kept), (off_t)(w->win_high - kept));
+        pf__shm_punch(w->memfd, pf__win_off(w->index) + kept, w->win_high - kept);
         if (w->win_reserved > kept)
             w->win_reserved = kept;
     }
