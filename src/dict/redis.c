@@ -80,6 +80,15 @@ static const char GOI_LUA[] = "local cur = redis.call('HGET', KEYS[1], ARGV[1])\
 
 /* ------------------------------------------------------------- connection -- */
 
+/* The set holding SIGPIPE alone. */
+static sigset_t pipe_set(void)
+{
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    return pipe;
+}
+
 /* SIGPIPE's pending state in this thread. */
 static bool pipe_pending(void)
 {
@@ -93,9 +102,7 @@ static bool pipe_pending(void)
  * if the thread blocked it before (else it would have been delivered). */
 static void pipe_block(struct redis_dict *r)
 {
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
+    sigset_t pipe = pipe_set();
     pthread_sigmask(SIG_BLOCK, &pipe, &r->sig_old);
     r->pipe_was_pending = sigismember(&r->sig_old, SIGPIPE) == 1 && pipe_pending();
 }
@@ -107,9 +114,7 @@ static void pipe_block(struct redis_dict *r)
 static void pipe_unblock(struct redis_dict *r)
 {
     if (!r->pipe_was_pending && (!r->c || r->c->err) && pipe_pending()) {
-        sigset_t pipe;
-        sigemptyset(&pipe);
-        sigaddset(&pipe, SIGPIPE);
+        sigset_t pipe = pipe_set();
         struct timespec zero = {0, 0};
         while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR) {
         }
