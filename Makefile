@@ -43,8 +43,13 @@ test-tsan: setup
 	  PF_TEST_TIMEOUT_SCALE=5 ./pfor-tests
 	TSAN_OPTIONS=halt_on_error=1 sh tests/mpi/run.sh build-tsan
 
-# memcheck over the core suites (stress and load tests are too slow under it)
-VALGRIND_TESTS = test_error test_executor test_loop test_procpool_faults
+# memcheck over every suite but test_compare and test_examples, which run
+# ./pfor and the examples as programs (valgrind does not follow them).  About
+# 5 minutes.
+VALGRIND_TESTS = test_error test_executor test_loop test_core_edges test_threads_edges \
+  test_procs_edges test_api_args test_dict_api test_dict_batch test_dict_shm \
+  test_dict_executors test_dict_redis test_http test_serve test_procpool_faults \
+  test_dict_kill test_dict_chaos test_dict_counters test_executor_stress test_serve_load
 valgrind: build
 	cd build && PF_TEST_TIMEOUT_SCALE=10 valgrind -q --error-exitcode=99 --leak-check=full \
 	  --show-possibly-lost=no --errors-for-leak-kinds=definite ./pfor-tests $(VALGRIND_TESTS)

@@ -6,6 +6,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -51,6 +53,12 @@ static long long pool_shm_bytes(void)
 
 static int count_fds(int pid)
 {
+    /* Only descriptors below the soft RLIMIT_NOFILE count: a program cannot
+     * have others, and a tool it runs under (valgrind) keeps its own above
+     * the limit it reports.  pid shares this process's limit (a child). */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fd", pid);
     DIR *d = opendir(path);
@@ -58,7 +66,7 @@ static int count_fds(int pid)
         return -1;
     int n = 0;
     for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
+        n += e->d_name[0] != '.' && strtoull(e->d_name, NULL, 10) < rl.rlim_cur;
     closedir(d);
     return n;
 }
