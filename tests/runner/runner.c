@@ -2,9 +2,10 @@
  * The test runner: every TEST() in its own process, with a time limit and
  * leak checks.
  *
- *   pfor-tests [--list] [--timeout SECONDS] [PATTERN...]
+ *   pfor-tests [--list] [--timeout SECONDS] [--exclude PATTERN]... [PATTERN...]
  *
- * PATTERN selects tests whose name or file contains it.  The runner is a
+ * PATTERN selects tests whose name or file contains it; --exclude leaves out
+ * those whose name or file contains its pattern.  The runner is a
  * child subreaper, so processes that a test leaves behind become the
  * runner's children when the test ends: any still alive after a grace
  * period fail the test ("leaked processes") and are killed.  /dev/shm names
@@ -325,12 +326,26 @@ static int run_one(const struct test_entry *t, double timeout_s)
     return result;
 }
 
+/* --exclude patterns (at most MAX_EXCLUDES). */
+#define MAX_EXCLUDES 16
+static const char *excludes[MAX_EXCLUDES];
+static int n_excludes;
+
+static bool matches(const struct test_entry *t, const char *pattern)
+{
+    return strstr(t->name, pattern) || strstr(t->file, pattern);
+}
+
+/* Run t: it matches a PATTERN (or none was given) and no --exclude. */
 static bool selected(const struct test_entry *t, int argc, char **argv, int first)
 {
+    for (int i = 0; i < n_excludes; i++)
+        if (matches(t, excludes[i]))
+            return false;
     if (first >= argc)
         return true;
     for (int i = first; i < argc; i++)
-        if (strstr(t->name, argv[i]) || strstr(t->file, argv[i]))
+        if (matches(t, argv[i]))
             return true;
     return false;
 }
@@ -361,8 +376,15 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[first], "--timeout") == 0 && first + 1 < argc) {
             timeout = atof(argv[first + 1]);
             first += 2;
+        } else if (strcmp(argv[first], "--exclude") == 0 && first + 1 < argc &&
+                   n_excludes < MAX_EXCLUDES) {
+            excludes[n_excludes++] = argv[first + 1];
+            first += 2;
         } else {
-            fprintf(stderr, "usage: %s [--list] [--timeout SECONDS] [PATTERN...]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--list] [--timeout SECONDS] [--exclude PATTERN]... "
+                    "[PATTERN...]\n",
+                    argv[0]);
             return 2;
         }
     }
