@@ -31,6 +31,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "dict/dict_internal.h"
@@ -142,6 +143,11 @@ static bool status_is(const redisReply *r, const char *s)
 static int rconnect(struct redis_dict *r)
 {
     struct timeval tv = to_tv(r->timeout);
+    /* hiredis copies at most sizeof sun_path - 1 bytes of a socket path and ends
+     * them with whatever byte follows: a longer path would reach the socket its
+     * first bytes name, one of that length fails at random. */
+    if (r->host[0] == '/' && strlen(r->host) >= sizeof((struct sockaddr_un *)0)->sun_path - 1)
+        return PF_ECONNECT;
     redisContext *c = r->host[0] == '/' ? redisConnectUnixWithTimeout(r->host, tv)
                                         : redisConnectWithTimeout(r->host, r->port, tv);
     if (!c)
@@ -620,9 +626,13 @@ static int redis_set_many(pf_dict *d, const pf_dict_item *items, size_t n)
             }
         }
         int rr = read_replies(r, sent, reps);
-        for (size_t k = 0; k < sent; k++)
+        for (size_t k = 0; k < sent; k++) {
+            /* HSET answers its count of new fields: anything else is not a set. */
+            if (rr == 0 && reps[k]->type != REDIS_REPLY_INTEGER)
+                rr = PF_EPROTO;
             if (reps[k])
                 freeReplyObject(reps[k]);
+        }
         if (rc == 0)
             rc = rr;
     }
@@ -668,7 +678,9 @@ static int redis_get_many(pf_dict *d, const pf_dict_item *items, size_t n, pf_di
         size_t idx = first;
         for (size_t k = 0; k < sent; k++) {
             redisReply *a = reps[k];
-            if (rc == 0 && a->type != REDIS_REPLY_ARRAY)
+            /* One value per key it asked for: never an index past the batch. */
+            if (rc == 0 && (a->type != REDIS_REPLY_ARRAY ||
+                            a->elements != PF__MIN((size_t)BATCH_PAIRS, n - idx)))
                 rc = PF_EPROTO;
             for (size_t e = 0; rc == 0 && e < a->elements; e++, idx++) {
                 redisReply *v = a->element[e];

@@ -8,8 +8,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -293,4 +297,179 @@ TEST(dict_redis_ref_is_checked_like_open)
     ASSERT(h == NULL);
     pf_dict_close(d);
     pf_test_redis_stop(&r);
+}
+
+/* A unix socket path hiredis cannot pass whole (it copies sizeof sun_path - 1
+ * bytes, not always NUL-ended) names no socket it can reach: open fails, and
+ * never connects to the socket that the path's first bytes name. */
+TEST(dict_redis_long_socket_path_is_not_truncated)
+{
+    pf_test_redis r;
+    pf_test_redis_start(&r);
+    struct sockaddr_un sa;
+    size_t cut = sizeof sa.sun_path - 1; /* the bytes hiredis copies */
+    char path[PF_DICT_MAX_HOST + 1];
+    /* r.dir, slashes, "redis.sock": the server's socket spelled in len bytes. */
+    size_t dl = strlen(r.dir), sl = strlen("redis.sock");
+    ASSERT(dl + 1 + sl < cut);
+    pf_dict *d = NULL;
+    pf_dict_opts o = {.timeout = 0.5};
+    for (size_t len = cut - 1; len <= cut; len++) {
+        memcpy(path, r.dir, dl);
+        memset(path + dl, '/', len - dl - sl);
+        memcpy(path + len - sl, "redis.sock", sl);
+        path[len] = '\0';
+        if (len < cut) {
+            ASSERT_OK(pf_dict_open_redis(&d, path, 0, "long", &o)); /* short enough: works */
+            pf_dict_close(d);
+            d = NULL;
+            continue;
+        }
+        /* Too long, as spelled and with a suffix that names a file not there;
+         * a few times, as the byte after the cut is whatever was there. */
+        for (int i = 0; i < 5; i++) {
+            ASSERT_ERR(pf_dict_open_redis(&d, path, 0, "long", &o), PF_ECONNECT);
+            ASSERT(d == NULL);
+        }
+        snprintf(path + len, sizeof path - len, "-nothing-listens-here");
+        ASSERT(access(path, F_OK) != 0);
+        for (int i = 0; i < 5; i++) {
+            ASSERT_ERR(pf_dict_open_redis(&d, path, 0, "long", &o), PF_ECONNECT);
+            ASSERT(d == NULL);
+        }
+    }
+    pf_test_redis_stop(&r);
+}
+
+/* A fake server on loopback, one connection at a time: HMGET gets one value
+ * more than it asked for, every other command +PONG (so open's PING works and
+ * HSET gets a reply of the wrong type). */
+struct fake {
+    int lfd, port;
+    atomic_int stop;
+    pthread_t t;
+};
+
+/* One RESP request (an array of bulk strings): its first word in cmd and its
+ * number of words; -1 on EOF (the client closed: every test closes its handle
+ * before fake_stop, so a connection's loop always ends). */
+static int fake_read(FILE *f, char *cmd, size_t cap)
+{
+    char line[64];
+    cmd[0] = '\0';
+    if (!fgets(line, sizeof line, f) || line[0] != '*')
+        return -1;
+    int n = atoi(line + 1);
+    for (int i = 0; i < n; i++) {
+        if (!fgets(line, sizeof line, f) || line[0] != '$')
+            return -1;
+        size_t len = (size_t)atol(line + 1);
+        for (size_t j = 0; j < len + 2; j++) {
+            int ch = fgetc(f);
+            if (ch == EOF)
+                return -1;
+            if (i == 0 && j < len && j + 1 < cap) {
+                cmd[j] = (char)ch;
+                cmd[j + 1] = '\0';
+            }
+        }
+    }
+    return n;
+}
+
+static void *fake_main(void *p)
+{
+    struct fake *fk = p;
+    while (!atomic_load(&fk->stop)) {
+        struct pollfd pfd = {fk->lfd, POLLIN, 0};
+        if (poll(&pfd, 1, 50) != 1)
+            continue;
+        int c = accept(fk->lfd, NULL, NULL);
+        if (c < 0)
+            continue;
+        FILE *f = fdopen(c, "r+");
+        if (!f) {
+            close(c);
+            continue;
+        }
+        char cmd[32];
+        int n;
+        while (!atomic_load(&fk->stop) && (n = fake_read(f, cmd, sizeof cmd)) >= 0) {
+            if (strcmp(cmd, "HMGET") == 0) {
+                fprintf(f, "*%d\r\n", n - 2 + 1);
+                for (int i = 0; i < n - 2 + 1; i++)
+                    fprintf(f, "$1\r\nv\r\n");
+            } else {
+                fprintf(f, "+PONG\r\n");
+            }
+            fflush(f);
+        }
+        fclose(f);
+    }
+    return NULL;
+}
+
+static void fake_start(struct fake *fk)
+{
+    fk->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    ASSERT_EQ(bind(fk->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(fk->lfd, 4), 0);
+    ASSERT_EQ(getsockname(fk->lfd, (struct sockaddr *)&a, &len), 0);
+    fk->port = ntohs(a.sin_port);
+    atomic_init(&fk->stop, 0);
+    ASSERT_EQ(pthread_create(&fk->t, NULL, fake_main, fk), 0);
+}
+
+static void fake_stop(struct fake *fk)
+{
+    atomic_store(&fk->stop, 1);
+    pthread_join(fk->t, NULL);
+    close(fk->lfd);
+}
+
+struct seen {
+    size_t n, bad;
+};
+
+static int got_index(void *u, size_t index, int status, const void *val, size_t vlen)
+{
+    (void)status, (void)val, (void)vlen;
+    struct seen *s = u;
+    if (index >= s->n)
+        s->bad++;
+    return 0;
+}
+
+TEST(dict_redis_get_many_reply_of_the_wrong_length_is_eproto)
+{
+    struct fake fk;
+    fake_start(&fk);
+    pf_dict *d;
+    pf_dict_opts o = {.timeout = 2.0};
+    ASSERT_OK(pf_dict_open_redis(&d, "127.0.0.1", fk.port, "h", &o));
+    pf_dict_item items[3] = {{"a", 1, NULL, 0}, {"b", 1, NULL, 0}, {"c", 1, NULL, 0}};
+    struct seen s = {.n = 3};
+    ASSERT_ERR(pf_dict_get_many(d, items, 3, got_index, &s), PF_EPROTO);
+    ASSERT_EQ(s.bad, 0); /* never an index past the batch */
+    pf_dict_close(d);
+    fake_stop(&fk);
+}
+
+/* HSET answered with something that is not its count (the fake server's
+ * +PONG): pf_dict_set and pf_dict_set_many both say PF_EPROTO, neither
+ * reports the pairs as set. */
+TEST(dict_redis_set_many_reply_of_the_wrong_type_is_eproto)
+{
+    struct fake fk;
+    fake_start(&fk);
+    pf_dict *d;
+    pf_dict_opts o = {.timeout = 2.0};
+    ASSERT_OK(pf_dict_open_redis(&d, "127.0.0.1", fk.port, "h", &o));
+    pf_dict_item items[2] = {{"a", 1, "1", 1}, {"b", 1, "2", 1}};
+    ASSERT_ERR(pf_dict_set(d, "a", 1, "1", 1), PF_EPROTO);
+    ASSERT_ERR(pf_dict_set_many(d, items, 2), PF_EPROTO);
+    pf_dict_close(d);
+    fake_stop(&fk);
 }
