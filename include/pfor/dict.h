@@ -118,8 +118,9 @@ PF_EXTERN int pf_dict_remove_shm(const char *name);
 
 /* Open the dict stored in the Redis hash `name` (any bytes but NUL, at most
  * PF_DICT_MAX_NAME) on the server at host:port, or at the unix socket `host` when
- * it starts with '/' (port ignored).  Connects and PINGs (and AUTHs) before
- * returning: PF_ECONNECT for an unknown or unreachable server or a failed AUTH,
+ * it starts with '/' (port ignored; a path of at most 106 bytes, what a socket
+ * address holds).  Connects and PINGs (and AUTHs) before returning: PF_ECONNECT
+ * for an unknown or unreachable server (a longer socket path too) or a failed AUTH,
  * after at most opts.timeout seconds.  The hash is not created or removed by
  * opening or closing.  When a command fails on a broken connection it returns
  * PF_ECONNECT (the command may or may not have been applied), and the next call
