@@ -75,8 +75,11 @@ typedef struct pf_for_opts {
      * value works: one at least the range's size means a single chunk. */
     size_t chunk;
     /* Ranges of at most `grain` iterations run inline in the caller, so tiny
-     * loops are not slower than the plain loop.  0: 1 (always parallel
-     * unless the range has a single iteration). */
+     * loops are not slower than the plain loop.  0: automatic (threads and
+     * sequential): the caller runs a few iterations alone, in doubling
+     * pieces, until it can tell how long the rest takes, and finishes the
+     * loop inline when that is less than waking the pool would cost (about
+     * 30 us).  On processes the caller never runs the body. */
     size_t grain;
 } pf_for_opts;
 
@@ -98,7 +101,14 @@ typedef int (*pf_for_fn)(size_t begin, size_t end, void *ctx);
  * PF_ETASKTIMEOUT (with pf_parallel_reduce, `acc` is then incomplete).  It
  * returns only after every call of the body has returned.  The sequential
  * executor has no time limits.  Use a smaller chunk for a long loop on an
- * executor with a tight task_timeout. */
+ * executor with a tight task_timeout.
+ *
+ * Errors: PF_EINVAL (begin > end, no body, ctx_len without ctx, a bad
+ * schedule), PF_ESHUTDOWN after pf_executor_shutdown and PF_EINITFAILED once
+ * a worker initializer has failed (as for pf_submit; no call of the body
+ * runs), PF_ETOOBIG for a ctx_len over the executor's argument limit
+ * (processes, MPI), or the first code a call of the body returned (the calls
+ * running then still run to their end; no new one starts). */
 PF_EXTERN int pf_parallel_for(pf_executor *ex, size_t begin, size_t end, pf_for_fn body, void *ctx,
                               size_t ctx_len, const pf_for_opts *opts);
 

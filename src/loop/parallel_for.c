@@ -338,6 +338,12 @@ static void shares_free(struct job *j)
 
 static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts *o)
 {
+    /* Refused as a submit is (a process pool fails the chunk tasks): that
+     * the caller could do the work itself is no reason to run it. */
+    if (atomic_load(&ex->shut_down))
+        return PF_ESHUTDOWN;
+    if (atomic_load(&ex->broken))
+        return PF_EINITFAILED;
     size_t n = j->end - j->begin;
     int workers = pf_executor_kind(ex) == PF_SEQUENTIAL ? 1 : pf_executor_max_workers(ex);
     j->schedule = o->schedule == PF_SCHEDULE_AUTO ? PF_SCHEDULE_DYNAMIC : o->schedule;
@@ -347,8 +353,10 @@ static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts 
     double limit = pf_executor_kind(ex) == PF_THREADS ? ex->opts.task_timeout : 0;
     j->limit_ns = pf__limit_ns(limit);
 
-    /* The caller's accumulator for inline work is the result itself. */
-    bool inline_all = workers <= 1 || n <= PF__MAX(grain, (size_t)1);
+    /* The caller's accumulator for inline work is the result itself.  One
+     * worker with a time limit still runs the loop in chunks (all of them
+     * in the caller): the limit bounds each chunk, never the whole loop. */
+    bool inline_all = (workers <= 1 && !j->limit_ns) || n <= PF__MAX(grain, (size_t)1);
     if (!inline_all && grain == 0) {
         if (probe_inline(j, j->result))
             return atomic_load(&j->error);
@@ -496,6 +504,13 @@ static int chunked_loop(pf_executor *ex, pf_fn body, bool reduce, const void *ct
                         void *acc, size_t acc_size, pf_combine_fn combine, size_t begin, size_t end,
                         const pf_for_opts *o)
 {
+    /* Every chunk's argument carries ctx: one over the kind's limit is
+     * refused before a byte of ctx is read, as pf_submit does, and the
+     * argument's size below cannot wrap. */
+    size_t fixed_len = sizeof(struct chunk_arg) + (reduce ? acc_size : 0); /* acc_size <= 1 MiB */
+    if (ctx_len > SIZE_MAX - fixed_len ||
+        (ex->ops->max_arg_len && fixed_len + ctx_len > ex->ops->max_arg_len))
+        return PF_ETOOBIG;
     int workers = pf_executor_max_workers(ex);
     size_t n = end - begin;
     struct cut c = {.cur = begin,
@@ -527,7 +542,7 @@ static int chunked_loop(pf_executor *ex, pf_fn body, bool reduce, const void *ct
             size_t b, e;
             if (!(more = next_cut(&c, &b, &e)))
                 break;
-            size_t alen = sizeof(struct chunk_arg) + (reduce ? acc_size : 0) + ctx_len;
+            size_t alen = fixed_len + ctx_len;
             unsigned char *arg = malloc(alen);
             if (!arg) {
                 error = PF_ENOMEM;
@@ -575,8 +590,16 @@ static int chunked_loop(pf_executor *ex, pf_fn body, bool reduce, const void *ct
             error = rc;
         pf_future_release(f);
         if (error) { /* stop: withdraw what has not started */
-            for (size_t k = 0; k < inflight; k++)
-                pf_future_cancel(fs[(head + k) % window]);
+            for (size_t k = 0; k < inflight; k++) {
+                /* Only that: cancelling a running process-pool task kills its
+                 * worker in the middle of the body, and running calls end on
+                 * their own (see pf_parallel_for).  A chunk that starts just
+                 * after the look is still withdrawn by killing; the executor
+                 * has no "cancel unless started". */
+                pf_future *g = fs[(head + k) % window];
+                if (!pf_future_running(g))
+                    pf_future_cancel(g);
+            }
         }
     }
     free(fs);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include "tasks.h"
 
@@ -731,3 +732,242 @@ TEST(loop_chunk_tasks_have_reserved_names)
     }
     pf_executor_destroy(ex);
 }
+
+/* --- sizes no object can have ---------------------------------------------- */
+
+/* A ctx_len over the process pool's argument limit (ctx travels with every
+ * chunk task) is PF_ETOOBIG before any byte of ctx is read, as with
+ * pf_submit.  The chunk argument's size used to wrap for the largest values
+ * (a small buffer, then a copy of SIZE_MAX bytes into it), and the others
+ * were copied from ctx before the executor refused them. */
+TEST(loop_ctx_len_over_the_argument_limit_is_refused_on_processes)
+{
+    pf_executor *ex = make(PF_PROCESSES, 2);
+    _Atomic int seen[10] = {0};
+    const size_t lens[] = {SIZE_MAX, SIZE_MAX - 40, (size_t)5 << 30};
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        uint64_t acc = 0;
+        ASSERT_ERR(pf_parallel_for(ex, 0, 10, fill_body, (void *)seen, lens[k], NULL), PF_ETOOBIG);
+        ASSERT_ERR(pf_parallel_reduce(ex, 0, 10, count_primes, seen, lens[k], &acc, sizeof acc,
+                                      add_u64, NULL),
+                   PF_ETOOBIG);
+        ASSERT_EQ(acc, 0);
+    }
+    for (int i = 0; i < 10; i++)
+        ASSERT_EQ(seen[i], 0);
+    pf_executor_destroy(ex);
+}
+
+struct bad_len_input {
+    size_t emitted; /* first: count_emit's counter */
+    int64_t x;
+    size_t bad_at, len;
+};
+
+/* Item bad_at claims `len` bytes at a valid 8-byte object. */
+static int bad_len_next(void *user, size_t index, const void **arg, size_t *len)
+{
+    struct bad_len_input *in = user;
+    if (index > in->bad_at)
+        return PF_EEOF;
+    *arg = &in->x;
+    *len = index == in->bad_at ? in->len : sizeof in->x;
+    return PF_OK;
+}
+
+static int count_emit(void *user, size_t index, int status, const void *data, size_t len,
+                      const char *errmsg)
+{
+    (void)index;
+    (void)status;
+    (void)data;
+    (void)len;
+    (void)errmsg;
+    ++*(size_t *)user;
+    return 0;
+}
+
+/* An item length no object can have stops the map with PF_ENOMEM (as a
+ * result of that size does).  The chunk buffer's growth used to loop forever
+ * once its doubled capacity wrapped to 0, or wrap the needed size and copy
+ * SIZE_MAX bytes into a small buffer. */
+static void map_item_length_beyond_any_object_fails(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 2);
+    const size_t lens[] = {SIZE_MAX, SIZE_MAX - 4, SIZE_MAX / 2 + 2, (size_t)PTRDIFF_MAX + 1};
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        for (size_t bad_at = 0; bad_at < 2; bad_at++) { /* 1: after an item in its chunk */
+            struct bad_len_input in = {.x = 3, .bad_at = bad_at, .len = lens[k]};
+            pf_map_opts o = {.chunksize = 2};
+            ASSERT_ERR(pf_map(ex, task_square, bad_len_next, count_emit, &in, &o), PF_ENOMEM);
+            ASSERT_EQ(in.emitted, 0);
+        }
+    }
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(map_item_length_beyond_any_object_fails)
+
+/* --- more time limits -------------------------------------------------------- */
+
+/* A thread pool of one worker: the caller runs every call of the body, and
+ * the time limit still bounds each call (a chunk), not the loop.  The whole
+ * range used to run as one call, which overran the limit. */
+TEST(loop_on_one_thread_is_timed_per_chunk)
+{
+    double limit = 0.05 * pf_test_scale();
+    pf_executor *ex = NULL;
+    pf_executor_opts eo = {.max_workers = 1, .task_timeout = limit};
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &eo));
+    int ms = 1;
+    const size_t n = (size_t)(100 * pf_test_scale()); /* about 2 limits in all */
+    for (size_t grain = 0; grain < 2; grain++) {      /* 0: the inline probe first */
+        pf_for_opts o = {.schedule = PF_SCHEDULE_DYNAMIC, .chunk = 1, .grain = grain};
+        uint64_t acc = 0;
+        ASSERT_OK(pf_parallel_reduce(ex, 0, n, slow_count, &ms, sizeof ms, &acc, sizeof acc,
+                                     add_u64, &o));
+        ASSERT_EQ(acc, n);
+        ASSERT_OK(pf_parallel_for(ex, 0, n, slow_body, &ms, sizeof ms, &o));
+    }
+    /* every schedule and chunk size, at the edge of size_t: each index once */
+    const struct span sp = {SIZE_MAX - 1000, SIZE_MAX};
+    const size_t chunks[] = {0, 7, SIZE_MAX};
+    for (int s = PF_SCHEDULE_AUTO; s <= PF_SCHEDULE_GUIDED; s++) {
+        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+            struct span_acc acc = {0};
+            pf_for_opts o = {.schedule = (pf_schedule)s, .chunk = chunks[k], .grain = 1};
+            ASSERT_OK(pf_parallel_reduce(ex, sp.begin, sp.end, span_body, &sp, sizeof sp, &acc,
+                                         sizeof acc, span_combine, &o));
+            ASSERT_EQ(acc.bad, 0);
+            ASSERT_EQ(acc.count, 1000);
+            ASSERT_EQ(acc.offsets, (uint64_t)1000 * 999 / 2);
+        }
+    }
+    /* and a call over the limit still fails the loop */
+    ms = (int)(limit * 1000 * 2);
+    pf_for_opts o = {.chunk = 1, .grain = 1};
+    ASSERT_ERR(pf_parallel_for(ex, 0, 3, slow_body, &ms, sizeof ms, &o), PF_ETASKTIMEOUT);
+    pf_executor_destroy(ex);
+}
+
+/* --- shut-down executors ----------------------------------------------------- */
+
+/* pf_parallel_for and pf_parallel_reduce on ex both fail with `code` and run
+ * no call of the body, with the automatic grain and with one that would run
+ * the loop inline. */
+static void loops_are_refused(pf_executor *ex, int code)
+{
+    _Atomic int seen[100] = {0};
+    for (size_t grain = 0; grain < 2; grain++) {
+        pf_for_opts o = {.grain = grain ? 1000 : 0}; /* 1000: a loop that runs inline */
+        ASSERT_ERR(pf_parallel_for(ex, 0, 100, fill_body, (void *)seen, 0, &o), code);
+        uint64_t acc = 0;
+        ASSERT_ERR(
+            pf_parallel_reduce(ex, 0, 100, count_primes, NULL, 0, &acc, sizeof acc, add_u64, &o),
+            code);
+        ASSERT_EQ(acc, 0);
+    }
+    for (int i = 0; i < 100; i++)
+        ASSERT_EQ(seen[i], 0);
+}
+
+/* A loop on an executor that was shut down is refused with PF_ESHUTDOWN on
+ * every kind, as pf_map and pf_submit are, and runs no body.  Threads and
+ * the sequential executor used to run the whole loop in the caller (and
+ * return 0) while a process pool refused it. */
+static void loop_on_a_shut_down_executor_is_refused(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 2);
+    ASSERT_OK(pf_executor_shutdown(ex, true, false));
+    loops_are_refused(ex, PF_ESHUTDOWN);
+    /* like pf_map */
+    int64_t in[3] = {1, 2, 3};
+    size_t emitted = 0;
+    ASSERT_ERR(pf_map_array(ex, task_square, in, 3, 8, count_emit, &emitted, NULL), PF_ESHUTDOWN);
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(loop_on_a_shut_down_executor_is_refused)
+
+static int init_refuses(void **state, const void *arg, size_t len, int index)
+{
+    (void)state;
+    (void)arg;
+    (void)len;
+    (void)index;
+    return 5;
+}
+
+/* Once a worker initializer has failed, a loop is refused with
+ * PF_EINITFAILED on every kind, as every task is, and runs no body.  Threads
+ * and the sequential executor used to run the whole loop in the caller (and
+ * return 0) while a process pool failed it. */
+static void loop_on_a_broken_executor_is_refused(pf_kind kind)
+{
+    pf_executor *ex = NULL;
+    pf_executor_opts eo = {.max_workers = 2, .initializer = init_refuses};
+    ASSERT_OK(pf_executor_create(&ex, kind, &eo));
+    /* the executor is known broken once a task has failed for it */
+    pf_future *f = NULL;
+    int rc = pf_submit(ex, task_noop, NULL, 0, &f);
+    if (rc == PF_OK) {
+        rc = pf_future_result(f, PF_FOREVER, NULL, NULL);
+        pf_future_release(f);
+    }
+    ASSERT_ERR(rc, PF_EINITFAILED);
+    loops_are_refused(ex, PF_EINITFAILED);
+    pf_executor_destroy(ex);
+}
+FOR_EACH_KIND(loop_on_a_broken_executor_is_refused)
+
+/* --- a body's error stops the loop, not the calls running -------------------- */
+
+struct marker_ctx {
+    int caller_pid;
+    int slow_ms; /* the other calls' time */
+};
+
+static void marker_path(char *buf, size_t size, const struct marker_ctx *m, size_t b)
+{
+    snprintf(buf, size, "/tmp/pfor-test-loop-%d-%zu", m->caller_pid, b);
+}
+
+/* Call [0, 1) fails once the others have started; the others finish late and
+ * leave a file behind (seen by the caller whatever the kind). */
+static int fail_while_others_run(size_t b, size_t e, void *ctx)
+{
+    (void)e;
+    const struct marker_ctx *m = ctx;
+    if (b == 0) {
+        pf_test_sleep_ms(m->slow_ms / 3);
+        return 7;
+    }
+    pf_test_sleep_ms(m->slow_ms);
+    char path[64];
+    marker_path(path, sizeof path, m, b);
+    FILE *f = fopen(path, "w");
+    if (f)
+        fclose(f);
+    return 0;
+}
+PF_REGISTER(fail_while_others_run)
+
+/* A body's error stops the loop: no new chunk starts, and it returns once
+ * every call of the body has returned, with the body's code.  The calls
+ * running meanwhile run to their end on every kind: a process pool used to
+ * cancel them with the chunks not started yet, which kills a running chunk's
+ * worker in the middle of the body. */
+static void loop_error_lets_running_calls_finish(pf_kind kind)
+{
+    pf_executor *ex = make(kind, 2);
+    struct marker_ctx m = {.caller_pid = (int)getpid(), .slow_ms = (int)(300 * pf_test_scale())};
+    char path[64];
+    marker_path(path, sizeof path, &m, 1);
+    unlink(path);
+    pf_for_opts o = {.schedule = PF_SCHEDULE_DYNAMIC, .chunk = 1, .grain = 1};
+    ASSERT_EQ(pf_parallel_for(ex, 0, 2, fail_while_others_run, &m, sizeof m, &o), 7);
+    FILE *f = fopen(path, "r");
+    ASSERT(f != NULL); /* call [1, 2) returned before the loop did */
+    fclose(f);
+    unlink(path);
+    pf_executor_destroy(ex);
+}
+FOR_POOLS(loop_error_lets_running_calls_finish)
