@@ -44,7 +44,9 @@ typedef int (*pf_map_next_fn)(void *user, size_t index, const void **arg, size_t
 /* The output, called in the calling thread once per item: status 0 with the
  * item's result bytes (valid only during the call), or the item's error code
  * and message.  Return 0 to go on, non-zero to stop the map early (tasks
- * still pending are cancelled; pf_map returns that value). */
+ * still out are cancelled as pf_future_cancel does: one not started never
+ * runs, a running chunk stops before its next item on threads and with its
+ * worker on a process pool; pf_map returns that value once all have settled). */
 typedef int (*pf_map_emit_fn)(void *user, size_t index, int status, const void *data, size_t len,
                               const char *errmsg);
 
