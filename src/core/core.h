@@ -110,6 +110,9 @@ struct pf__executor_ops {
     /* Try to cancel f (not FINISHED when called).  Return 0 if the kind
      * finished it as cancelled, PF_EBUSY if it cannot. */
     int (*cancel)(struct pf_executor *ex, pf_future *f);
+    /* Like cancel, but only a task that has not started: never stops a
+     * running one.  NULL where cancel already does no more than that. */
+    int (*withdraw)(struct pf_executor *ex, pf_future *f);
     /* Stop taking tasks; cancel pending ones if asked; if wait, return once
      * every task has finished and every worker is gone. */
     int (*shutdown)(struct pf_executor *ex, bool wait, bool cancel_futures);
@@ -252,6 +255,10 @@ void pf__finish_list_free(struct pf__finish_list *l);
 /* Free a future that was never handed to anyone (its submit failed). */
 void pf__future_discard(pf_future *f);
 
+/* Cancel f only if its task has not started (a running one goes on, and is
+ * not flagged pf_task_cancelled).  0 if f is now cancelled, else PF_EBUSY. */
+int pf__future_withdraw(pf_future *f);
+
 /* Called under f->lock when f finishes: queue the watch on its set. */
 void pf__watch_fire_locked(struct pf__watch *w);
 
@@ -267,6 +274,10 @@ int pf__executor_check_init(struct pf_executor *ex, pf_error_info *info);
 
 /* The counters. */
 void pf__executor_note_running(struct pf_executor *ex);
+
+/* Whether ex takes a task with an argument of arg_len bytes now: 0, or what
+ * a submit of it would return (PF_ESHUTDOWN, PF_EINITFAILED, PF_ETOOBIG). */
+int pf__executor_accepts(struct pf_executor *ex, size_t arg_len);
 
 /* Kind constructors call this first, on their embedded struct pf_executor. */
 void pf__executor_init_base(struct pf_executor *ex, const struct pf_executor *base);

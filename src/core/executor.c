@@ -200,6 +200,20 @@ void pf__worker_fini(struct pf_executor *ex, int worker_index, void *state)
         ex->opts.finalizer(state, worker_index);
 }
 
+int pf__executor_accepts(struct pf_executor *ex, size_t arg_len)
+{
+    if (atomic_load(&ex->shut_down))
+        return PF_ESHUTDOWN;
+    /* A fast path only: a worker may fail its initializer between this
+     * check and ops->submit, so each kind checks `broken` again under its
+     * queue lock (see struct pf__executor_ops). */
+    if (atomic_load_explicit(&ex->broken, memory_order_relaxed))
+        return PF_EINITFAILED;
+    if (ex->ops->max_arg_len && arg_len > ex->ops->max_arg_len)
+        return PF_ETOOBIG;
+    return PF_OK;
+}
+
 static int submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len, void *owned,
                   double timeout, int max_retries, pf_future **out)
 {
@@ -209,24 +223,14 @@ static int submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_le
         free(owned);
         return PF_EINVAL;
     }
-    if (atomic_load(&ex->shut_down)) {
+    int rc = pf__executor_accepts(ex, arg_len); /* before the copy: it may be huge */
+    if (rc != PF_OK) {
         free(owned);
-        return PF_ESHUTDOWN;
-    }
-    /* A fast path only: a worker may fail its initializer between this
-     * check and ops->submit, so each kind checks `broken` again under its
-     * queue lock (see struct pf__executor_ops). */
-    if (atomic_load_explicit(&ex->broken, memory_order_relaxed)) {
-        free(owned);
-        return PF_EINITFAILED;
-    }
-    if (ex->ops->max_arg_len && arg_len > ex->ops->max_arg_len) {
-        free(owned);
-        return PF_ETOOBIG; /* before the copy: it may be huge */
+        return rc;
     }
 
     pf_future *f;
-    int rc = pf__future_new(ex, fn, arg, arg_len, owned, &f);
+    rc = pf__future_new(ex, fn, arg, arg_len, owned, &f);
     if (rc != PF_OK)
         return rc;
     if (timeout == 0)

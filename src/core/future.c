@@ -356,10 +356,9 @@ int pf_future_error(const pf_future *f, pf_error_info *info)
     return PF_OK;
 }
 
-int pf_future_cancel(pf_future *f)
+/* pf_future_cancel (running_too) and pf__future_withdraw. */
+static int cancel(pf_future *f, bool running_too)
 {
-    if (!valid(f))
-        return PF_EINVAL;
     pf__mutex_lock(&f->lock);
     if (atomic_load(&f->state) == PF__FINISHED) {
         int rc = f->code == PF_ECANCELLED ? PF_OK : PF_EBUSY;
@@ -370,13 +369,24 @@ int pf_future_cancel(pf_future *f)
      * own so the executor outlives the call even if f finishes meanwhile. */
     struct pf_executor *ex = f->ex;
     pf__executor_retain(ex);
-    atomic_store(&f->cancel_requested, 1);
+    if (running_too)
+        atomic_store(&f->cancel_requested, 1);
     pf__mutex_unlock(&f->lock);
-    int rc = ex->ops->cancel(ex, f);
+    int rc = running_too || !ex->ops->withdraw ? ex->ops->cancel(ex, f) : ex->ops->withdraw(ex, f);
     pf__executor_release(ex);
     if (rc != PF_OK && pf_future_cancelled(f))
         rc = PF_OK; /* finished as cancelled by a concurrent path */
     return rc;
+}
+
+int pf_future_cancel(pf_future *f)
+{
+    return valid(f) ? cancel(f, true) : PF_EINVAL;
+}
+
+int pf__future_withdraw(pf_future *f)
+{
+    return cancel(f, false);
 }
 
 int pf_future_add_done_callback(pf_future *f, pf_done_fn cb, void *user)

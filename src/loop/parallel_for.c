@@ -340,10 +340,9 @@ static int shared_memory_loop(pf_executor *ex, struct job *j, const pf_for_opts 
 {
     /* Refused as a submit is (a process pool fails the chunk tasks): that
      * the caller could do the work itself is no reason to run it. */
-    if (atomic_load(&ex->shut_down))
-        return PF_ESHUTDOWN;
-    if (atomic_load(&ex->broken))
-        return PF_EINITFAILED;
+    int accepted = pf__executor_accepts(ex, 0);
+    if (accepted != PF_OK)
+        return accepted;
     size_t n = j->end - j->begin;
     int workers = pf_executor_kind(ex) == PF_SEQUENTIAL ? 1 : pf_executor_max_workers(ex);
     j->schedule = o->schedule == PF_SCHEDULE_AUTO ? PF_SCHEDULE_DYNAMIC : o->schedule;
@@ -504,13 +503,15 @@ static int chunked_loop(pf_executor *ex, pf_fn body, bool reduce, const void *ct
                         void *acc, size_t acc_size, pf_combine_fn combine, size_t begin, size_t end,
                         const pf_for_opts *o)
 {
-    /* Every chunk's argument carries ctx: one over the kind's limit is
-     * refused before a byte of ctx is read, as pf_submit does, and the
-     * argument's size below cannot wrap. */
+    /* Every chunk's argument carries ctx: refused as pf_submit would refuse
+     * it (one over the kind's limit: PF_ETOOBIG) before a byte of ctx is
+     * read, and the argument's size below cannot wrap. */
     size_t fixed_len = sizeof(struct chunk_arg) + (reduce ? acc_size : 0); /* acc_size <= 1 MiB */
-    if (ctx_len > SIZE_MAX - fixed_len ||
-        (ex->ops->max_arg_len && fixed_len + ctx_len > ex->ops->max_arg_len))
+    if (ctx_len > SIZE_MAX - fixed_len)
         return PF_ETOOBIG;
+    int accepted = pf__executor_accepts(ex, fixed_len + ctx_len);
+    if (accepted != PF_OK)
+        return accepted;
     int workers = pf_executor_max_workers(ex);
     size_t n = end - begin;
     struct cut c = {.cur = begin,
@@ -589,18 +590,11 @@ static int chunked_loop(pf_executor *ex, pf_fn body, bool reduce, const void *ct
         if (rc && !error)
             error = rc;
         pf_future_release(f);
-        if (error) { /* stop: withdraw what has not started */
-            for (size_t k = 0; k < inflight; k++) {
-                /* Only that: cancelling a running process-pool task kills its
-                 * worker in the middle of the body, and running calls end on
-                 * their own (see pf_parallel_for).  A chunk that starts just
-                 * after the look is still withdrawn by killing; the executor
-                 * has no "cancel unless started". */
-                pf_future *g = fs[(head + k) % window];
-                if (!pf_future_running(g))
-                    pf_future_cancel(g);
-            }
-        }
+        /* Stop: withdraw what has not started; running calls end on their
+         * own (cancelling one on processes would kill its worker mid-body). */
+        if (error)
+            for (size_t k = 0; k < inflight; k++)
+                pf__future_withdraw(fs[(head + k) % window]);
     }
     free(fs);
     free(identity);

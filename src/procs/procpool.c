@@ -769,7 +769,9 @@ static int pp_submit(struct pf_executor *ex, pf_future *f)
     return rc;
 }
 
-static int pp_cancel(struct pf_executor *ex, pf_future *f)
+/* Cancel f: queued or in a slot no worker has claimed, it never runs;
+ * running (running_too only), its worker is killed. */
+static int cancel_task(struct pf_executor *ex, pf_future *f, bool running_too)
 {
     struct ppool *p = (struct ppool *)ex;
     pf__mutex_lock(&p->lock);
@@ -795,7 +797,7 @@ static int pp_cancel(struct pf_executor *ex, pf_future *f)
         wake_collector(p); /* a slot is free: pending tasks may move up */
         return PF_OK;
     }
-    if (PF__SLOT_KIND(st) == PF__SLOT_RUNNING) {
+    if (running_too && PF__SLOT_KIND(st) == PF__SLOT_RUNNING) {
         int i = PF__SLOT_OWNER(st);
         struct pworker *pw = &p->workers[i];
         /* Running, so the worker is alive even if its "started" message is
@@ -815,6 +817,19 @@ static int pp_cancel(struct pf_executor *ex, pf_future *f)
     }
     pf__mutex_unlock(&p->lock);
     return PF_EBUSY;
+}
+
+static int pp_cancel(struct pf_executor *ex, pf_future *f)
+{
+    return cancel_task(ex, f, true);
+}
+
+/* The slot's READY -> CANCELLED exchange races with the worker's claim
+ * (READY -> RUNNING): exactly one wins, so a task never starts once this has
+ * cancelled it, and one that started is left alone. */
+static int pp_withdraw(struct pf_executor *ex, pf_future *f)
+{
+    return cancel_task(ex, f, false);
 }
 
 static void join_collector(struct ppool *p)
@@ -915,6 +930,7 @@ static uint64_t pp_count_running(struct pf_executor *ex)
 static const struct pf__executor_ops pp_ops = {
     .submit = pp_submit,
     .cancel = pp_cancel,
+    .withdraw = pp_withdraw,
     .shutdown = pp_shutdown,
     .destroy = pp_destroy,
     .free = pp_free,
