@@ -660,15 +660,6 @@ TEST(stale_eintr_from_a_callback_does_not_hang_destroy)
     ASSERT_EQ(pf_test_count_children(getpid()), 0);
 }
 
-static int init_fails(void **state, const void *arg, size_t len, int index)
-{
-    (void)state;
-    (void)arg;
-    (void)len;
-    (void)index;
-    return 7;
-}
-
 /* A submit that passed the front end's "broken" check just before the
  * worker's initializer failed: copying its 64 MiB argument takes far longer
  * than the worker takes to start and fail, so the pool learns it is broken
@@ -691,7 +682,7 @@ TEST(submit_racing_a_failing_initializer_never_waits_forever)
             ASSERT_ERR(pf_future_result(f, 0, NULL, NULL), PF_EINITFAILED);
             pf_error_info info;
             ASSERT_OK(pf_future_error(f, &info));
-            ASSERT_EQ(info.task_code, 7);
+            ASSERT_EQ(info.task_code, INIT_FAIL_CODE);
             pf_future_release(f);
         } else {
             ASSERT_ERR(rc, PF_EINITFAILED);

@@ -88,6 +88,11 @@ double pf_test_scale(void)
     return v < 1.0 ? 1.0 : v;
 }
 
+bool pf_test_valgrind(void)
+{
+    return RUNNING_ON_VALGRIND != 0;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -229,7 +234,7 @@ static int run_one(const struct test_entry *t, double timeout_s)
     setpgid(pid, pid);
     /* Wait on a pidfd where there is one (valgrind 3.19 has no pidfd_open and
      * warns at every call: the 5 ms waitpid loop below then). */
-    int pfd = RUNNING_ON_VALGRIND ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
+    int pfd = pf_test_valgrind() ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
     int status = 0;
     bool timed_out = false;
     for (;;) {

@@ -31,6 +31,9 @@ __attribute__((noreturn)) void pf_test_skip(const char *why);
 /* The runner's time scale (PF_TEST_TIMEOUT_SCALE, >= 1; sanitizer builds set
  * it higher).  Tests scale their own waits with it, never their assertions. */
 double pf_test_scale(void);
+/* True when the tests run under valgrind (for the few checks of CPU time
+ * that its own start-up costs would fail). */
+bool pf_test_valgrind(void);
 
 #define TEST(name)                                                    \
     static void name(void);                                           \

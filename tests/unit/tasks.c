@@ -175,3 +175,12 @@ int32_t result_i32(pf_future *f)
     memcpy(&x, data, sizeof x);
     return x;
 }
+
+int init_fails(void **state, const void *arg, size_t len, int index)
+{
+    (void)state;
+    (void)arg;
+    (void)len;
+    (void)index;
+    return INIT_FAIL_CODE;
+}

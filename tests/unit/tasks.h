@@ -41,6 +41,10 @@ pf_future *submit_i32(pf_executor *ex, pf_task_fn fn, int32_t x);
 /* The int32 result of f (asserts success). */
 int32_t result_i32(pf_future *f);
 
+/* A worker initializer that fails, returning INIT_FAIL_CODE. */
+#define INIT_FAIL_CODE 5
+int init_fails(void **state, const void *arg, size_t len, int index);
+
 /* The three executor kinds every generic test runs on. */
 #define FOR_EACH_KIND(name)  \
     TEST(name##_sequential)  \

@@ -409,7 +409,8 @@ static void *fake_main(void *p)
     return NULL;
 }
 
-static void fake_start(struct fake *fk)
+/* Start the fake server and open a dict on it. */
+static pf_dict *fake_start(struct fake *fk)
 {
     fk->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -420,10 +421,16 @@ static void fake_start(struct fake *fk)
     fk->port = ntohs(a.sin_port);
     atomic_init(&fk->stop, 0);
     ASSERT_EQ(pthread_create(&fk->t, NULL, fake_main, fk), 0);
+    pf_dict *d;
+    pf_dict_opts o = {.timeout = 2.0};
+    ASSERT_OK(pf_dict_open_redis(&d, "127.0.0.1", fk->port, "h", &o));
+    return d;
 }
 
-static void fake_stop(struct fake *fk)
+/* Close d (which ends its connection's loop), then stop the server. */
+static void fake_stop(struct fake *fk, pf_dict *d)
 {
+    pf_dict_close(d);
     atomic_store(&fk->stop, 1);
     pthread_join(fk->t, NULL);
     close(fk->lfd);
@@ -445,16 +452,12 @@ static int got_index(void *u, size_t index, int status, const void *val, size_t 
 TEST(dict_redis_get_many_reply_of_the_wrong_length_is_eproto)
 {
     struct fake fk;
-    fake_start(&fk);
-    pf_dict *d;
-    pf_dict_opts o = {.timeout = 2.0};
-    ASSERT_OK(pf_dict_open_redis(&d, "127.0.0.1", fk.port, "h", &o));
+    pf_dict *d = fake_start(&fk);
     pf_dict_item items[3] = {{"a", 1, NULL, 0}, {"b", 1, NULL, 0}, {"c", 1, NULL, 0}};
     struct seen s = {.n = 3};
     ASSERT_ERR(pf_dict_get_many(d, items, 3, got_index, &s), PF_EPROTO);
     ASSERT_EQ(s.bad, 0); /* never an index past the batch */
-    pf_dict_close(d);
-    fake_stop(&fk);
+    fake_stop(&fk, d);
 }
 
 /* HSET answered with something that is not its count (the fake server's
@@ -463,13 +466,9 @@ TEST(dict_redis_get_many_reply_of_the_wrong_length_is_eproto)
 TEST(dict_redis_set_many_reply_of_the_wrong_type_is_eproto)
 {
     struct fake fk;
-    fake_start(&fk);
-    pf_dict *d;
-    pf_dict_opts o = {.timeout = 2.0};
-    ASSERT_OK(pf_dict_open_redis(&d, "127.0.0.1", fk.port, "h", &o));
+    pf_dict *d = fake_start(&fk);
     pf_dict_item items[2] = {{"a", 1, "1", 1}, {"b", 1, "2", 1}};
     ASSERT_ERR(pf_dict_set(d, "a", 1, "1", 1), PF_EPROTO);
     ASSERT_ERR(pf_dict_set_many(d, items, 2), PF_EPROTO);
-    pf_dict_close(d);
-    fake_stop(&fk);
+    fake_stop(&fk, d);
 }

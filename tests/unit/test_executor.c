@@ -354,18 +354,9 @@ static void initializer_state(pf_kind kind)
 }
 FOR_EACH_KIND(initializer_state)
 
-static int failing_init(void **state, const void *arg, size_t len, int index)
-{
-    (void)state;
-    (void)arg;
-    (void)len;
-    (void)index;
-    return 5;
-}
-
 static void initializer_failure(pf_kind kind)
 {
-    pf_executor_opts o = {.max_workers = 2, .initializer = failing_init};
+    pf_executor_opts o = {.max_workers = 2, .initializer = init_fails};
     pf_executor *ex;
     ASSERT_OK(pf_executor_create(&ex, kind, &o));
     pf_future *f = NULL;
@@ -374,8 +365,10 @@ static void initializer_failure(pf_kind kind)
         ASSERT_ERR(pf_future_result(f, PF_FOREVER, NULL, NULL), PF_EINITFAILED);
         pf_error_info info;
         ASSERT_OK(pf_future_error(f, &info));
-        ASSERT_EQ(info.task_code, 5);
-        ASSERT(strstr(info.message, "initializer returned 5") != NULL);
+        ASSERT_EQ(info.task_code, INIT_FAIL_CODE);
+        char want[64];
+        snprintf(want, sizeof want, "initializer returned %d", INIT_FAIL_CODE);
+        ASSERT(strstr(info.message, want) != NULL);
         pf_future_release(f);
     } else {
         ASSERT_ERR(rc, PF_EINITFAILED);

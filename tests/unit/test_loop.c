@@ -887,15 +887,6 @@ static void loop_on_a_shut_down_executor_is_refused(pf_kind kind)
 }
 FOR_EACH_KIND(loop_on_a_shut_down_executor_is_refused)
 
-static int init_refuses(void **state, const void *arg, size_t len, int index)
-{
-    (void)state;
-    (void)arg;
-    (void)len;
-    (void)index;
-    return 5;
-}
-
 /* Once a worker initializer has failed, a loop is refused with
  * PF_EINITFAILED on every kind, as every task is, and runs no body.  Threads
  * and the sequential executor used to run the whole loop in the caller (and
@@ -903,7 +894,7 @@ static int init_refuses(void **state, const void *arg, size_t len, int index)
 static void loop_on_a_broken_executor_is_refused(pf_kind kind)
 {
     pf_executor *ex = NULL;
-    pf_executor_opts eo = {.max_workers = 2, .initializer = init_refuses};
+    pf_executor_opts eo = {.max_workers = 2, .initializer = init_fails};
     ASSERT_OK(pf_executor_create(&ex, kind, &eo));
     /* the executor is known broken once a task has failed for it */
     pf_future *f = NULL;
