@@ -326,12 +326,29 @@ static __attribute__((noreturn)) void fs_main(int ctl, int lifeline, bool pdeath
     if (pdeathsig)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_NAME, "pfor-forksrv");
-    /* Move our two descriptors to 3 and 4, close everything else. */
-    int c = fcntl(ctl, F_DUPFD_CLOEXEC, 100), l = fcntl(lifeline, F_DUPFD_CLOEXEC, 100);
+    /* Move our two descriptors to 3 and 4, close everything else.  The copies
+     * go above 4 first (the lowest free numbers there: a limit on descriptors
+     * as low as 8 still works), so that neither dup3 closes the other one. */
+    int c = fcntl(ctl, F_DUPFD_CLOEXEC, 5), l = fcntl(lifeline, F_DUPFD_CLOEXEC, 5);
     if (c < 0 || l < 0)
         _exit(1);
     if (dup3(c, 3, O_CLOEXEC) < 0 || dup3(l, 4, O_CLOEXEC) < 0)
         _exit(1);
+    /* An original below 3 (the program had closed its standard descriptors)
+     * is neither replaced above nor closed below: it would stay open in
+     * every worker as its stdin/stdout/stderr (a task's printf would write
+     * into our control socket). */
+    if (ctl < 3)
+        close(ctl);
+    if (lifeline < 3)
+        close(lifeline);
+    /* And a standard descriptor left closed is opened on /dev/null (open
+     * takes the lowest free number): otherwise a descriptor opened later
+     * (the signalfd, a pool's memfd) could take it, and a task writing to
+     * stdout would write into the pool's shared memory. */
+    for (int fd = 0; fd < 3; fd++)
+        if (fcntl(fd, F_GETFD) < 0)
+            (void)open("/dev/null", O_RDWR);
     ctl = 3;
     lifeline = 4;
     /* Workers must not hold the program's descriptors: a pipe or socket kept
@@ -454,7 +471,12 @@ static int start_locked(bool explicit_init)
 
 static void stop_locked(void)
 {
-    close(fs_ctl); /* EOF on the control socket: the server exits */
+    /* EOF on the control socket: the server exits.  shutdown(), not only
+     * close(): a child this program forked (without exec) holds a copy of
+     * the descriptor, and closing ours alone would leave the server running
+     * and this waitpid waiting until that child ends. */
+    shutdown(fs_ctl, SHUT_RDWR);
+    close(fs_ctl);
     close(fs_lifeline);
     fs_ctl = fs_lifeline = -1;
     while (waitpid(fs_pid, NULL, 0) < 0 && errno == EINTR) {
@@ -462,10 +484,26 @@ static void stop_locked(void)
     fs_pid = 0;
 }
 
+/* A server killed from outside is forgotten (and reaped) here, so the next
+ * use starts a fresh one; otherwise every later pool would fail on its dead
+ * control socket (PF_ESYS) for as long as a use is held (pf_init's pin, a
+ * pool that lost it), and it would stay a zombie meanwhile.  Only a hang-up
+ * counts: bytes to read would not say the server is gone.  Uses still held
+ * for the dead server stay counted and release the new one. */
+static void forget_dead_locked(void)
+{
+    if (fs_pid == 0)
+        return;
+    struct pollfd pfd = {.fd = fs_ctl, .events = POLLRDHUP};
+    if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)))
+        stop_locked();
+}
+
 int pf__forkserver_acquire(bool explicit_init)
 {
     int rc = PF_OK;
     pf__mutex_lock(&fs_lock);
+    forget_dead_locked();
     if (fs_pid == 0)
         rc = start_locked(explicit_init);
     if (rc == PF_OK)
@@ -529,6 +567,7 @@ int pf_init(void)
 {
     int rc = PF_OK;
     pf__mutex_lock(&fs_lock);
+    forget_dead_locked();
     if (!fs_pinned) {
         if (fs_pid == 0)
             rc = start_locked(true);

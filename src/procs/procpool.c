@@ -37,6 +37,8 @@
  *
  *   Shutdown: `stopping` refuses new tasks; once `pending` is empty the
  *   collector sets hdr->shutdown and workers leave when the ring is empty.
+ *   A worker that ends then is replaced only while some task waits for a
+ *   worker (untaken_work_locked), never for tasks other workers still run.
  *   When every slot is free and every worker has been reported ended, the
  *   collector closes the channel and waits for the fork server to close its
  *   end, which it does only after reaping every worker of this pool: so
@@ -419,6 +421,21 @@ static bool work_left_locked(struct ppool *p)
     return p->pending.head || p->n_free < p->hdr->n_slots;
 }
 
+/* Work that no worker has taken yet: queued here, or READY in a slot.  While
+ * the pool stops, only this needs a replacement worker: a task RUNNING on
+ * another worker does not, and an idle worker leaves at once once
+ * hdr->shutdown is set, so restarting one for it would loop (fork, run the
+ * initializer, leave, restart) until that task ends. */
+static bool untaken_work_locked(struct ppool *p)
+{
+    if (p->pending.head)
+        return true;
+    for (uint32_t s = 0; s < p->hdr->n_slots; s++)
+        if (PF__SLOT_KIND(atomic_load(&pf__shm_slot(p->hdr, s)->state)) == PF__SLOT_READY)
+            return true;
+    return false;
+}
+
 static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf__finish_list *dl)
 {
     int index = m->index;
@@ -522,7 +539,7 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf_
     atomic_store(&sw->cq_head, 0);
     atomic_store(&sw->cq_tail, 0);
     atomic_store(&sw->pid, 0);
-    if (!atomic_load(&p->base.broken) && !p->fs_gone && (!p->stopping || work_left_locked(p))) {
+    if (!atomic_load(&p->base.broken) && !p->fs_gone && (!p->stopping || untaken_work_locked(p))) {
         pw->spawn_pending = true;
         send_fs(p, PF__FS_SPAWN, index, 0);
     }

@@ -197,7 +197,8 @@ __attribute__((noreturn)) void pf__proc_worker_main(int memfd, int evfd, int ind
  * the first process pool, used by every process pool.
  */
 
-/* Take a use of the fork server, starting it if needed.  `explicit_init`:
+/* Take a use of the fork server, starting it if needed (also when the one
+ * running was killed: it is reaped and replaced).  `explicit_init`:
  * called from pf_init.  PF_EFORKUNSAFE if it must start and this process
  * already runs threads. */
 int pf__forkserver_acquire(bool explicit_init);

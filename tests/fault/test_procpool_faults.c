@@ -903,3 +903,41 @@ TEST(full_fork_server_channel_never_deadlocks)
     }
     pf_executor_destroy(ex);
 }
+
+static _Atomic int destroy_returned;
+
+static void *destroy_in_thread(void *ex)
+{
+    pf_executor_destroy(ex);
+    atomic_store(&destroy_returned, 1);
+    return NULL;
+}
+
+/* A child the program forks (and that does not exec) holds copies of the
+ * program's descriptors, the fork server's control socket among them: the
+ * last pool's destroy, which stops the fork server, must not wait for that
+ * child to end. */
+TEST(forked_child_of_the_program_does_not_hang_destroy)
+{
+    pf_executor *ex = pool(1, NULL);
+    pf_future *f = submit_i32(ex, task_sleep_ms, 1);
+    ASSERT_EQ(result_i32(f), 1);
+    pf_future_release(f);
+    pid_t child = fork();
+    ASSERT(child >= 0);
+    if (child == 0) {
+        for (;;)
+            pause();
+    }
+    pthread_t t;
+    ASSERT_OK(pthread_create(&t, NULL, destroy_in_thread, ex));
+    for (int i = 0; i < (int)(1000 * pf_test_scale()) && !atomic_load(&destroy_returned); i++)
+        pf_test_sleep_ms(10);
+    bool returned = atomic_load(&destroy_returned);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    pthread_join(t, NULL);
+    if (!returned)
+        FAIL("pf_executor_destroy waited for an unrelated child of the program");
+    ASSERT_EQ(pf_test_count_children(getpid()), 0);
+}

@@ -6,7 +6,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -342,5 +344,139 @@ TEST(task_calling_exit_zero_is_a_reported_death)
     pf_future *g = submit_i32(ex, task_sleep_ms, 2);
     ASSERT_EQ(result_i32(g), 2);
     pf_future_release(g);
+    pf_executor_destroy(ex);
+}
+
+/* Counts worker starts in a counter shared with the whole process tree (an
+ * anonymous shared mapping made before the fork server starts); its
+ * argument is the counter's address, the same in every process. */
+static int init_count_starts(void **state, const void *arg, size_t len, int index)
+{
+    (void)state;
+    (void)len;
+    (void)index;
+    _Atomic int *starts;
+    memcpy(&starts, arg, sizeof starts);
+    atomic_fetch_add(starts, 1);
+    return 0;
+}
+
+/* shutdown(wait) while one task still runs: the idle workers leave, and are
+ * not started again and again (each start running the initializer) until
+ * that task ends. */
+TEST(shutdown_does_not_restart_idle_workers_while_a_task_runs)
+{
+    _Atomic int *starts =
+        mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT(starts != MAP_FAILED);
+    pf_executor_opts o = {.max_workers = 3,
+                          .initializer = init_count_starts,
+                          .init_arg = &starts,
+                          .init_arg_len = sizeof starts};
+    pf_executor *ex;
+    ASSERT_OK(pf_executor_create(&ex, PF_PROCESSES, &o));
+    pf_future *f = submit_i32(ex, task_sleep_ms, 500);
+    while (!pf_future_running(f))
+        pf_test_sleep_ms(5);
+    ASSERT_OK(pf_executor_shutdown(ex, true, false));
+    ASSERT_EQ(result_i32(f), 500);
+    pf_future_release(f);
+    int n = atomic_load(starts);
+    ASSERT_GE(n, 1);
+    ASSERT_LE(n, 3);
+    pf_executor_destroy(ex);
+    munmap((void *)starts, 4096);
+}
+
+/* pid (our child) has ended, all its threads too, so it has closed its
+ * descriptors: a zombie whose task list holds only itself.  (A sanitizer's
+ * runtime may run threads of its own in it, which outlive the leader.) */
+static bool is_zombie(int pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    ASSERT(d != NULL);
+    int tasks = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        tasks += e->d_name[0] != '.';
+    closedir(d);
+    if (tasks != 1)
+        return false;
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "re");
+    ASSERT(f != NULL); /* our child: not reaped before we create a pool */
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] == 'Z';
+}
+
+/* A fork server killed while pf_init() pins it is replaced by the next pool
+ * (not reported as PF_ESYS until pf_fini), and is not left a zombie. */
+TEST(killed_pinned_fork_server_is_replaced)
+{
+    ASSERT_OK(pf_init());
+    pf_executor *ex = pool(1);
+    pf_future *warm = submit_i32(ex, task_sleep_ms, 1);
+    ASSERT_EQ(result_i32(warm), 1);
+    pf_future_release(warm);
+    int old = fork_server_pid();
+    pf_future *f = submit_i32(ex, task_sleep_ms, 10000);
+    ASSERT_OK(kill(old, SIGKILL));
+    ASSERT_ERR(pf_future_result(f, 20.0 * pf_test_scale(), NULL, NULL), PF_EWORKERDIED);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+    /* Until it has closed its descriptors: a pool created while it is dying
+     * would be registered with it, and lost with it. */
+    for (int i = 0; !is_zombie(old); i++) {
+        if (i == (int)(2000 * pf_test_scale()))
+            FAIL("the killed fork server (pid %d) did not end", old);
+        pf_test_sleep_ms(5);
+    }
+
+    pf_executor *ex2;
+    pf_executor_opts o = {.max_workers = 1};
+    ASSERT_OK(pf_executor_create(&ex2, PF_PROCESSES, &o));
+    pf_future *g = submit_i32(ex2, task_sleep_ms, 2);
+    ASSERT_EQ(result_i32(g), 2);
+    pf_future_release(g);
+    ASSERT(fork_server_pid() != old);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d", old);
+    ASSERT(access(path, F_OK) != 0); /* reaped, not a zombie */
+    pf_executor_destroy(ex2);
+    pf_fini();
+}
+
+/* Returns 1 if the worker's descriptor 1 is a socket. */
+static int task_fd1_is_socket(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    struct stat st;
+    int32_t sock = fstat(1, &st) == 0 && S_ISSOCK(st.st_mode);
+    return pf_task_set_result(t, &sock, sizeof sock);
+}
+
+/* A program that closed its standard descriptors: the fork server's own
+ * descriptors then get those low numbers, and must not stay open there in
+ * the server and in every worker (a task's printf would write into the
+ * fork server's control socket). */
+TEST(fork_server_descriptors_do_not_leak_into_stdio_numbers)
+{
+    int save1 = dup(1);
+    ASSERT(save1 >= 0);
+    close(0);
+    close(1);
+    pf_executor *ex = pool(1);    /* starts the fork server: its sockets get 0 and 1 */
+    ASSERT_EQ(dup2(save1, 1), 1); /* 1 is free again in this process */
+    close(save1);
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_fd1_is_socket, NULL, 0, &f));
+    int32_t sock = result_i32(f);
+    pf_future_release(f);
+    ASSERT_EQ(sock, 0);
     pf_executor_destroy(ex);
 }
