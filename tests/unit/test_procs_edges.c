@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -478,5 +479,30 @@ TEST(fork_server_descriptors_do_not_leak_into_stdio_numbers)
     int32_t sock = result_i32(f);
     pf_future_release(f);
     ASSERT_EQ(sock, 0);
+    pf_executor_destroy(ex);
+}
+
+/* A process pool starts and runs tasks under a small limit on descriptors
+ * (the fork server once moved its two to 100 and above first, which fails
+ * below a limit of 101: no pool could start in such a process). */
+TEST(pool_runs_under_a_descriptor_limit_of_16)
+{
+    if (pf_test_valgrind()) /* valgrind keeps descriptors of its own at the top */
+        return;
+    struct rlimit rl = {16, 16}; /* this test's own process */
+    ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    pf_executor *ex = pool(2);
+    for (int64_t i = 1; i <= 4; i++) {
+        pf_future *f;
+        ASSERT_OK(pf_submit(ex, task_square, &i, sizeof i, &f));
+        const void *data;
+        size_t len;
+        ASSERT_OK(pf_future_result(f, PF_FOREVER, &data, &len));
+        int64_t sq = 0;
+        ASSERT_EQ(len, sizeof sq);
+        memcpy(&sq, data, sizeof sq);
+        ASSERT_EQ(sq, i * i);
+        pf_future_release(f);
+    }
     pf_executor_destroy(ex);
 }
