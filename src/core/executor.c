@@ -329,11 +329,13 @@ int pf_executor_progress(const pf_executor *ex, pf_progress *out)
     if (!valid(ex) || !out)
         return PF_EINVAL;
     /* Read the later counters first: a task is counted submitted before it
-     * can run and done after, so reading done before submitted keeps
-     * done <= submitted in the snapshot even while tasks come and go. */
-    out->done = atomic_load(&ex->n_done);
+     * can run, done after, and failed or cancelled after that (see
+     * pf__future_finish), so reading them in the opposite order keeps
+     * failed + cancelled <= done <= submitted in the snapshot even while
+     * tasks come and go. */
     out->failed = atomic_load(&ex->n_failed);
     out->cancelled = atomic_load(&ex->n_cancelled);
+    out->done = atomic_load(&ex->n_done);
     out->running = ex->ops->count_running ? ex->ops->count_running((struct pf_executor *)ex)
                                           : atomic_load(&ex->n_running);
     out->submitted = atomic_load(&ex->n_submitted);

@@ -31,7 +31,9 @@ int pf__future_new(struct pf_executor *ex, pf_task_fn fn, const void *arg, size_
     } else if (arg_len <= sizeof f->arg_inline) {
         f->arg = f->arg_inline;
     } else {
-        f->arg = malloc(arg_len);
+        /* No object is bigger than PTRDIFF_MAX: fail without asking (some
+         * allocators, ASan's among them, abort on such a request). */
+        f->arg = arg_len > PTRDIFF_MAX ? NULL : malloc(arg_len);
         if (!f->arg) {
             free(f);
             return PF_ENOMEM;
@@ -133,11 +135,15 @@ bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_
     struct pf_executor *cex = f->ex;
     if (prev == PF__RUNNING)
         atomic_fetch_sub_explicit(&cex->n_running, 1, memory_order_relaxed);
+    /* done first, then failed/cancelled, both release: pf_executor_progress
+     * reads them in the opposite order with acquire loads, so a snapshot that
+     * counts a failure also counts it done (failed + cancelled <= done), and
+     * one that counts it done also counts it submitted. */
+    atomic_fetch_add_explicit(&cex->n_done, 1, memory_order_release);
     if (code == PF_ECANCELLED)
-        atomic_fetch_add_explicit(&cex->n_cancelled, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&cex->n_cancelled, 1, memory_order_release);
     else if (code != PF_OK)
-        atomic_fetch_add_explicit(&cex->n_failed, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cex->n_done, 1, memory_order_release); /* see progress */
+        atomic_fetch_add_explicit(&cex->n_failed, 1, memory_order_release);
     /* seq_cst pairs with the waiter's increment of f->waiters (see wait). */
     atomic_store(&f->state, PF__FINISHED);
     for (struct pf__watch *w = f->watchers, *next; w; w = next) {

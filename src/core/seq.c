@@ -7,6 +7,7 @@
  * finalizer at destroy, in the calling thread.  No task time limit applies
  * (the task runs on the caller's stack and cannot be interrupted safely).
  */
+#include <errno.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -21,6 +22,12 @@ struct seq_executor {
     bool initialized;   /* lock; the state exists (false again once finalized) */
     bool finalized;     /* lock; shut down: no more tasks */
     int depth;          /* lock; tasks running now, nested ones included */
+    /* shutdown(wait = false) found a task of another thread running (the lock
+     * held): it does not wait for it, and leaves the finalizer to the end of
+     * that task (checked under the lock there) or, should that task have
+     * looked before this was set, to a later shutdown(wait) or destroy.
+     * Atomic: set without the lock. */
+    _Atomic bool finalize_asked;
 };
 
 /* Run the finalizer once, after the worker's last task: called under s->lock
@@ -54,10 +61,13 @@ static int seq_submit(struct pf_executor *ex, pf_future *f)
      * The lock is recursive, so a task may submit to its own executor. */
     s->depth++;
     int rc = pf__task_run(&t, f->fn, f->arg, f->arg_len);
-    /* A task (or one it nested) shut the executor down: the finalizer was
+    /* A task (or one it nested) shut the executor down, or a shutdown
+     * without wait came from another thread meanwhile: the finalizer was
      * left for the end of the outermost task. */
-    if (--s->depth == 0 && s->finalized)
+    if (--s->depth == 0 && (s->finalized || atomic_load(&s->finalize_asked))) {
+        s->finalized = true;
         finalize_locked(s);
+    }
     PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
     if (rc == PF_OK) {
         pf__future_finish(f, PF_OK, t.result, t.result_len, NULL);
@@ -79,10 +89,22 @@ static int seq_cancel(struct pf_executor *ex, pf_future *f)
 
 static int seq_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
 {
-    (void)wait;
-    (void)cancel_futures;
+    (void)cancel_futures; /* nothing is ever pending */
     struct seq_executor *s = (struct seq_executor *)ex;
-    PF__CHECK(pthread_mutex_lock(&s->lock) == 0);
+    if (!wait) {
+        /* Ask first, then try: a task that holds the lock either sees the
+         * request at its end or has looked already, and then a later
+         * shutdown(wait)/destroy finalizes.  The front end refuses new
+         * submits already (shut_down).  The owner of the (recursive) lock,
+         * a task shutting its own executor down, gets it here. */
+        atomic_store(&s->finalize_asked, true);
+        int rc = pthread_mutex_trylock(&s->lock);
+        if (rc == EBUSY)
+            return PF_OK;
+        PF__CHECK(rc == 0);
+    } else {
+        PF__CHECK(pthread_mutex_lock(&s->lock) == 0);
+    }
     if (!s->finalized) {
         s->finalized = true;
         /* Called from a running task (the lock is recursive): it and any

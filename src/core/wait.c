@@ -17,10 +17,15 @@ struct pf__completion_set {
     pf__cond cond;                /* signalled on every fire */
     struct pf__watch *done_head;  /* finished, not yet returned; lock */
     struct pf__watch **done_tail; /* lock */
-    size_t n_finished;            /* lock */
-    size_t n_errors;              /* finished with an error other than cancel; lock */
-    size_t n_delivered;           /* lock */
-    int sleepers;                 /* lock */
+    /* Watches added so far, counted under `lock` before the watch can fire:
+     * a consumer compares it with n_delivered under that lock alone, so a
+     * future added while it waits is never missed (EEOF only once every
+     * future added has come out). */
+    size_t n_added;     /* lock */
+    size_t n_finished;  /* lock */
+    size_t n_errors;    /* finished with an error other than cancel; lock */
+    size_t n_delivered; /* lock */
+    int sleepers;       /* lock */
 
     /* Owned by the set's user thread(s); not touched by firing. */
     struct pf__watch **watches; /* every watch, in add order */
@@ -31,7 +36,7 @@ struct pf__completion_set {
 
 struct pf_as_completed {
     struct pf__completion_set set;
-    pf__mutex api_lock; /* serialises add/destroy against each other */
+    pf__mutex api_lock; /* serialises adds (the watch array and the index) */
 };
 
 void pf__watch_fire_locked(struct pf__watch *w)
@@ -109,15 +114,23 @@ static int set_add(struct pf__completion_set *s, pf_future *f)
         s->watches = w;
         s->cap_watches = cap;
     }
-    int rc = index_insert(s, f);
-    if (rc != PF_OK)
-        return rc;
+    /* The watch first: once f is in the index it must get its watch (the
+     * index holds no reference, and an entry without a watch would refuse a
+     * retry as a duplicate). */
     struct pf__watch *w = calloc(1, sizeof *w);
     if (!w)
-        return PF_ENOMEM; /* the index keeps f: a retry reports EEXIST, acceptable after ENOMEM */
+        return PF_ENOMEM;
+    int rc = index_insert(s, f);
+    if (rc != PF_OK) {
+        free(w);
+        return rc;
+    }
     w->set = s;
     w->future = pf_future_retain(f);
     s->watches[s->n_watches++] = w;
+    pf__mutex_lock(&s->lock);
+    s->n_added++;
+    pf__mutex_unlock(&s->lock);
 
     pf__mutex_lock(&f->lock);
     if (atomic_load(&f->state) == PF__FINISHED) {
@@ -160,9 +173,9 @@ static bool wait_condition_met_locked(const struct pf__completion_set *s, pf_ret
     case PF_FIRST_COMPLETED:
         return s->n_finished >= 1;
     case PF_FIRST_EXCEPTION:
-        return s->n_errors >= 1 || s->n_finished == s->n_watches;
+        return s->n_errors >= 1 || s->n_finished == s->n_added;
     default:
-        return s->n_finished == s->n_watches;
+        return s->n_finished == s->n_added;
     }
 }
 
@@ -207,13 +220,11 @@ int pf_as_completed_next(pf_as_completed *ac, double timeout, pf_future **f)
         return PF_EINVAL;
     struct pf__completion_set *s = &ac->set;
     uint64_t deadline = pf__deadline_ns(timeout);
-    pf__mutex_lock(&ac->api_lock);
-    size_t total = s->n_watches;
-    pf__mutex_unlock(&ac->api_lock);
     pf__mutex_lock(&s->lock);
     int rc = PF_OK;
     while (!s->done_head) {
-        if (s->n_delivered == total) {
+        /* Re-read at every wake-up: an add may have come meanwhile. */
+        if (s->n_delivered == s->n_added) {
             rc = PF_EEOF;
             break;
         }

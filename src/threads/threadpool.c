@@ -284,12 +284,20 @@ static void run_task_guarded(struct worker *w, pf_future *f, void *state, struct
     pthread_cleanup_pop(0);
 }
 
+/* Take the whole queue and fail it, after unlocking (done-callbacks run).
+ * Until each is finished here, a future of the batch is PENDING and out of
+ * the queue: tp_cancel may finish it first (as cancelled), which drops the
+ * executor's reference, so the batch holds one of its own on each.  The
+ * links are the batch's: nobody else touches a future's links once it is
+ * out of the queue. */
 static void fail_all_locked_then_unlock(struct tpool *p, int code)
 {
     struct pf__fqueue q = p->queue;
     p->queue = (struct pf__fqueue){0};
-    for (pf_future *f = q.head; f; f = f->next)
+    for (pf_future *f = q.head; f; f = f->next) {
         f->in_queue = false;
+        pf_future_retain(f);
+    }
     pf__mutex_unlock(&p->lock);
     pf_error_info info;
     for (pf_future *f = q.head, *next; f; f = next) {
@@ -300,6 +308,7 @@ static void fail_all_locked_then_unlock(struct tpool *p, int code)
         } else {
             pf__future_finish(f, code, NULL, 0, NULL);
         }
+        pf_future_release(f); /* the batch's reference */
     }
 }
 
@@ -494,14 +503,18 @@ static int tp_cancel(struct pf_executor *ex, pf_future *f)
 {
     struct tpool *p = (struct tpool *)ex;
     pf__mutex_lock(&p->lock);
-    if (!f->in_queue) {
-        pf__mutex_unlock(&p->lock);
-        return PF_EBUSY; /* running (its cancel flag is raised) or done */
-    }
-    pf__fqueue_remove(&p->queue, f);
+    /* A worker marks a future RUNNING in the critical section that pops it,
+     * so one that is PENDING under the lock is queued, or out of the queue
+     * in a batch that fail_all_locked_then_unlock is failing: its task never
+     * runs either way, and whoever finishes it first decides its outcome
+     * (pf__future_finish acts once; the batch holds its own reference). */
+    bool pending = f->in_queue || atomic_load(&f->state) == PF__PENDING;
+    if (f->in_queue)
+        pf__fqueue_remove(&p->queue, f);
     pf__mutex_unlock(&p->lock);
-    pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
-    return PF_OK;
+    if (!pending)
+        return PF_EBUSY; /* running (its cancel flag is raised) or done */
+    return pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL) ? PF_OK : PF_EBUSY;
 }
 
 /* Join the pool's threads, or detach those that the caller must not wait

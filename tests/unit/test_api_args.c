@@ -385,6 +385,26 @@ TEST(api_args_executor_processes)
     pf_fini(); /* harmless again */
 }
 
+/* A length no object can have (over PTRDIFF_MAX), on the kinds without a
+ * limit of their own: PF_ENOMEM, as on the plain build, without asking the
+ * allocator (ASan's and some others abort on such a request). */
+TEST(api_args_submit_impossible_length_is_an_error_on_every_kind)
+{
+    static char tiny[1];
+    const pf_kind kinds[] = {PF_SEQUENTIAL, PF_THREADS};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        pf_executor *ex = make(kinds[k], 1);
+        pf_future *f = POISON;
+        ASSERT_BAD(pf_submit(ex, task_noop, tiny, SIZE_MAX, &f), PF_ENOMEM);
+        ASSERT(f == NULL);
+        ASSERT_BAD(pf_submit(ex, task_noop, tiny, (size_t)PTRDIFF_MAX + 1, NULL), PF_ENOMEM);
+        pf_progress p;
+        ASSERT_OK(pf_executor_progress(ex, &p));
+        ASSERT_EQ(p.submitted, 0);
+        pf_executor_destroy(ex);
+    }
+}
+
 /* ------------------------------------------------------------- task.h -- */
 
 static void reg_fn_a(void)

@@ -2,6 +2,7 @@
  * The shared core: the sequential executor run re-entrantly, the per-task
  * time limit's conversion, and the spin budget's parsing.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "internal.h"
@@ -137,6 +138,83 @@ TEST(core_seq_callback_destroys_executor_and_future_outlives_it)
     ASSERT_EQ(result_i32(f), 0);
     ASSERT(!pf_future_running(f));
     ASSERT_ERR(pf_future_cancel(f), PF_EBUSY);
+    pf_future_release(f);
+}
+
+/* --- shutdown without wait while another thread's task runs -------------- */
+
+static _Atomic int seq_task_started, seq_task_go, seq_shutdown_returned;
+static pf_executor *seq_ex;
+
+static bool core_wait_flag(_Atomic int *flag, double seconds)
+{
+    for (int ms = 0; ms < seconds * 1000 * pf_test_scale(); ms++) {
+        if (atomic_load(flag))
+            return true;
+        pf_test_sleep_ms(1);
+    }
+    return atomic_load(flag) != 0;
+}
+
+/* Runs until the test says go (at most 30 s). */
+static int task_until_go(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)arg;
+    (void)len;
+    atomic_store(&seq_task_started, 1);
+    for (int i = 0; i < 30000 && !atomic_load(&seq_task_go); i++)
+        pf_test_sleep_ms(1);
+    return 0;
+}
+
+static void *submit_until_go(void *arg)
+{
+    pf_future **f = arg;
+    ASSERT_OK(pf_submit(seq_ex, task_until_go, NULL, 0, f));
+    return NULL;
+}
+
+/* Lets the task go if the shutdown has not returned in time (the test then
+ * fails), so that a shutdown that waits for the task cannot hang the test. */
+static void *release_if_stuck(void *arg)
+{
+    (void)arg;
+    if (!core_wait_flag(&seq_shutdown_returned, 10))
+        atomic_store(&seq_task_go, 1);
+    return NULL;
+}
+
+/* pf_executor_shutdown(wait = false) returns without waiting, also on the
+ * sequential executor while a task of it runs in another thread; later
+ * submits are refused, and the finalizer runs once, after that task. */
+TEST(core_seq_shutdown_without_wait_does_not_wait_for_a_running_task)
+{
+    pf_executor *ex = seq_with_state();
+    seq_ex = ex;
+    atomic_store(&seq_task_started, 0);
+    atomic_store(&seq_task_go, 0);
+    atomic_store(&seq_shutdown_returned, 0);
+    pthread_t guard, th;
+    ASSERT_OK(pthread_create(&guard, NULL, release_if_stuck, NULL));
+    pf_future *f = NULL;
+    ASSERT_OK(pthread_create(&th, NULL, submit_until_go, &f));
+    ASSERT(core_wait_flag(&seq_task_started, 10));
+    ASSERT_OK(pf_executor_shutdown(ex, false, false));
+    bool in_time = atomic_load(&seq_task_go) == 0;
+    atomic_store(&seq_shutdown_returned, 1);
+    int late = pf_submit(ex, task_noop, NULL, 0, NULL);
+    int fini_early = atomic_load(&seq_fini_calls);
+    atomic_store(&seq_task_go, 1);
+    ASSERT_OK(pthread_join(th, NULL));
+    ASSERT_OK(pthread_join(guard, NULL));
+    if (!in_time)
+        FAIL("shutdown(wait = false) waited for a task running in another thread");
+    ASSERT_ERR(late, PF_ESHUTDOWN);
+    ASSERT_EQ(fini_early, 0); /* not while the task runs */
+    ASSERT_OK(pf_future_result(f, 0, NULL, NULL));
+    pf_executor_destroy(ex);
+    ASSERT_EQ(atomic_load(&seq_fini_calls), 1);
     pf_future_release(f);
 }
 

@@ -831,3 +831,129 @@ TEST(threads_task_destroys_pool_then_queued_task_times_out)
     if (!threads_back_to(threads_before, 10))
         FAIL("the pool's threads did not all leave: %d > %d", count_threads(), threads_before);
 }
+
+/* --- as_completed with several consumers ---------------------------------- */
+
+static pf_as_completed *shared_ac;
+
+struct consumer {
+    pthread_t th;
+    int rc;
+    pf_future *got;
+};
+
+static void *consume_one(void *arg)
+{
+    struct consumer *c = arg;
+    c->rc = pf_as_completed_next(shared_ac, 30 * pf_test_scale(), &c->got);
+    return NULL;
+}
+
+/* Two threads wait in as_completed_next on a set whose one future is still
+ * pending; a future that is done already is added.  One consumer gets it;
+ * the other must go on waiting for the pending one, not answer PF_EEOF from
+ * the count of futures it read before the add. */
+TEST(as_completed_next_sees_futures_added_while_it_waits)
+{
+    pf_executor *ex = make(PF_THREADS, 1);
+    pf_executor *seq = make(PF_SEQUENTIAL, 1);
+    pf_future *pending = submit_i32(ex, task_wait_cancel, 0);
+    ASSERT_OK(pf_as_completed_create(&shared_ac, &pending, 1));
+    struct consumer c[2] = {{.rc = 1}, {.rc = 1}};
+    for (int i = 0; i < 2; i++)
+        ASSERT_OK(pthread_create(&c[i].th, NULL, consume_one, &c[i]));
+    pf_test_sleep_ms(100); /* both are asleep in next() (if not, it passes anyway) */
+    pf_future *done = submit_i32(seq, task_sleep_ms, 0); /* ran inside pf_submit */
+    ASSERT_OK(pf_as_completed_add(shared_ac, done));
+    pf_test_sleep_ms(50); /* the consumer that did not get `done` looks again */
+    ASSERT_ERR(pf_future_cancel(pending), PF_EBUSY); /* running: flagged, it returns */
+    for (int i = 0; i < 2; i++)
+        ASSERT_OK(pthread_join(c[i].th, NULL));
+    for (int i = 0; i < 2; i++)
+        if (c[i].rc != PF_OK)
+            FAIL("consumer %d: %s while a future had not come out", i, pf_err_name(c[i].rc));
+    ASSERT((c[0].got == done && c[1].got == pending) || (c[0].got == pending && c[1].got == done));
+    pf_future *none;
+    ASSERT_ERR(pf_as_completed_next(shared_ac, 0, &none), PF_EEOF);
+    pf_as_completed_destroy(shared_ac);
+    pf_future_release(pending);
+    pf_future_release(done);
+    pf_executor_destroy(ex);
+    pf_executor_destroy(seq);
+}
+
+/* --- cancel while shutdown(cancel_futures) cancels the queue -------------- */
+
+static _Atomic int cancel_in_cb_rc = 1;
+
+/* Done-callback of the first queued future: shutdown(cancel_futures) runs it
+ * in the middle of cancelling the queue; the second future is then still
+ * pending, and bound to end cancelled. */
+static void cancel_next_in_cb(pf_future *f, void *next)
+{
+    ASSERT(pf_future_cancelled(f));
+    atomic_store(&cancel_in_cb_rc, pf_future_cancel(next));
+}
+
+/* pf_future_cancel of a pending future says 0 ("now cancelled") when it ends
+ * cancelled, even if shutdown(cancel_futures) is cancelling it meanwhile. */
+TEST(threads_cancel_racing_shutdown_cancel_futures_says_cancelled)
+{
+    pf_executor *ex = make(PF_THREADS, 1);
+    pf_future *busy = submit_i32(ex, task_wait_cancel, 0);
+    while (!pf_future_running(busy))
+        pf_test_sleep_ms(1);
+    pf_future *a = submit_i32(ex, task_noop, 0), *b = submit_i32(ex, task_noop, 0);
+    ASSERT_OK(pf_future_add_done_callback(a, cancel_next_in_cb, b));
+    ASSERT_OK(pf_executor_shutdown(ex, false, true)); /* runs a's callback here */
+    ASSERT(pf_future_cancelled(a));
+    ASSERT(pf_future_cancelled(b));
+    ASSERT_ERR(atomic_load(&cancel_in_cb_rc), PF_OK);
+    ASSERT_ERR(pf_future_cancel(busy), PF_EBUSY); /* running: flagged */
+    ASSERT_EQ(result_i32(busy), 1);
+    pf_executor_destroy(ex);
+    pf_future_release(a);
+    pf_future_release(b);
+    pf_future_release(busy);
+}
+
+/* --- progress snapshots --------------------------------------------------- */
+
+static pf_executor *progress_ex;
+static _Atomic int progress_stop;
+static _Atomic long progress_bad;
+
+static void *poll_progress(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&progress_stop)) {
+        pf_progress p;
+        ASSERT_OK(pf_executor_progress(progress_ex, &p));
+        if (p.done > p.submitted || p.failed + p.cancelled > p.done)
+            atomic_fetch_add(&progress_bad, 1);
+    }
+    return NULL;
+}
+
+/* failed and cancelled are "of done": a snapshot taken while tasks fail
+ * never shows more failures than finished tasks. */
+TEST(threads_progress_snapshot_counts_failures_among_done)
+{
+    progress_ex = make(PF_THREADS, 2);
+    atomic_store(&progress_stop, 0);
+    atomic_store(&progress_bad, 0);
+    pthread_t th;
+    ASSERT_OK(pthread_create(&th, NULL, poll_progress, NULL));
+    long n = (long)(100000 / pf_test_scale());
+    for (long i = 0; i < n; i++)
+        ASSERT_OK(pf_submit(progress_ex, task_return_code, &(int32_t){3}, 4, NULL));
+    ASSERT_OK(pf_executor_shutdown(progress_ex, true, false));
+    atomic_store(&progress_stop, 1);
+    ASSERT_OK(pthread_join(th, NULL));
+    ASSERT_EQ(atomic_load(&progress_bad), 0);
+    pf_progress p;
+    ASSERT_OK(pf_executor_progress(progress_ex, &p));
+    ASSERT_EQ(p.done, n);
+    ASSERT_EQ(p.failed, n);
+    pf_executor_destroy(progress_ex);
+}
