@@ -62,7 +62,8 @@ typedef struct pf_server_stats {
 /* Bind, listen and start serving; *out gets the server (NULL on error).
  * opts may be NULL (all defaults).  Returns PF_EINVAL for a NULL out or an
  * option out of range (NaN, latency_min > latency_max, error_rate outside
- * [0, 1], a bind address that is not numeric or not of this machine),
+ * [0, 1], a bind address that is not numeric or not of this machine,
+ * multicast and broadcast ones included),
  * PF_EADDRINUSE if the port is taken, PF_EPERM if binding it is not
  * allowed, PF_ENOMEM, or PF_ESYS. */
 PF_EXTERN int pf_server_start(pf_server **out, const pf_serve_opts *opts);

@@ -60,12 +60,18 @@ int pf_http_config_init(pf_http_config *cfg, const char *url)
 {
     if (!cfg)
         return PF_EINVAL;
+    /* url may lie inside *cfg (re-initialising with cfg->url): check and
+     * copy it before *cfg is zeroed. */
+    char copy[sizeof cfg->url];
+    size_t len = url ? strnlen(url, sizeof copy) : 0;
+    bool ok = len > 0 && len < sizeof copy &&
+              (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0);
+    if (ok)
+        memcpy(copy, url, len + 1);
     memset(cfg, 0, sizeof *cfg);
-    if (!url || !*url || strlen(url) >= sizeof cfg->url)
+    if (!ok)
         return PF_EINVAL;
-    if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
-        return PF_EINVAL;
-    memcpy(cfg->url, url, strlen(url) + 1);
+    memcpy(cfg->url, copy, len + 1);
     memcpy(cfg->body, PF_HTTP_DEFAULT_BODY, sizeof PF_HTTP_DEFAULT_BODY);
     return PF_OK;
 }
@@ -74,7 +80,8 @@ int pf_http_config_set_body(pf_http_config *cfg, const char *body_template)
 {
     if (!cfg || !body_template || strlen(body_template) >= sizeof cfg->body)
         return PF_EINVAL;
-    memcpy(cfg->body, body_template, strlen(body_template) + 1);
+    /* memmove: the template may be cfg->body itself. */
+    memmove(cfg->body, body_template, strlen(body_template) + 1);
     return PF_OK;
 }
 
@@ -142,11 +149,17 @@ char *pf__http_noproxy(void)
     if (!env_has_proxy())
         return strdup("");
     /* A proxy from the environment must never see loopback requests (the
-     * built-in mock API); any other host follows the environment. */
-    static const char loopback[] = "127.0.0.1,localhost,::1";
+     * built-in mock API); any other host follows the environment.  All of
+     * 127.0.0.0/8 is loopback (curl >= 7.86 reads CIDR; 127.0.0.1 for older
+     * ones, which take the entry for a host name). */
+    static const char loopback[] = "127.0.0.0/8,127.0.0.1,localhost,::1";
     const char *env = getenv("no_proxy");
     if (!env || !*env)
         env = getenv("NO_PROXY");
+    /* "*" turns proxies off for every host, but only as the whole list
+     * (curl's rule): added to ours it would match nothing. */
+    if (env && strcmp(env, "*") == 0)
+        return strdup("");
     size_t n = sizeof loopback + (env ? strlen(env) + 1 : 0);
     char *s = malloc(n);
     if (!s)
@@ -631,10 +644,11 @@ int pf_http_post_task(pf_task *t, const void *arg, size_t arg_len)
                             "pf_http_post_task: this worker has no HTTP client (create the "
                             "executor with initializer pf_http_worker_init)");
     uint64_t n;
-    if (arg_len != sizeof n)
+    /* A task may call this directly, with any argument: check it is there. */
+    if (!arg || arg_len != sizeof n)
         return pf_task_fail(t, PF_EINVAL,
-                            "pf_http_post_task: want a uint64_t request number, got %zu bytes",
-                            arg_len);
+                            "pf_http_post_task: want a uint64_t request number, got %zu bytes%s",
+                            arg_len, arg ? "" : " at NULL");
     memcpy(&n, arg, sizeof n);
     pf_http_record rec;
     char msg[256];

@@ -61,9 +61,9 @@ int pf__http_config_check(const pf_http_config *cfg);
 struct curl_slist *pf__http_headers(void);
 
 /* The NOPROXY list: loopback plus the environment's no_proxy, or "" when
- * the environment names no proxy at all (then proxies are switched off,
- * which spares curl a look at the environment per request).  malloc()ed;
- * NULL if out of memory. */
+ * the environment names no proxy at all or no_proxy is "*" (then proxies
+ * are switched off, which spares curl a look at the environment per
+ * request).  malloc()ed; NULL if out of memory. */
 char *pf__http_noproxy(void);
 
 /* Make x's easy handle with every option of cfg set (URL, headers, time

@@ -491,6 +491,25 @@ static int errno_to_pf(int e)
     }
 }
 
+/* Is `a` a broadcast address here: the limited one, or a subnet's (which only
+ * the routing table knows)?  The kernel refuses to connect a UDP socket
+ * without SO_BROADCAST to a broadcast address, with EACCES: ask it that way. */
+static bool is_broadcast_v4(const struct sockaddr_in *a)
+{
+    if (a->sin_addr.s_addr == htonl(INADDR_BROADCAST))
+        return true;
+    if (a->sin_addr.s_addr == htonl(INADDR_ANY))
+        return false;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false; /* cannot tell: bind() decides */
+    struct sockaddr_in to = *a;
+    to.sin_port = htons(9); /* any port: nothing is sent */
+    bool bcast = connect(fd, (const struct sockaddr *)&to, sizeof to) != 0 && errno == EACCES;
+    close(fd);
+    return bcast;
+}
+
 /* Bind and listen on addr:port; *fd_out and *port_out (the real port). */
 static int open_listener(const char *addr, uint16_t port, int *fd_out, uint16_t *port_out)
 {
@@ -510,6 +529,11 @@ static int open_listener(const char *addr, uint16_t port, int *fd_out, uint16_t 
     } else {
         return PF_EINVAL;
     }
+    /* Linux binds a TCP socket to a multicast or broadcast address, but no
+     * connection can ever reach it there: not an address of this machine. */
+    if (ss.ss_family == AF_INET ? IN_MULTICAST(ntohl(v4->sin_addr.s_addr)) || is_broadcast_v4(v4)
+                                : IN6_IS_ADDR_MULTICAST(&v6->sin6_addr))
+        return PF_EINVAL;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return errno_to_pf(errno);

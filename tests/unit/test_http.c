@@ -11,6 +11,12 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#include "http/http_internal.h"
 #include "internal.h"
 #include "tasks.h"
 
@@ -444,6 +450,48 @@ TEST(http_bad_input_is_einval)
     ASSERT(strstr(pf_http_version(), "libcurl") != NULL);
 }
 
+/* A task that hands pf_http_post_task a NULL argument of the right length,
+ * as a task that forwards its own (absent) argument would. */
+static int post_null_arg_task(pf_task *t, const void *arg, size_t arg_len)
+{
+    (void)arg;
+    (void)arg_len;
+    return pf_http_post_task(t, NULL, sizeof(uint64_t));
+}
+
+/* A NULL argument is PF_EINVAL with a message, not a crash. */
+TEST(http_post_task_null_argument_is_einval)
+{
+    pf_http_config cfg = config_for(closed_port()); /* never reached */
+    pf_executor *ex = http_executor(PF_THREADS, 1, &cfg);
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, post_null_arg_task, NULL, 0, &f));
+    ASSERT_ERR(pf_future_result(f, 30 * pf_test_scale(), NULL, NULL), PF_ETASK);
+    pf_error_info info;
+    ASSERT_OK(pf_future_error(f, &info));
+    ASSERT_EQ(info.task_code, PF_EINVAL);
+    ASSERT(strstr(info.message, "uint64_t") != NULL);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+    ASSERT_ERR(pf_http_post_task(NULL, NULL, sizeof(uint64_t)), PF_EINVAL);
+}
+
+/* Re-initialising a config with its own URL keeps that URL (the URL is read
+ * before the config is zeroed). */
+TEST(http_config_init_with_its_own_url)
+{
+    pf_http_config cfg;
+    ASSERT_OK(pf_http_config_init(&cfg, "http://127.0.0.1:1/api/users"));
+    ASSERT_OK(pf_http_config_set_body(&cfg, "{}"));
+    cfg.timeout = 3;
+    ASSERT_OK(pf_http_config_init(&cfg, cfg.url));
+    ASSERT_STREQ(cfg.url, "http://127.0.0.1:1/api/users");
+    ASSERT_STREQ(cfg.body, PF_HTTP_DEFAULT_BODY);
+    ASSERT(cfg.timeout == 0);
+    ASSERT_OK(pf_http_config_set_body(&cfg, cfg.body));
+    ASSERT_STREQ(cfg.body, PF_HTTP_DEFAULT_BODY);
+}
+
 /* --- the event-driven mode ---------------------------------------------- */
 
 struct progress_seen {
@@ -690,6 +738,96 @@ TEST(http_proxy_from_environment_is_not_used_for_loopback)
     pf_http_record recs[4];
     ASSERT_OK(pf_http_run_multi(&cfg, 4, 4, NULL, recs));
     for (int i = 0; i < 4; i++)
+        ASSERT_EQ(recs[i].status, 201);
+    pf_server_stop(srv);
+}
+
+/* Every address of 127.0.0.0/8 is loopback, not only 127.0.0.1: a mock API
+ * bound to 127.0.0.2 is reached directly too. */
+TEST(http_proxy_is_not_used_for_other_loopback_addresses)
+{
+    char proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%u", closed_port());
+    setenv("http_proxy", proxy, 1);
+    pf_serve_opts o = {.bind_addr = "127.0.0.2"};
+    pf_server *srv = NULL;
+    ASSERT_OK(pf_server_start(&srv, &o));
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.2:%u/api/users", pf_server_port(srv));
+    pf_http_config cfg;
+    ASSERT_OK(pf_http_config_init(&cfg, url));
+    cfg.timeout = 30 * pf_test_scale();
+    pf_http_client *c;
+    ASSERT_OK(pf_http_client_create(&c, &cfg));
+    pf_http_record rec;
+    char msg[256];
+    int rc = pf_http_client_post(c, 1, &rec, msg, sizeof msg);
+    if (rc != PF_OK)
+        FAIL("%s: %s", pf_err_name(rc), msg);
+    ASSERT_EQ(rec.status, 201);
+    pf_http_client_destroy(c);
+    pf_http_record recs[2];
+    ASSERT_OK(pf_http_run_multi(&cfg, 2, 2, NULL, recs));
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ(recs[i].status, 201);
+    pf_server_stop(srv);
+}
+
+/* An IPv4 address of this machine outside 127.0.0.0/8 into buf; false if
+ * there is none. */
+static bool non_loopback_address(char *buf, size_t size)
+{
+    struct ifaddrs *ifs;
+    if (getifaddrs(&ifs) != 0)
+        return false;
+    bool found = false;
+    for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP))
+            continue;
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(void *)i->ifa_addr;
+        if ((ntohl(a->sin_addr.s_addr) >> 24) != 127)
+            found = inet_ntop(AF_INET, &a->sin_addr, buf, (socklen_t)size) != NULL;
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+/* no_proxy=* means "no proxy for any host" (curl's own rule), also once the
+ * loopback addresses are added to it. */
+TEST(http_no_proxy_star_means_no_proxy_at_all)
+{
+    char proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%u", closed_port());
+    setenv("http_proxy", proxy, 1);
+    setenv("no_proxy", "*", 1);
+    char addr[INET_ADDRSTRLEN];
+    if (!non_loopback_address(addr, sizeof addr)) {
+        /* Nothing but loopback here: check the list curl would get. */
+        char *np = pf__http_noproxy();
+        ASSERT(np != NULL);
+        ASSERT_STREQ(np, ""); /* proxies off */
+        free(np);
+        return;
+    }
+    pf_serve_opts o = {.bind_addr = addr};
+    pf_server *srv = NULL;
+    ASSERT_OK(pf_server_start(&srv, &o));
+    char url[96];
+    snprintf(url, sizeof url, "http://%s:%u/api/users", addr, pf_server_port(srv));
+    pf_http_config cfg;
+    ASSERT_OK(pf_http_config_init(&cfg, url));
+    cfg.timeout = 30 * pf_test_scale();
+    pf_http_client *c;
+    ASSERT_OK(pf_http_client_create(&c, &cfg));
+    pf_http_record rec;
+    char msg[256];
+    int rc = pf_http_client_post(c, 1, &rec, msg, sizeof msg);
+    if (rc != PF_OK)
+        FAIL("%s: %s", pf_err_name(rc), msg);
+    pf_http_client_destroy(c);
+    pf_http_record recs[2];
+    ASSERT_OK(pf_http_run_multi(&cfg, 2, 2, NULL, recs));
+    for (int i = 0; i < 2; i++)
         ASSERT_EQ(recs[i].status, 201);
     pf_server_stop(srv);
 }

@@ -702,6 +702,30 @@ TEST(serve_bad_options_are_einval)
     pf_server_stop(NULL);
 }
 
+/* Linux lets a TCP socket bind a multicast or broadcast address, but no
+ * connection can ever reach it: such an address is not one of this machine,
+ * so it is PF_EINVAL rather than a server that listens for nobody. */
+TEST(serve_multicast_or_broadcast_bind_is_einval)
+{
+    /* 127.255.255.255: the broadcast address of lo's 127.0.0.0/8 on every
+     * Linux machine, a subnet's broadcast that only the routing table knows */
+    const char *addrs[] = {"224.0.0.1",       "239.255.255.250", "255.255.255.255",
+                           "127.255.255.255", "ff02::1",         "ff05::2"};
+    for (size_t i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
+        pf_serve_opts o = {.bind_addr = addrs[i]};
+        pf_server *s = (pf_server *)0x1;
+        int rc = pf_server_start(&s, &o);
+        if (rc != PF_EINVAL) {
+            pf_server_stop(rc == PF_OK ? s : NULL);
+            FAIL("%s: got %s, want PF_EINVAL", addrs[i], pf_err_name(rc));
+        }
+        ASSERT(s == NULL);
+    }
+    /* The wildcard addresses still bind. */
+    pf_serve_opts any = {.bind_addr = "0.0.0.0"};
+    pf_server_stop(start_server(&any));
+}
+
 TEST(serve_garbage_input_gets_400_or_close_and_server_lives)
 {
     /* A request cut short by a half-close is not always noticed (see
