@@ -661,7 +661,7 @@ static void cpu_summary(const struct cmp_results *res)
         double one = NAN, fastest = INFINITY;
         for (size_t r = 0; r < res->n_rows; r++) {
             const struct cmp_row *row = &res->rows[r];
-            if (row->exec != (enum cmp_exec)e)
+            if (row->exec != (enum cmp_exec)e || row->errors > 0)
                 continue;
             if (row->workers == 1)
                 one = row->wall_s;
@@ -688,21 +688,24 @@ static void cpu_summary(const struct cmp_results *res)
 }
 
 /* CPU: speedup against sequential (or, without it, against the same
- * executor with one worker), and the ideal time base / min(workers, cores). */
+ * executor with one worker), and the ideal time base / min(workers, cores).
+ * A row with failed tasks has none, and is no base: how fast tasks fail
+ * says nothing about the executor. */
 static void cpu_speedups(struct cmp_results *res)
 {
     double seq = NAN;
     for (size_t r = 0; r < res->n_rows; r++)
-        if (res->rows[r].exec == CMP_SEQUENTIAL)
+        if (res->rows[r].exec == CMP_SEQUENTIAL && res->rows[r].errors == 0)
             seq = res->rows[r].wall_s;
     for (size_t r = 0; r < res->n_rows; r++) {
         struct cmp_row *row = &res->rows[r];
         double base = seq;
         if (isnan(base))
             for (size_t k = 0; k < res->n_rows; k++)
-                if (res->rows[k].exec == row->exec && res->rows[k].workers == 1)
+                if (res->rows[k].exec == row->exec && res->rows[k].workers == 1 &&
+                    res->rows[k].errors == 0)
                     base = res->rows[k].wall_s;
-        if (isnan(base) || row->wall_s <= 0)
+        if (isnan(base) || row->wall_s <= 0 || row->errors > 0)
             continue;
         row->speedup = base / row->wall_s;
         int w = row->workers < res->cores ? row->workers : res->cores;
@@ -801,6 +804,38 @@ static void finish_defaults(struct cmp_config *c, const struct seen *s)
     c->event_uses_workers = s->workers && !s->in_flight;
 }
 
+/* The folder of path into dir ("." or "/" where it has none); returns the
+ * last component. */
+static const char *dir_of(const char *path, char *dir, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, cap, ".");
+    else if (slash == path)
+        snprintf(dir, cap, "/");
+    else
+        snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+    return slash ? slash + 1 : path;
+}
+
+/* True if a and b (each passed by check_output) name one regular file, so
+ * that writing one would overwrite the other: the same file, or the same
+ * name in the same folder however spelt.  Names of other files (/dev/null,
+ * /dev/stdout) are written in place, one after the other, and may repeat. */
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    bool has_a = stat(a, &sa) == 0, has_b = stat(b, &sb) == 0;
+    if ((has_a && !S_ISREG(sa.st_mode)) || (has_b && !S_ISREG(sb.st_mode)))
+        return false;
+    if (has_a && has_b)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char da[PATH_MAX], db[PATH_MAX];
+    const char *ba = dir_of(a, da, sizeof da), *bb = dir_of(b, db, sizeof db);
+    return strcmp(ba, bb) == 0 && stat(da, &sa) == 0 && stat(db, &sb) == 0 &&
+           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 /* A file the run will write (named by --csv, --json or --plot, or one of
  * the files that --out gets) must be writable where it is named, checked
  * before the run rather than found out after it: its folder exists and
@@ -826,14 +861,7 @@ static void check_output(const char *opt, const char *path)
                            "first as NAME%s: at most %d in all)",
                            opt, path, strlen(path), suffix, PATH_MAX - 1);
     char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    const char *base = dir_of(path, dir, sizeof dir);
     if (access(dir, W_OK | X_OK) != 0)
         pf_cli_usage_error("compare: %s: cannot write '%s': %s", opt, path, strerror(errno));
     long name_max = pathconf(dir, _PC_NAME_MAX);
@@ -862,14 +890,23 @@ static void output_paths(struct cmp_config *c)
             check_output("--csv", c->csv_path);
         if (c->json_path)
             check_output("--json", c->json_path);
+        char gp[sizeof c->svg_buf] = ""; /* the plot's script, written beside it */
         if (c->plot_path) {
             check_output("--plot", c->plot_path);
-            char gp[sizeof c->svg_buf]; /* and the plot's script, written beside it */
             if (!cmp_plot_script_name(c->plot_path, gp, sizeof gp))
                 pf_cli_usage_error("compare: --plot: the name '%.40s...' is too long",
                                    c->plot_path);
             check_output("--plot (its .gp script)", gp);
         }
+        /* No two of them may be one file: the last written would replace
+         * the others, which `written:` would still list. */
+        const char *opts[] = {"--csv", "--json", "--plot", "--plot's .gp script"};
+        const char *names[] = {c->csv_path, c->json_path, c->plot_path, gp[0] ? gp : NULL};
+        for (size_t i = 0; i < 4; i++)
+            for (size_t k = i + 1; k < 4; k++)
+                if (names[i] && names[k] && same_file(names[i], names[k]))
+                    pf_cli_usage_error("compare: %s and %s name the same file '%s'", opts[i],
+                                       opts[k], names[k]);
         return;
     }
     if (make_dirs(c->out_dir) != 0)
@@ -1022,8 +1059,10 @@ int pf_cli_compare(int argc, char **argv)
         cpu_summary(&res);
 
     int status = 0;
+    cmp_files_begin(); /* a stop signal from here on leaves no temporary file */
     bool csv_ok = c->csv_path && cmp_write_csv(c, &res, c->csv_path) == 0;
-    bool json_ok = c->json_path && cmp_write_json(c, &res, c->json_path) == 0;
+    bool json_ok =
+        c->json_path && !cmp_stop_requested() && cmp_write_json(c, &res, c->json_path) == 0;
     if ((c->csv_path && !csv_ok) || (c->json_path && !json_ok))
         status = 1; /* said why */
     const char *svg = c->plot_svg_default                               ? c->svg_buf
@@ -1040,6 +1079,7 @@ int pf_cli_compare(int argc, char **argv)
         fprintf(stderr, "pfor: compare: nothing was measured, so %s was not drawn\n", c->plot_path);
     if (!plotted && c->plot_path)
         status = 1;
+    cmp_files_end(); /* ends the program here if a stop signal came */
     printf("\nwritten:");
     if (csv_ok)
         printf(" %s", c->csv_path);

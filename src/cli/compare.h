@@ -154,6 +154,14 @@ uint64_t cmp_sieve_count(uint64_t bound);
 void cmp_reason_add(struct cmp_results *res, int code, int task_code, const char *message,
                     const char *where);
 
+/* Around the writing of the files: SIGINT, SIGTERM, SIGHUP and SIGQUIT
+ * (where not ignored) are held off, so that no temporary file or gnuplot is
+ * left behind; cmp_files_end ends the program by such a signal if one
+ * came.  cmp_stop_requested: one came (skip what is left to write). */
+void cmp_files_begin(void);
+bool cmp_stop_requested(void);
+void cmp_files_end(void);
+
 /* Files.  Each returns 0, or -1 after printing one line on stderr. */
 int cmp_write_csv(const struct cmp_config *c, const struct cmp_results *res, const char *path);
 int cmp_write_json(const struct cmp_config *c, const struct cmp_results *res, const char *path);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -20,11 +21,61 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compare.h"
 
 extern char **environ;
+
+/* --- stop signals while the files are written ----------------------------- */
+
+/* SIGINT, SIGTERM, SIGHUP or SIGQUIT in the middle of the files would end the
+ * program with a temporary file beside a result and gnuplot still running,
+ * orphaned, drawing into another.  Between cmp_files_begin and
+ * cmp_files_end such a signal is only noted: the file being written is
+ * finished or removed, gnuplot is killed and reaped, and cmp_files_end then
+ * ends the program by that signal.  A signal that was ignored stays
+ * ignored. */
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+static bool stop_caught[sizeof stop_signals / sizeof stop_signals[0]];
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+void cmp_files_begin(void)
+{
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++) {
+        struct sigaction old, sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+        sigemptyset(&sa.sa_mask);
+        stop_caught[i] = sigaction(stop_signals[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+                         sigaction(stop_signals[i], &sa, NULL) == 0;
+    }
+}
+
+bool cmp_stop_requested(void)
+{
+    return stop_signal != 0;
+}
+
+void cmp_files_end(void)
+{
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        if (stop_caught[i])
+            signal(stop_signals[i], SIG_DFL);
+    int sig = stop_signal;
+    if (!sig)
+        return;
+    fflush(stdout);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    raise(sig); /* default action now: ends the program */
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
 
 /* --- CSV ----------------------------------------------------------------- */
 
@@ -150,6 +201,64 @@ int cmp_write_csv(const struct cmp_config *c, const struct cmp_results *res, con
 
 /* --- JSON ---------------------------------------------------------------- */
 
+/* The length of the UTF-8 sequence at s (n bytes left), or 0 if none
+ * starts there (overlong forms, surrogates and code points past U+10FFFF
+ * included). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range */
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return len;
+}
+
+/* A JSON string of s.  jansson refuses text that is not UTF-8 (a --body in
+ * Latin-1, a message cut inside a character), and a refused value would
+ * drop its field: each byte that starts no valid sequence becomes '?'. */
+static json_t *json_text(const char *s)
+{
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    size_t n = strlen(s);
+    char *buf = malloc(n + 1);
+    if (!buf)
+        return json_null();
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq((const unsigned char *)s + i, n - i);
+        if (len == 0) {
+            buf[i++] = '?';
+            continue;
+        }
+        memcpy(buf + i, s + i, len);
+        i += len;
+    }
+    buf[n] = '\0';
+    v = json_string(buf);
+    free(buf);
+    return v ? v : json_null();
+}
+
 static json_t *num_or_null(double v)
 {
     return isnan(v) || isinf(v) ? json_null() : json_real(v);
@@ -195,9 +304,9 @@ static json_t *parameters(const struct cmp_config *c, const struct cmp_results *
         return p;
     }
     json_object_set_new(p, "server", json_string(c->builtin ? "built-in" : "url"));
-    json_object_set_new(p, "url", json_string(c->http.url));
+    json_object_set_new(p, "url", json_text(c->http.url));
     json_object_set_new(p, "method", json_string("POST"));
-    json_object_set_new(p, "body_template", json_string(c->http.body));
+    json_object_set_new(p, "body_template", json_text(c->http.body));
     if (c->latency_known) {
         json_t *l = json_object();
         json_object_set_new(l, "min", json_real(c->latency_lo * 1e3));
@@ -252,10 +361,10 @@ int cmp_write_json(const struct cmp_config *c, const struct cmp_results *res, co
     json_object_set_new(root, "total_s", json_real(res->total_s));
     json_t *m = json_object();
     json_object_set_new(m, "cores", json_integer(res->cores));
-    json_object_set_new(m, "os", json_string(res->os));
-    json_object_set_new(m, "cpu", json_string(res->cpu_model));
+    json_object_set_new(m, "os", json_text(res->os));
+    json_object_set_new(m, "cpu", json_text(res->cpu_model));
     json_object_set_new(m, "loadavg_1m", num_or_null(res->loadavg));
-    json_object_set_new(m, "libcurl", json_string(pf_http_version()));
+    json_object_set_new(m, "libcurl", json_text(pf_http_version()));
     json_object_set_new(root, "machine", m);
     json_object_set_new(root, "parameters", parameters(c, res));
     json_t *rows = json_array();
@@ -273,8 +382,8 @@ int cmp_write_json(const struct cmp_config *c, const struct cmp_results *res, co
         json_object_set_new(o, "count", json_integer((json_int_t)r->count));
         json_object_set_new(o, "code", json_string(pf_err_name(r->code)));
         json_object_set_new(o, "task_code", json_integer(r->task_code));
-        json_object_set_new(o, "message", json_string(r->message));
-        json_object_set_new(o, "first_in", json_string(r->where));
+        json_object_set_new(o, "message", json_text(r->message));
+        json_object_set_new(o, "first_in", json_text(r->where));
         json_array_append_new(reasons, o);
     }
     json_object_set_new(fail, "reasons", reasons);
@@ -328,16 +437,37 @@ static size_t find_series(const struct cmp_results *res, struct series *out, siz
     return n;
 }
 
-/* A gnuplot string literal in single quotes ('' is a quote inside). */
+/* The escape for c inside a gnuplot string in double quotes, or NULL if c
+ * stands for itself.  (Single quotes, where '' is a quote, would be simpler,
+ * but gnuplot 5.4 misreads a run of them, and a name that starts with one.) */
+static const char *gp_escape(char c)
+{
+    switch (c) {
+    case '\\':
+        return "\\\\";
+    case '"':
+        return "\\\"";
+    case '\n':
+        return "\\n";
+    case '\r':
+        return "\\r";
+    default:
+        return NULL;
+    }
+}
+
+/* A gnuplot string literal, in double quotes. */
 static void gp_str(FILE *f, const char *s)
 {
-    fputc('\'', f);
+    fputc('"', f);
     for (; *s; s++) {
-        if (*s == '\'')
-            fputc('\'', f);
-        fputc(*s, f);
+        const char *e = gp_escape(*s);
+        if (e)
+            fputs(e, f);
+        else
+            fputc(*s, f);
     }
-    fputc('\'', f);
+    fputc('"', f);
 }
 
 static void series_title(char *buf, size_t size, const struct series *s)
@@ -562,21 +692,27 @@ static int write_script(const char *path, const struct cmp_config *c, const stru
     return close_output(f, tmp, path, true);
 }
 
-/* Append `name='value'; ` (gnuplot quoting) to buf. */
+/* Append `name="value"; ` (gp_str's quoting) to buf, which has room for it:
+ * twice the value's length, and 16 bytes. */
 static void gp_assign(char *buf, size_t size, const char *name, const char *value)
 {
     size_t n = strlen(buf);
-    n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s='", name);
+    n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s=\"", name);
     for (; *value && n + 4 < size; value++) {
-        if (*value == '\'')
-            buf[n++] = '\'';
-        buf[n++] = *value;
+        const char *e = gp_escape(*value);
+        if (e) {
+            buf[n++] = e[0];
+            buf[n++] = e[1];
+        } else {
+            buf[n++] = *value;
+        }
     }
-    snprintf(buf + n, n < size ? size - n : 0, "'; ");
+    snprintf(buf + n, n < size ? size - n : 0, "\"; ");
 }
 
-/* Run `gnuplot -e SETS script`, its stderr into errpath.  Exit status, or -1
- * if it could not be started. */
+/* Run `gnuplot -e SETS script`, its stderr into errpath.  Exit status, -1
+ * if it could not be started, or -2 if a stop signal came meanwhile (then
+ * gnuplot is killed and reaped). */
 static int run_gnuplot(const char *script, const char *sets, const char *errpath)
 {
     posix_spawn_file_actions_t fa;
@@ -590,10 +726,23 @@ static int run_gnuplot(const char *script, const char *sets, const char *errpath
     if (rc != 0)
         return -1;
     int status;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR)
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            break;
+        if (w < 0 && errno != EINTR)
             return -1;
+        if (stop_signal) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
+            return -2;
+        }
+        struct timespec tick = {0, 5000000}; /* polled: a signal must not be missed */
+        nanosleep(&tick, NULL);
     }
+    if (stop_signal)
+        return -2;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -630,6 +779,8 @@ int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const ch
 {
     if (!svg && !png)
         return 0;
+    if (stop_signal)
+        return -1;
     /* The script lives next to the first plot. */
     char script[4200], errpath[64];
     if (!cmp_plot_script_name(svg ? svg : png, script, sizeof script)) {
@@ -647,7 +798,8 @@ int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const ch
      * once it succeeded: a failed or interrupted run leaves no half image.
      * A name that is a link or a device is drawn to in place. */
     const char *outs[2] = {svg, png};
-    char tmps[2][4200], sets[9000] = "";
+    /* sets: both assignments, each name twice its length in the worst case */
+    char tmps[2][4200], sets[2 * (2 * 4200 + 16)] = "";
     for (int k = 0; k < 2; k++) {
         tmps[k][0] = '\0';
         if (outs[k] && temp_beside(outs[k], tmps[k], sizeof tmps[k]))
@@ -659,6 +811,8 @@ int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const ch
         if (write_script(script, c, res, svg, png, terms[t]) != 0)
             break; /* said why */
         rc = run_gnuplot(script, sets, errpath);
+        if (rc == -2)
+            break; /* stopping: nothing to say */
         if (rc == -1) {
             fprintf(stderr, "pfor: compare: cannot run gnuplot (install gnuplot-nox); no plot "
                             "drawn\n");

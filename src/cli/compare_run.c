@@ -485,12 +485,13 @@ int cmp_run_http(const struct cmp_config *c, enum cmp_exec exec, int workers, ui
     free(lat);
     row->rate = row->wall_s > 0 ? (double)n / row->wall_s : NAN;
     /* No ideal without a latency: unknown, or 0 (then any wall time is
-     * all overhead, and ideal/wall says nothing). */
+     * all overhead, and ideal/wall says nothing).  No efficiency when every
+     * request failed: how fast requests fail says nothing either. */
     double mean = (c->latency_lo + c->latency_hi) / 2;
     if (c->latency_known && mean > 0) {
         uint64_t w = exec == CMP_SEQUENTIAL ? 1 : (uint64_t)workers;
         row->ideal_s = (double)((n + w - 1) / w) * mean;
-        if (row->wall_s > 0)
+        if (row->wall_s > 0 && row->errors < n)
             row->efficiency = row->ideal_s / row->wall_s;
     }
     res->requests += n;
@@ -569,11 +570,15 @@ int cmp_run_cpu(const struct cmp_config *c, enum cmp_exec exec, int workers, str
     pf_executor *ex;
     int rc = pf_executor_create(&ex, kind_of(exec), &o);
     if (rc != PF_OK) {
+        /* Its tasks failed: counted like any other failure (exit status 1,
+         * the summary says why).  wall_s stays 0: no speedup. */
         char msg[256];
         snprintf(msg, sizeof msg, "cannot create the %s executor: %s", cmp_exec_names[exec],
                  pf_strerror(rc));
         fail_all(res, row, n, rc, msg, where);
         free(fs);
+        res->requests += n;
+        res->failed += row->errors;
         return PF_OK;
     }
     struct countdown cd;
@@ -614,7 +619,7 @@ int cmp_run_cpu(const struct cmp_config *c, enum cmp_exec exec, int workers, str
     }
     free(fs);
     row->primes_ok = row->errors == 0 && row->primes == res->expected_primes;
-    if (!row->primes_ok)
+    if (!row->primes_ok && row->errors == 0) /* failed tasks: the failure summary says so */
         res->cpu_wrong = true;
     row->rate = row->wall_s > 0 ? (double)n / row->wall_s : NAN;
     res->requests += n;

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
@@ -760,4 +761,358 @@ TEST(compare_help_exits_0)
     run_pfor(argv, 10, &r);
     ASSERT_EQ(r.status, 0);
     ASSERT(strstr(r.out, "--executors") && strstr(r.out, "--workload") && strstr(r.out, "--url"));
+}
+
+/* Run ./pfor with argv in the background, stdout and stderr to /dev/null. */
+static pid_t start_pfor(char *const argv[])
+{
+    if (access("./pfor", X_OK) != 0)
+        SKIP("./pfor not found (run the tests from the build directory)");
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        dup2(null, 1);
+        dup2(null, 2);
+        execv("./pfor", argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* True while pid is a live process (a zombie counts as gone). */
+static bool process_alive(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t k = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[k] = '\0';
+    const char *paren = strrchr(line, ')');
+    return paren && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
+}
+
+/* Entries of dir whose name ends in ".tmp". */
+static int count_tmp_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ASSERT(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        n += len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* SIGTERM (or Ctrl-C) while gnuplot draws: the run stops, and leaves
+ * neither gnuplot running nor a half image under its temporary name.  The
+ * stand-in gnuplot writes part of its image, then sleeps. */
+TEST(compare_signal_while_plotting_leaves_no_child_or_temp_file)
+{
+    char bin[64], out[64];
+    make_dir(bin, sizeof bin);
+    make_dir(out, sizeof out);
+    char fake[128], pidfile[128];
+    snprintf(fake, sizeof fake, "%s/gnuplot", bin);
+    snprintf(pidfile, sizeof pidfile, "%s/gnuplot.pid", bin);
+    FILE *f = fopen(fake, "w");
+    ASSERT(f != NULL);
+    fprintf(f,
+            "#!/bin/sh\n"
+            "if [ \"$1\" = -e ]; then eval \"$2\"; fi\n"
+            "echo '<svg half' > \"$out_svg\"\n"
+            "echo $$ > %s.new && mv %s.new %s\n"
+            "exec sleep 30\n",
+            pidfile, pidfile, pidfile);
+    ASSERT(fclose(f) == 0 && chmod(fake, 0755) == 0);
+    char svg[128], path[8192];
+    snprintf(svg, sizeof svg, "%s/s.svg", out);
+    const char *old = getenv("PATH");
+    char *saved = old ? strdup(old) : NULL;
+    snprintf(path, sizeof path, "%s:%s", bin, old ? old : "/usr/bin:/bin");
+    setenv("PATH", path, 1);
+    char *argv[] = {"pfor",      "compare", "--sizes", "5", "--executors", "threads",
+                    "--latency", "1ms",     "--plot",  svg, NULL};
+    pid_t pid = start_pfor(argv);
+    if (saved) {
+        setenv("PATH", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("PATH");
+    }
+    pid_t gp = 0;
+    double deadline = now_s() + 30 * pf_test_scale();
+    while (gp <= 0 && now_s() < deadline) {
+        FILE *p = fopen(pidfile, "r");
+        int v = 0;
+        if (p) {
+            if (fscanf(p, "%d", &v) != 1)
+                v = 0;
+            fclose(p);
+        }
+        gp = v;
+        if (gp <= 0)
+            pf_test_sleep_ms(20);
+    }
+    if (gp <= 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        FAIL("the stand-in gnuplot did not start");
+    }
+    ASSERT(kill(pid, SIGTERM) == 0);
+    int status = 0;
+    double until = now_s() + 10 * pf_test_scale();
+    pid_t w = 0;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < until)
+        pf_test_sleep_ms(10);
+    if (w != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    until = now_s() + 5 * pf_test_scale();
+    while (process_alive(gp) && now_s() < until)
+        pf_test_sleep_ms(10);
+    bool orphan = process_alive(gp);
+    if (orphan)
+        kill(gp, SIGKILL);
+    int tmps = count_tmp_entries(out);
+    bool image = access(svg, F_OK) == 0;
+    rm_dir(out);
+    rm_dir(bin);
+    ASSERT_EQ(w, pid); /* it stopped */
+    ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+    ASSERT(!orphan);    /* gnuplot did not outlive it */
+    ASSERT_EQ(tmps, 0); /* no half image under a temporary name */
+    ASSERT(!image);
+}
+
+/* Two outputs that name one file (the same name, another spelling of it,
+ * or the .gp script that --plot writes beside its image) would overwrite
+ * each other: bad input, refused before the run. */
+TEST(compare_outputs_naming_one_file_exit_2)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    char x[128], x2[128], gp[128], svg[128], q[128];
+    snprintf(x, sizeof x, "%s/x", dir);
+    snprintf(x2, sizeof x2, "%s/./x", dir);
+    snprintf(gp, sizeof gp, "%s/p.gp", dir);
+    snprintf(svg, sizeof svg, "%s/p.svg", dir);
+    snprintf(q, sizeof q, "%s/q.svg", dir);
+    struct {
+        char *argv[14];
+    } cases[] = {
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--latency", "1ms", "--csv",
+          x, "--json", x, NULL}},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--latency", "1ms", "--csv",
+          x, "--json", x2, NULL}},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--latency", "1ms", "--json",
+          gp, "--plot", svg, NULL}},
+        {{"pfor", "compare", "--sizes", "5", "--executors", "threads", "--latency", "1ms", "--csv",
+          q, "--plot", q, NULL}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct run r;
+        run_pfor(cases[i].argv, 30, &r);
+        if (r.status != 2 || count_lines(r.err) != 1 || strncmp(r.err, "pfor: compare: ", 15) != 0)
+            FAIL("case %zu: status %d, stderr '%s'", i, r.status, r.err);
+        if (r.out[0])
+            FAIL("case %zu: printed '%.200s'", i, r.out);
+    }
+    ASSERT_EQ(count_entries(dir), 0);
+    rm_dir(dir);
+}
+
+/* CPU measurements whose executor cannot be created (here process pools
+ * under RLIMIT_NOFILE 64, which their fork server cannot work with: the
+ * first measurement's tasks fail or its pool cannot be made, the later
+ * pools cannot be made) fail their tasks: every one counted in the
+ * failures, summarised on stderr, exit status 1. */
+TEST(compare_cpu_executor_that_cannot_start_fails_the_run)
+{
+    if (pf_test_valgrind()) /* it only pretends to lower RLIMIT_NOFILE: nothing to see */
+        return;
+    char dir[64], json[128];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/c.json", dir);
+    /* 8 descriptors, inherited by ./pfor: enough for it, too few for a pool */
+    struct rlimit rl = {8, 8};
+    ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    char *argv[] = {"pfor",      "compare",   "--workload", "cpu",     "--executors",
+                    "processes", "--workers", "1,2,3",      "--tasks", "2",
+                    "--bound",   "100",       "--json",     json,      NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    json_t *j = load_json(json);
+    json_t *rows = json_object_get(j, "results");
+    ASSERT_EQ(json_array_size(rows), 3);
+    double errors = 0;
+    for (size_t i = 0; i < 3; i++)
+        errors += num(json_array_get(rows, i), "errors");
+    double failed = num(json_object_get(j, "failures"), "failed");
+    double tasks = num(json_object_get(j, "failures"), "tasks");
+    json_decref(j);
+    rm_dir(dir);
+    ASSERT_EQ(tasks, 6);
+    ASSERT_EQ(errors, 6);
+    ASSERT_EQ(failed, errors);
+    ASSERT_EQ(r.status, 1);
+    ASSERT(strstr(r.err, "tasks failed") != NULL);
+}
+
+/* Strings that are not UTF-8 (a --body in Latin-1) still appear in the
+ * JSON, their bad bytes replaced, rather than dropping the field. */
+TEST(compare_json_keeps_strings_that_are_not_utf8)
+{
+    char dir[64], json[128];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/u.json", dir);
+    char *argv[] = {
+        "pfor",    "compare",   "--sizes", "2",      "--executors",
+        "threads", "--latency", "0",       "--body", "{\"id\": {n}, \"x\": \"caf\xe9\"}",
+        "--json",  json,        NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    ASSERT_EQ(r.status, 1); /* the server refuses a body that is not UTF-8: 400 */
+    json_t *j = load_json(json);
+    json_t *p = json_object_get(j, "parameters");
+    const char *body = json_string_value(json_object_get(p, "body_template"));
+    if (!body)
+        FAIL("parameters.body_template is missing");
+    ASSERT(strncmp(body, "{\"id\": {n}, \"x\": \"caf", 21) == 0);
+    json_decref(j);
+    rm_dir(dir);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Names with single quotes (which gnuplot's own quoting turns into pairs,
+ * and misreads in runs): a results folder with hundreds of them, too many
+ * for the old buffer of gnuplot's -e assignments, and a plot named
+ * ''q.svg.  Every plot is still drawn where it belongs. */
+TEST(compare_plots_into_names_with_quotes)
+{
+    if (!have_gnuplot()) /* nothing to draw with (a missing gnuplot is a warning) */
+        return;
+    char top[64];
+    make_dir(top, sizeof top);
+    char part[251]; /* 'a'a'a... */
+    for (int i = 0; i < 250; i++)
+        part[i] = i % 2 ? 'a' : '\'';
+    part[250] = '\0';
+    char deep[4096];
+    size_t n = (size_t)snprintf(deep, sizeof deep, "%s", top);
+    for (int i = 0; i < 13; i++) {
+        n += (size_t)snprintf(deep + n, sizeof deep - n, "/%s", part);
+        ASSERT(n < sizeof deep);
+        ASSERT_EQ(mkdir(deep, 0755), 0);
+    }
+    char *argv[] = {"pfor",      "compare", "--sizes", "2",  "--executors", "threads",
+                    "--latency", "1ms",     "--out",   deep, NULL};
+    struct run r;
+    run_pfor(argv, 60, &r);
+    char svg[4200], png[4200];
+    snprintf(svg, sizeof svg, "%s/compare-http.svg", deep);
+    snprintf(png, sizeof png, "%s/compare-http.png", deep);
+    bool have_svg = file_size(svg) > 0, have_png = file_size(png) > 0;
+    int left = count_entries(deep);
+    char plot[128];
+    snprintf(plot, sizeof plot, "%s/''q.svg", top);
+    char *argv2[] = {"pfor",      "compare", "--sizes", "2",  "--executors", "threads",
+                     "--latency", "1ms",     "--plot",  plot, NULL};
+    struct run r2;
+    run_pfor(argv2, 60, &r2);
+    bool have_plot = file_size(plot) > 0;
+    ASSERT(nftw(top, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+    if (r.status != 0 || r.err[0])
+        FAIL("status %d, stderr: %s", r.status, r.err);
+    ASSERT(have_svg && have_png);
+    ASSERT_EQ(left, 5); /* csv, json, svg, png, gp */
+    if (r2.status != 0 || r2.err[0])
+        FAIL("--plot %s: status %d, stderr: %s", plot, r2.status, r2.err);
+    ASSERT(have_plot);
+}
+
+/* CPU rows whose tasks failed (process pools under RLIMIT_NOFILE 64, as
+ * above) have no speedup: how fast tasks fail says nothing, so the summary
+ * ranks no pool by them. */
+TEST(compare_cpu_failed_rows_have_no_speedup)
+{
+    if (pf_test_valgrind()) /* it only pretends to lower RLIMIT_NOFILE: nothing to see */
+        return;
+    char dir[64], json[128];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/c.json", dir);
+    /* 8 descriptors, inherited by ./pfor: enough for it, too few for a pool */
+    struct rlimit rl = {8, 8};
+    ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    char *argv[] = {
+        "pfor",      "compare", "--workload", "cpu", "--executors", "sequential,processes",
+        "--workers", "1,2",     "--tasks",    "2",   "--bound",     "100000",
+        "--json",    json,      NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    json_t *j = load_json(json);
+    json_t *rows = json_object_get(j, "results");
+    ASSERT_EQ(json_array_size(rows), 3);
+    int failed_rows = 0, with_speedup = 0;
+    for (size_t i = 1; i < 3; i++) {
+        json_t *row = json_array_get(rows, i);
+        if (num(row, "errors") == 0)
+            continue;
+        failed_rows++;
+        with_speedup += !json_is_null(json_object_get(row, "speedup"));
+        with_speedup += !json_is_null(json_object_get(row, "efficiency"));
+    }
+    json_decref(j);
+    rm_dir(dir);
+    ASSERT_EQ(failed_rows, 2);
+    ASSERT_EQ(r.status, 1);
+    ASSERT_EQ(with_speedup, 0);
+    if (failed_rows == 2 && strstr(r.out, "best speedup"))
+        FAIL("a pool whose every row failed is ranked: %s", strstr(r.out, "best speedup"));
+}
+
+/* A row whose every request failed (here an API that answers 404 at once,
+ * with an expected latency of 50 ms) has no efficiency: ideal/wall would
+ * be far above 1, a speed that failing fast says nothing about. */
+TEST(compare_row_that_failed_every_request_has_no_efficiency)
+{
+    pf_server *srv;
+    ASSERT_OK(pf_server_start(&srv, NULL));
+    char dir[64], json[128], url[96];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/f.json", dir);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/no-such-path", pf_server_port(srv));
+    char *argv[] = {"pfor",   "compare", "--url", url,           "--latency",
+                    "50ms",   "--sizes", "20",    "--executors", "threads,event",
+                    "--json", json,      NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    pf_server_stop(srv);
+    ASSERT_EQ(r.status, 1);
+    ASSERT(strstr(r.err, "all 40 requests failed") != NULL);
+    json_t *j = load_json(json);
+    json_t *rows = json_object_get(j, "results");
+    ASSERT_EQ(json_array_size(rows), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *row = json_array_get(rows, i);
+        ASSERT_EQ(num(row, "errors"), 20);
+        ASSERT(num(row, "ideal_s") > 0);
+        ASSERT(json_is_null(json_object_get(row, "efficiency")));
+    }
+    json_decref(j);
+    rm_dir(dir);
 }
