@@ -372,25 +372,66 @@ static uint64_t raise_fd_limit(void)
     return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
 }
 
+/* The first folder make_dirs created ("" if none): what undo_made_dirs
+ * removes again when the run stops before anything was measured. */
+static char made_top[4096];
+
 /* mkdir -p; 0 or -1 with errno. */
 static int make_dirs(const char *path)
 {
-    char buf[4096];
+    char buf[sizeof made_top];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
+    for (char *p = buf + 1;; p++) {
+        if (*p && *p != '/')
             continue;
+        char end = *p;
         *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        if (mkdir(buf, 0777) == 0) {
+            if (!made_top[0])
+                memcpy(made_top, buf, strlen(buf) + 1);
+        } else if (errno != EEXIST) {
             return -1;
+        }
+        if (!end)
+            return 0;
         *p = '/';
     }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
+}
+
+/* The folder make_dirs was asked for, while a refusal (exit before the
+ * first measurement) should still remove what it made. */
+static char made_for[sizeof made_top];
+
+/* Remove the folders make_dirs created for made_for, deepest first (rmdir:
+ * only while they are empty), so that a run refused before it measured
+ * anything leaves nothing behind.  Registered with atexit; a no-op once
+ * keep_made_dirs() was called. */
+static void undo_made_dirs(void)
+{
+    if (!made_top[0] || !made_for[0])
+        return;
+    char buf[sizeof made_top];
+    snprintf(buf, sizeof buf, "%s", made_for);
+    for (size_t top = strlen(made_top);;) {
+        while (strlen(buf) > 1 && buf[strlen(buf) - 1] == '/')
+            buf[strlen(buf) - 1] = '\0';
+        if (strlen(buf) < top || rmdir(buf) != 0 || strlen(buf) == top)
+            break;
+        char *slash = strrchr(buf, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+    }
+    made_top[0] = '\0';
+}
+
+/* The run goes ahead: the folders stay. */
+static void keep_made_dirs(void)
+{
+    made_for[0] = '\0';
 }
 
 /* --- the table ------------------------------------------------------------- */
@@ -909,6 +950,8 @@ static void output_paths(struct cmp_config *c)
                                        opts[k], names[k]);
         return;
     }
+    snprintf(made_for, sizeof made_for, "%s", c->out_dir);
+    atexit(undo_made_dirs); /* until keep_made_dirs: any exit removes them */
     if (make_dirs(c->out_dir) != 0)
         pf_cli_usage_error("compare: cannot create the results folder '%s': %s", c->out_dir,
                            strerror(errno));
@@ -1024,6 +1067,7 @@ int pf_cli_compare(int argc, char **argv)
         res.expected_primes = cmp_sieve_count(c->bound);
     }
 
+    keep_made_dirs(); /* from here on a run writes its results (or says why not) */
     bool go = c->workload == CMP_CPU || c->builtin || probe(c, &res);
     print_header(c, &res, go);
     for (size_t k = 0; go && k < c->n_exec; k++) {

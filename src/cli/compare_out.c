@@ -710,9 +710,21 @@ static void gp_assign(char *buf, size_t size, const char *name, const char *valu
     snprintf(buf + n, n < size ? size - n : 0, "\"; ");
 }
 
+/* How long gnuplot may draw: PFOR_GNUPLOT_TIMEOUT seconds (0.1 to 86400),
+ * else GNUPLOT_LIMIT_S.  A sweep's plots take well under a second; a
+ * gnuplot that hangs must not hang the run. */
+#define GNUPLOT_LIMIT_S 60.0
+static double gnuplot_limit_s(void)
+{
+    const char *env = getenv("PFOR_GNUPLOT_TIMEOUT");
+    char *end;
+    double v = env && *env ? strtod(env, &end) : 0;
+    return env && *env && !*end && v >= 0.1 && v <= 86400 ? v : GNUPLOT_LIMIT_S;
+}
+
 /* Run `gnuplot -e SETS script`, its stderr into errpath.  Exit status, -1
- * if it could not be started, or -2 if a stop signal came meanwhile (then
- * gnuplot is killed and reaped). */
+ * if it could not be started, -2 if a stop signal came meanwhile, -3 if it
+ * ran past gnuplot_limit_s() (then gnuplot is killed and reaped). */
 static int run_gnuplot(const char *script, const char *sets, const char *errpath)
 {
     posix_spawn_file_actions_t fa;
@@ -726,17 +738,19 @@ static int run_gnuplot(const char *script, const char *sets, const char *errpath
     if (rc != 0)
         return -1;
     int status;
+    double deadline = cmp_now() + gnuplot_limit_s();
     for (;;) {
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid)
             break;
         if (w < 0 && errno != EINTR)
             return -1;
-        if (stop_signal) {
+        bool late = cmp_now() > deadline;
+        if (stop_signal || late) {
             kill(pid, SIGKILL);
             while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
             }
-            return -2;
+            return stop_signal ? -2 : -3;
         }
         struct timespec tick = {0, 5000000}; /* polled: a signal must not be missed */
         nanosleep(&tick, NULL);
@@ -813,6 +827,13 @@ int cmp_plot(const struct cmp_config *c, const struct cmp_results *res, const ch
         rc = run_gnuplot(script, sets, errpath);
         if (rc == -2)
             break; /* stopping: nothing to say */
+        if (rc == -3) {
+            fprintf(stderr,
+                    "pfor: compare: gnuplot did not finish within %g s (killed); no plot "
+                    "drawn\n",
+                    gnuplot_limit_s());
+            break;
+        }
         if (rc == -1) {
             fprintf(stderr, "pfor: compare: cannot run gnuplot (install gnuplot-nox); no plot "
                             "drawn\n");

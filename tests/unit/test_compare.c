@@ -1116,3 +1116,97 @@ TEST(compare_row_that_failed_every_request_has_no_efficiency)
     json_decref(j);
     rm_dir(dir);
 }
+
+/* A run refused before it measured anything (its port is taken) leaves no
+ * results folder behind: the folders it made for --out are removed again,
+ * and only those (one that existed stays). */
+TEST(compare_refused_run_leaves_no_results_folder)
+{
+    pf_server *taken;
+    ASSERT_OK(pf_server_start(&taken, NULL));
+    char port_s[16], dir[64], out[192], kept[96];
+    snprintf(port_s, sizeof port_s, "%u", pf_server_port(taken));
+    make_dir(dir, sizeof dir);
+    snprintf(kept, sizeof kept, "%s/kept", dir);
+    ASSERT_EQ(mkdir(kept, 0755), 0);
+    snprintf(out, sizeof out, "%s/new/results", kept);
+    char *argv[] = {"pfor", "compare", "--quick", "--port", port_s, "--out", out, NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    pf_server_stop(taken);
+    struct stat st;
+    bool out_left = stat(out, &st) == 0, new_left = false, kept_left = stat(kept, &st) == 0;
+    snprintf(out, sizeof out, "%s/new", kept);
+    new_left = stat(out, &st) == 0;
+    snprintf(out, sizeof out, "%s/new/results", kept);
+    rmdir(out); /* whatever was left: rm_dir removes one level */
+    snprintf(out, sizeof out, "%s/new", kept);
+    rmdir(out);
+    rmdir(kept);
+    rm_dir(dir);
+    ASSERT_EQ(r.status, 2);
+    ASSERT(strstr(r.err, "already in use") != NULL);
+    ASSERT(!out_left && !new_left);
+    ASSERT(kept_left);
+}
+
+/* A gnuplot that never finishes is killed after PFOR_GNUPLOT_TIMEOUT
+ * seconds: the run ends (status 1, one line saying so) and leaves neither
+ * gnuplot nor a half image behind. */
+TEST(compare_hung_gnuplot_is_killed_after_its_time_limit)
+{
+    char bin[64], out[64];
+    make_dir(bin, sizeof bin);
+    make_dir(out, sizeof out);
+    char fake[128], pidfile[128];
+    snprintf(fake, sizeof fake, "%s/gnuplot", bin);
+    snprintf(pidfile, sizeof pidfile, "%s/gnuplot.pid", bin);
+    FILE *f = fopen(fake, "w");
+    ASSERT(f != NULL);
+    fprintf(f,
+            "#!/bin/sh\n"
+            "if [ \"$1\" = -e ]; then eval \"$2\"; fi\n"
+            "echo '<svg half' > \"$out_svg\"\n"
+            "echo $$ > %s\n"
+            "exec sleep 60\n",
+            pidfile);
+    ASSERT(fclose(f) == 0 && chmod(fake, 0755) == 0);
+    char svg[128], path[8192];
+    snprintf(svg, sizeof svg, "%s/h.svg", out);
+    const char *old = getenv("PATH");
+    char *saved = old ? strdup(old) : NULL;
+    snprintf(path, sizeof path, "%s:%s", bin, old ? old : "/usr/bin:/bin");
+    setenv("PATH", path, 1);
+    setenv("PFOR_GNUPLOT_TIMEOUT", "0.5", 1);
+    char *argv[] = {"pfor",      "compare", "--sizes", "5", "--executors", "threads",
+                    "--latency", "1ms",     "--plot",  svg, NULL};
+    struct run r;
+    run_pfor(argv, 30, &r);
+    unsetenv("PFOR_GNUPLOT_TIMEOUT");
+    if (saved) {
+        setenv("PATH", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("PATH");
+    }
+    int gp = 0;
+    FILE *p = fopen(pidfile, "r");
+    if (p) {
+        if (fscanf(p, "%d", &gp) != 1)
+            gp = 0;
+        fclose(p);
+    }
+    bool alive = gp > 0 && process_alive(gp);
+    if (alive)
+        kill(gp, SIGKILL);
+    int tmps = count_tmp_entries(out);
+    bool image = access(svg, F_OK) == 0;
+    rm_dir(out);
+    rm_dir(bin);
+    ASSERT(gp > 0); /* the stand-in ran */
+    ASSERT(!alive);
+    ASSERT_EQ(r.status, 1);
+    ASSERT(strstr(r.err, "did not finish within 0.5 s") != NULL);
+    ASSERT_EQ(tmps, 0);
+    ASSERT(!image);
+}
