@@ -35,6 +35,10 @@
  *   started, the queued tasks fail with PF_ESYS: no accepted task waits for
  *   a worker that nobody will start.
  *
+ *   Loss of the fork server (its channel hangs up): the pool turns broken,
+ *   every result already published (DONE) is collected as usual, and only
+ *   the tasks no worker finished fail (fork_server_lost).
+ *
  *   Shutdown: `stopping` refuses new tasks; once `pending` is empty the
  *   collector sets hdr->shutdown and workers leave when the ring is empty.
  *   A worker that ends then is replaced only while some task waits for a
@@ -65,7 +69,8 @@
  * up (the executor then fails its tasks with PF_EINITFAILED). */
 #define PF__MAX_STARTUP_FAILURES 5
 
-void (*pf__pp_cancel_gap_hook)(void); /* see procs.h */
+void (*pf__pp_cancel_gap_hook)(void);  /* see procs.h */
+void (*pf__pp_collect_gap_hook)(void); /* see procs.h */
 
 struct pworker {
     pid_t pid;          /* lock: 0 while none */
@@ -547,16 +552,50 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf_
     pf__mutex_unlock(&p->lock);
 }
 
-/* The fork server is gone (killed from outside): its workers died with it. */
+/* The fork server is gone (killed from outside): its workers die with it
+ * (PR_SET_PDEATHSIG), maybe a moment after we see the hang-up, and no death
+ * report will ever come.  What a worker published before we got here (DONE,
+ * announced on its completion ring or not) is delivered like any result:
+ * DONE means the parent owns the slot, whatever became of the worker.  Only
+ * the tasks no worker finished fail, with PF_EWORKERDIED.  Runs once (the
+ * caller checks fs_gone), and the collector ends in the same round. */
 static void fork_server_lost(struct ppool *p, struct pf__finish_list *dl)
 {
-    pf__mutex_lock(&p->lock);
-    p->fs_gone = true;
     pf_error_info why = {.code = PF_EWORKERDIED, .worker_index = -1, .exit_status = -1};
     snprintf(why.message, sizeof why.message,
              "the pool's fork server died, and its workers with it");
+
+    /* First refuse new work and fail what no worker took: after this no
+     * slot becomes READY (pp_submit refuses, `pending` is empty, so the
+     * refills of collect_slot below place nothing). */
+    pf__mutex_lock(&p->lock);
+    p->fs_gone = true;
     pf__executor_init_failed(&p->base, PF_EWORKERDIED, why.message);
     fail_everything_locked(p, PF_EWORKERDIED, &why, dl);
+    pf__mutex_unlock(&p->lock);
+
+    /* Then collect every published result: those announced on the rings
+     * (this round's drain may have missed them: they came after it) ... */
+    for (int w = 0; w < p->n_workers; w++)
+        drain_worker(p, w, dl);
+    /* ... and those whose worker died between its DONE store and its ring
+     * entry.  Ring entries left behind name freed slots; nothing drains
+     * them any more (the collector ends this round). */
+    pf__mutex_lock(&p->lock);
+    for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
+        /* acquire: pairs with the worker's release store of DONE, which
+         * publishes the outcome that collect_slot reads */
+        uint32_t st = atomic_load_explicit(&pf__shm_slot(p->hdr, s)->state, memory_order_acquire);
+        if (p->slot_future[s] && PF__SLOT_KIND(st) == PF__SLOT_DONE) {
+            pf__mutex_unlock(&p->lock);
+            collect_slot(p, s, dl);
+            pf__mutex_lock(&p->lock);
+        }
+    }
+    /* What is left was RUNNING: its worker is dead or about to be.  A
+     * worker that still publishes after this writes into a slot we freed;
+     * no one reads or reuses it (the pool is broken and its collector
+     * ends), so that result is simply not delivered. */
     for (uint32_t s = 0; s < p->hdr->n_slots; s++) {
         if (!p->slot_future[s])
             continue;
@@ -692,6 +731,8 @@ static void *collector_main(void *arg)
         bool busy = false;
         for (int w = 0; w < p->n_workers; w++)
             busy |= drain_worker(p, w, &dl);
+        if (pf__pp_collect_gap_hook)
+            pf__pp_collect_gap_hook();
         busy |= read_messages(p, &dl);
 
         uint32_t timed_starts = atomic_load(&h->timed_starts); /* before the check */

@@ -220,6 +220,13 @@ extern int pf__fs_fail_spawns;
  * hundreds of workers' requests and answers fill the default ones. */
 extern int pf__fs_chan_buffer;
 extern void (*pf__pp_cancel_gap_hook)(void);
+/* Test hook: when set, the collector calls it in every round after it has
+ * drained the workers' completion rings and before it reads the fork
+ * server's messages (without a lock held): a test blocks it there to hold
+ * results published meanwhile back while the fork server dies.  Set it
+ * before the pool is created and clear it after it is destroyed (a plain
+ * pointer: thread creation and join order the accesses). */
+extern void (*pf__pp_collect_gap_hook)(void);
 
 /* Messages on a pool channel. */
 enum pf__fs_msg_type {
