@@ -121,10 +121,13 @@ PF_EXTERN int pf_executor_create(pf_executor **out, pf_kind kind, const pf_execu
 
 /* Stop accepting tasks.  With cancel_futures, pending tasks are cancelled
  * (their futures end PF_ECANCELLED).  With wait, return after every running
- * and pending task has finished and the workers have exited.  Calling it
- * again is harmless.  A task or done-callback running on one of the pool's
- * own threads (a worker or the thread pool's watchdog, the process pool's
- * collector) cannot wait for the pool: the pool stops as asked and the call
+ * and pending task has finished and the workers have exited (also when
+ * another thread's shutdown is still cancelling futures, or a task destroyed
+ * the pool meanwhile).  Calling it again is harmless.  A task or
+ * done-callback running on one of the pool's own threads (a worker or the
+ * thread pool's watchdog, the process pool's collector), or a thread pool's
+ * done-callback that a shutdown(cancel_futures) runs for a future it
+ * cancels, cannot wait for the pool: the pool stops as asked and the call
  * returns PF_EBUSY. */
 PF_EXTERN int pf_executor_shutdown(pf_executor *ex, bool wait, bool cancel_futures);
 
@@ -223,12 +226,15 @@ PF_EXTERN int pf_future_error(const pf_future *f, pf_error_info *info);
  * is flagged pf_task_cancelled() and may stop early). */
 PF_EXTERN int pf_future_cancel(pf_future *f);
 
-/* Call cb(f, user) once f is done: at once in this thread if it is done
- * already, else in the thread that completes it (on a thread pool: the
- * worker, or the pool's watchdog for a task that overran its time limit).
- * Callbacks run in the order they were added.  A callback must return: it
- * runs on a thread of pfor's (a pool's worker or watchdog), which it must
- * not end (pthread_exit) or leave by longjmp. */
+/* Call cb(f, user) once f is done: in the thread that completes it (on a
+ * thread pool: the worker, or the pool's watchdog for a task that overran its
+ * time limit), or at once in this thread if f is done and its callbacks have
+ * all run.  Callbacks run one at a time, in the order they were added: one
+ * added while another thread still runs f's earlier callbacks (or by one of
+ * them) is run by that thread after them, so a callback must not wait for one
+ * added after it.  A callback must return: it runs on a thread of pfor's (a
+ * pool's worker or watchdog), which it must not end (pthread_exit) or leave
+ * by longjmp. */
 typedef void (*pf_done_fn)(pf_future *f, void *user);
 PF_EXTERN int pf_future_add_done_callback(pf_future *f, pf_done_fn cb, void *user);
 

@@ -71,7 +71,7 @@ struct pf_future {
     _Atomic uint32_t state;            /* enum pf__future_state; futex word */
     _Atomic uint32_t waiters;          /* threads sleeping on `state` */
     _Atomic uint32_t cancel_requested; /* pf_task_cancelled() reads it */
-    pf__mutex lock;                    /* guards callbacks, watchers, taken, finishing */
+    pf__mutex lock;                    /* guards callbacks, watchers, taken, cb_running */
 
     /* The task.  Immutable after submit (arg freed at finish). */
     struct pf_executor *ex; /* holds a reference until FINISHED */
@@ -91,6 +91,11 @@ struct pf_future {
 
     struct pf__callback *callbacks, **callbacks_tail; /* lock */
     struct pf__watch *watchers;                       /* lock */
+    /* lock: a thread is running f's callbacks (FINISHED only).  While set,
+     * a callback added is appended to `callbacks` and run by that thread
+     * after the earlier ones, which keeps the order they were added in; the
+     * runner clears it, under the lock, only once it finds the list empty. */
+    bool cb_running;
 
     /* Executor-kind private fields. */
     struct pf_future *next, *prev; /* queue links, guarded by the kind's lock */
@@ -220,8 +225,9 @@ void pf__future_set_running(pf_future *f, int worker_index);
 /* Finish f with an outcome.  On success (code 0) `data` (malloc()ed or NULL)
  * is handed to the future.  On failure `info` (may be NULL) gives details;
  * `data` must be NULL.  Returns false if f was finished already (its data is
- * then freed here).  Runs the done callbacks in the calling thread, updates
- * the executor's counters and drops the executor's reference on f. */
+ * then freed here).  Runs the done callbacks in the calling thread (those
+ * added meanwhile too, see cb_running), updates the executor's counters and
+ * drops the executor's reference on f. */
 bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_error_info *info);
 
 /* Helper: finish with a code and a formatted message. */

@@ -102,6 +102,35 @@ void pf__future_set_running(pf_future *f, int worker_index)
         atomic_fetch_sub_explicit(&f->ex->n_running, 1, memory_order_relaxed);
 }
 
+/* Run f's callbacks in the order they were added, with f->cb_running set by
+ * the caller (under f->lock, f FINISHED).  A callback added meanwhile, by
+ * any thread or by a callback, is appended to the list and runs here after
+ * the earlier ones.  Each batch is taken off the list under the lock and run
+ * without it (user code never runs under a pfor lock); cb_running is
+ * cleared under the lock only when the list is found empty, so no callback
+ * is left behind and none runs elsewhere before an earlier one.  The caller
+ * holds a reference on f, so a callback may release the user's. */
+static void run_callbacks(pf_future *f)
+{
+    for (;;) {
+        pf__mutex_lock(&f->lock);
+        struct pf__callback *cbs = f->callbacks;
+        f->callbacks = NULL;
+        f->callbacks_tail = &f->callbacks;
+        if (!cbs)
+            f->cb_running = false;
+        pf__mutex_unlock(&f->lock);
+        if (!cbs)
+            return;
+        while (cbs) {
+            struct pf__callback *next = cbs->next;
+            cbs->fn(f, cbs->user);
+            free(cbs);
+            cbs = next;
+        }
+    }
+}
+
 bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_error_info *info)
 {
     struct pf__failure *failure = NULL;
@@ -151,9 +180,9 @@ bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_
         pf__watch_fire_locked(w);
     }
     f->watchers = NULL;
-    struct pf__callback *cbs = f->callbacks;
-    f->callbacks = NULL;
-    f->callbacks_tail = &f->callbacks;
+    /* This thread runs the callbacks, those added from now on included
+     * (see run_callbacks). */
+    f->cb_running = true;
     pf__mutex_unlock(&f->lock);
 
     if (atomic_load(&f->waiters) > 0)
@@ -166,12 +195,7 @@ bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_
         ex->opts.progress(&p, ex->opts.progress_user);
     }
 
-    while (cbs) {
-        struct pf__callback *next = cbs->next;
-        cbs->fn(f, cbs->user);
-        free(cbs);
-        cbs = next;
-    }
+    run_callbacks(f);
     pf__executor_release(ex);
     pf_future_release(f); /* the executor's reference */
     return true;
@@ -406,14 +430,22 @@ int pf_future_add_done_callback(pf_future *f, pf_done_fn cb, void *user)
     node->fn = cb;
     node->user = user;
     pf__mutex_lock(&f->lock);
-    if (atomic_load(&f->state) != PF__FINISHED) {
-        *f->callbacks_tail = node;
-        f->callbacks_tail = &node->next;
+    /* Unfinished, or finished with a callback run in progress: queue it; the
+     * finishing (or running) thread runs it after the earlier ones. */
+    *f->callbacks_tail = node;
+    f->callbacks_tail = &node->next;
+    if (atomic_load(&f->state) != PF__FINISHED || f->cb_running) {
         pf__mutex_unlock(&f->lock);
         return PF_OK;
     }
+    /* Finished and every callback has run: this thread runs it now, and
+     * becomes the runner, so that a callback added by another thread
+     * meanwhile runs after this one (and a reference keeps f alive should
+     * the callback release the caller's). */
+    f->cb_running = true;
+    pf_future_retain(f);
     pf__mutex_unlock(&f->lock);
-    free(node);
-    cb(f, user);
+    run_callbacks(f);
+    pf_future_release(f);
     return PF_OK;
 }

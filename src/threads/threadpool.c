@@ -29,7 +29,14 @@
  *   once with cancel_futures, after the queue is cancelled), and the
  *   watchdog once, besides, no task runs.  Joining is serialised by
  *   join_lock so that concurrent shutdown(wait) calls and destroy never join
- *   a thread twice.
+ *   a thread twice.  Joining alone does not make shutdown(wait) exact: a
+ *   pool thread's destroy detaches threads that nobody joins then, and a
+ *   shutdown(cancel_futures) in another thread may still be finishing the
+ *   futures it took off the queue.  So shutdown(wait) then waits, on
+ *   `quiet`, until no pool thread is active (n_active) and no batch is
+ *   being failed (n_batches).  A done-callback of such a batch, on the
+ *   thread failing it, cannot wait for it: like a pool thread it gets
+ *   PF_EBUSY.
  *
  *   Pool threads (workers and the watchdog; tls_pool) run user code: tasks,
  *   and done-callbacks, which the watchdog runs for timed-out futures.  Such
@@ -91,6 +98,16 @@ struct tpool {
     bool orphaned;
     pthread_t watchdog;     /* set once under lock */
     struct worker *workers; /* [max_workers]; entries < n_threads in use */
+    /* lock: pool threads (workers, the watchdog, a thread a task ended)
+     * started and not yet through with the pool's work (tasks, callbacks,
+     * finalizer).  A thread that destroy detached is not joined by anyone,
+     * so shutdown(wait) waits for this to reach 0 (on `quiet`). */
+    int n_active;
+    /* lock: batches being failed by fail_all_locked_then_unlock.  Its
+     * futures are out of the queue but not finished yet, so shutdown(wait)
+     * waits for this to reach 0 too (on `quiet`). */
+    int n_batches;
+    pf__cond quiet; /* broadcast when n_active or n_batches drops */
 
     pf__mutex join_lock; /* serialises joining */
     int n_joined;        /* join_lock: workers joined or detached so far */
@@ -101,6 +118,23 @@ struct tpool {
 static _Thread_local struct tpool *tls_pool;
 /* Whether this thread is tls_pool's watchdog. */
 static _Thread_local bool tls_watchdog;
+/* The batches this thread is failing now (fail_all_locked_then_unlock),
+ * innermost first: frames on its stack, nested when a batch's done-callback
+ * shuts a pool down with cancel_futures.  Such a callback cannot wait for a
+ * pool whose batch it is part of. */
+struct batch_frame {
+    struct tpool *pool;
+    struct batch_frame *outer;
+};
+static _Thread_local struct batch_frame *tls_batches;
+
+static bool in_batch_of(const struct tpool *p)
+{
+    for (const struct batch_frame *b = tls_batches; b; b = b->outer)
+        if (b->pool == p)
+            return true;
+    return false;
+}
 
 static void *worker_main(void *arg);
 static void *watchdog_main(void *arg);
@@ -125,6 +159,7 @@ static int spawn_locked(struct tpool *p)
     }
     p->n_threads++;
     p->n_live++;
+    p->n_active++;
     return PF_OK;
 }
 
@@ -145,6 +180,7 @@ static int refill_slot_locked(struct tpool *p, struct worker *w)
     PF__CHECK(pthread_detach(w->tid) == 0);
     w->tid = tid;
     p->n_live++;
+    p->n_active++;
     return PF_OK;
 }
 
@@ -177,10 +213,23 @@ static void start_watchdog_locked(struct tpool *p)
         return;
     }
     p->watchdog_started = true;
+    p->n_active++;
     if (p->orphaned) { /* join_all has run: nobody would join it */
         p->watchdog_claimed = true;
         PF__CHECK(pthread_detach(p->watchdog) == 0);
     }
+}
+
+/* The last thing a pool thread does: it is through with the pool's work
+ * (n_active, see shutdown), then drops its reference, which may free the
+ * pool (a waiting shutdown holds a reference of its own). */
+static void thread_done(struct tpool *p)
+{
+    pf__mutex_lock(&p->lock);
+    p->n_active--;
+    pf__cond_broadcast(&p->quiet);
+    pf__mutex_unlock(&p->lock);
+    pf__executor_release(&p->base);
 }
 
 /* What a task came to, finished once the worker knows the watchdog has not
@@ -270,7 +319,7 @@ static void task_left_thread(void *arg)
                         "the task ended its worker thread (pthread_exit or cancellation)");
     pf_future_release(rt->f);
     pf__worker_fini(&p->base, w->index, rt->state);
-    pf__executor_release(&p->base); /* the thread's own reference */
+    thread_done(p); /* drops the thread's own reference */
 }
 
 /* run_task, with task_left_thread as the cleanup should the task end the
@@ -298,7 +347,17 @@ static void fail_all_locked_then_unlock(struct tpool *p, int code)
         f->in_queue = false;
         pf_future_retain(f);
     }
+    if (!q.head) {
+        pf__mutex_unlock(&p->lock);
+        return;
+    }
+    /* Counted until every future of the batch is finished: shutdown(wait)
+     * returns only then.  The caller keeps the pool alive meanwhile (a
+     * thread's or shutdown's reference). */
+    p->n_batches++;
     pf__mutex_unlock(&p->lock);
+    struct batch_frame frame = {.pool = p, .outer = tls_batches};
+    tls_batches = &frame;
     pf_error_info info;
     for (pf_future *f = q.head, *next; f; f = next) {
         next = f->next;
@@ -310,6 +369,11 @@ static void fail_all_locked_then_unlock(struct tpool *p, int code)
         }
         pf_future_release(f); /* the batch's reference */
     }
+    tls_batches = frame.outer;
+    pf__mutex_lock(&p->lock);
+    p->n_batches--;
+    pf__cond_broadcast(&p->quiet);
+    pf__mutex_unlock(&p->lock);
 }
 
 struct spin_ctx {
@@ -353,7 +417,7 @@ static void *worker_main(void *arg)
          * lock, and other workers fail what they had taken already. */
         p->n_live--;
         fail_all_locked_then_unlock(p, PF_EINITFAILED);
-        pf__executor_release(&p->base);
+        thread_done(p); /* drops the thread's own reference */
         return NULL;
     }
     for (;;) {
@@ -403,7 +467,7 @@ static void *worker_main(void *arg)
     p->n_live--;
     pf__mutex_unlock(&p->lock);
     pf__worker_fini(&p->base, w->index, state);
-    pf__executor_release(&p->base); /* the thread's own reference */
+    thread_done(p); /* drops the thread's own reference */
     return NULL;
 }
 
@@ -455,6 +519,8 @@ static void *watchdog_main(void *arg)
             break;
         pf__cond_wait_until(&p->watchdog_wake, &p->lock, next);
     }
+    p->n_active--; /* see thread_done */
+    pf__cond_broadcast(&p->quiet);
     pf__mutex_unlock(&p->lock);
     pf__executor_release(&p->base); /* its own reference; may free the pool */
     return NULL;
@@ -580,11 +646,22 @@ static int tp_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
         fail_all_locked_then_unlock(p, PF_ECANCELLED);
     else
         pf__mutex_unlock(&p->lock);
-    if (wait) {
-        if (tls_pool == p)
-            return PF_EBUSY; /* a task or callback of this pool cannot wait for it */
-        join_all(p);
-    }
+    if (!wait)
+        return PF_OK;
+    if (tls_pool == p)
+        return PF_EBUSY; /* a task or callback of this pool cannot wait for it */
+    join_all(p);
+    if (in_batch_of(p))
+        return PF_EBUSY; /* a callback of a batch this thread fails: the batch waits for it */
+    /* Joining is not enough: a thread that a pool thread's destroy detached
+     * (or a thread a task ended) may still run a task, and another thread
+     * may still be failing a batch of futures taken off the queue.  Neither
+     * waits for this call (pool code never does), and the front end's
+     * reference keeps the pool alive meanwhile. */
+    pf__mutex_lock(&p->lock);
+    while (p->n_active > 0 || p->n_batches > 0)
+        pf__cond_wait(&p->quiet, &p->lock);
+    pf__mutex_unlock(&p->lock);
     return PF_OK;
 }
 
@@ -598,6 +675,7 @@ static void tp_free(struct pf_executor *ex)
     struct tpool *p = (struct tpool *)ex;
     pf__cond_destroy(&p->work);
     pf__cond_destroy(&p->watchdog_wake);
+    pf__cond_destroy(&p->quiet);
     pf__mutex_destroy(&p->lock);
     pf__mutex_destroy(&p->join_lock);
     free(p->workers);
@@ -628,6 +706,7 @@ int pf__threads_create(const struct pf_executor *base, struct pf_executor **out)
     pf__mutex_init(&p->join_lock);
     pf__cond_init(&p->work);
     pf__cond_init(&p->watchdog_wake);
+    pf__cond_init(&p->quiet);
     *out = &p->base;
     return PF_OK;
 }

@@ -1,6 +1,7 @@
 /*
  * The shared core: the sequential executor run re-entrantly, the per-task
- * time limit's conversion, and the spin budget's parsing.
+ * time limit's conversion, the spin budget's parsing, and the order of
+ * done-callbacks added while others run.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -255,4 +256,105 @@ TEST(core_negative_spin_budget_is_ignored)
     ASSERT_OK(setenv("PFOR_SPIN_NS", "-1", 1));
     uint64_t want = pf__ncpus() > 1 ? 50000 : 0;
     ASSERT_EQ(pf__spin_budget_ns(), want);
+}
+
+/* --- done-callbacks: the order they were added in ------------------------- */
+
+/* Polls *flag for up to `seconds` (scaled); whether it became non-zero.  A
+ * broken order becomes a failed assertion, never a hang. */
+static bool cb_wait_flag(_Atomic int *flag, double seconds)
+{
+    for (int ms = 0; ms < seconds * 1000 * pf_test_scale(); ms++) {
+        if (atomic_load(flag))
+            return true;
+        pf_test_sleep_ms(1);
+    }
+    return atomic_load(flag) != 0;
+}
+
+static _Atomic int cb_gate, cb_first_running, cb_second_added, cb_n_calls, cb_n_noted, cb_order[4];
+
+static int task_wait_gate(pf_task *t, const void *arg, size_t len)
+{
+    (void)t, (void)arg, (void)len;
+    cb_wait_flag(&cb_gate, 10);
+    return 0;
+}
+
+static void note_order(pf_future *f, void *user)
+{
+    (void)f;
+    int n = atomic_fetch_add(&cb_n_calls, 1);
+    if (n < 4)
+        atomic_store(&cb_order[n], (int)(intptr_t)user);
+    atomic_fetch_add(&cb_n_noted, 1); /* after the store: the test reads it then */
+}
+
+/* The first callback: it runs on the worker once the future is done, and
+ * holds the worker there until the test thread has added the second one. */
+static void first_waits_for_second(pf_future *f, void *user)
+{
+    atomic_store(&cb_first_running, 1);
+    cb_wait_flag(&cb_second_added, 10);
+    note_order(f, user);
+}
+
+/* A callback added while the finishing thread still runs earlier ones (the
+ * future is done already) runs after them, not at once in the adding
+ * thread: callbacks run in the order they were added. */
+TEST(core_callback_added_while_callbacks_run_keeps_order)
+{
+    pf_executor *ex = NULL;
+    pf_executor_opts o = {.max_workers = 1};
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_wait_gate, NULL, 0, &f));
+    ASSERT_OK(pf_future_add_done_callback(f, first_waits_for_second, (void *)1));
+    atomic_store(&cb_gate, 1);
+    if (!cb_wait_flag(&cb_first_running, 10))
+        FAIL("the first callback never ran");
+    ASSERT(pf_future_done(f));
+    ASSERT_OK(pf_future_add_done_callback(f, note_order, (void *)2));
+    atomic_store(&cb_second_added, 1);
+    for (int ms = 0; ms < 10000 * pf_test_scale() && atomic_load(&cb_n_noted) < 2; ms++)
+        pf_test_sleep_ms(1);
+    ASSERT_EQ(atomic_load(&cb_n_noted), 2);
+    ASSERT_EQ(atomic_load(&cb_order[0]), 1);
+    ASSERT_EQ(atomic_load(&cb_order[1]), 2);
+    /* The worker is joined, so its callback run is over: one added now
+     * runs at once, in this thread. */
+    ASSERT_OK(pf_executor_shutdown(ex, true, false));
+    ASSERT_OK(pf_future_add_done_callback(f, note_order, (void *)3));
+    ASSERT_EQ(atomic_load(&cb_n_noted), 3);
+    ASSERT_EQ(atomic_load(&cb_order[2]), 3);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+}
+
+/* Notes itself, then adds note_order(3) to its own future. */
+static void note_then_add_third(pf_future *f, void *user)
+{
+    note_order(f, user);
+    ASSERT_OK(pf_future_add_done_callback(f, note_order, (void *)3));
+}
+
+/* A callback that adds another to its own future: the new one runs after
+ * every callback added before it (on the same thread, once they return). */
+TEST(core_callback_added_by_a_callback_runs_after_the_earlier_ones)
+{
+    pf_executor *ex = NULL;
+    pf_executor_opts o = {.max_workers = 1};
+    ASSERT_OK(pf_executor_create(&ex, PF_THREADS, &o));
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_wait_gate, NULL, 0, &f));
+    ASSERT_OK(pf_future_add_done_callback(f, note_then_add_third, (void *)1));
+    ASSERT_OK(pf_future_add_done_callback(f, note_order, (void *)2));
+    atomic_store(&cb_gate, 1);
+    ASSERT_OK(pf_executor_shutdown(ex, true, false)); /* the worker's callbacks have run */
+    ASSERT_EQ(atomic_load(&cb_n_noted), 3);
+    ASSERT_EQ(atomic_load(&cb_order[0]), 1);
+    ASSERT_EQ(atomic_load(&cb_order[1]), 2);
+    ASSERT_EQ(atomic_load(&cb_order[2]), 3);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
 }

@@ -186,7 +186,8 @@ static void callbacks(pf_kind kind)
     for (int i = 0; i < 3; i++)
         ASSERT_OK(pf_future_add_done_callback(f, note_call, (void *)(intptr_t)i));
     ASSERT_OK(pf_future_wait(f, PF_FOREVER));
-    /* added after done: runs now, in this thread */
+    /* added after done: runs now in this thread, or after the others on the
+     * finishing thread if it still runs them */
     ASSERT_OK(pf_future_add_done_callback(f, note_call, (void *)(intptr_t)3));
     pf_executor_destroy(ex); /* the callbacks have run by the time the pool is gone */
     for (int i = 0; i < 4; i++)

@@ -1,6 +1,7 @@
 /*
  * Thread pool and pf_map edge cases: tasks that end or cancel their own
- * thread, and chunks that stop at their cancel flag.
+ * thread, chunks that stop at their cancel flag, and shutdown(wait) racing
+ * another shutdown's cancelled futures or a task's destroy.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -265,4 +266,136 @@ TEST(map_timed_out_chunk_stops_at_its_flag)
     ASSERT_EQ(timed_out, N);
     pf_executor_destroy(ex); /* joins the worker: the chunk has ended */
     ASSERT_EQ(atomic_load(&late_items), 0);
+}
+
+/* --- shutdown(wait) returns only when the whole pool is done -------------- */
+
+/* Polls *flag for up to `seconds` (scaled): whether it became non-zero. */
+static bool sd_wait_flag(_Atomic int *flag, double seconds)
+{
+    for (int ms = 0; ms < seconds * 1000 * pf_test_scale(); ms++) {
+        if (atomic_load(flag))
+            return true;
+        pf_test_sleep_ms(1);
+    }
+    return atomic_load(flag) != 0;
+}
+
+/* How long a test's pool code is held up to show that shutdown(wait) waits
+ * for it (a shutdown that does not wait returns well before that). */
+#define SD_HOLD_S 0.5
+
+static _Atomic int sd_gate, sd_in_cb, sd_cb_done, sd_waiter_returned, sd_go_destroy, sd_destroyed,
+    sd_task_ended;
+static pf_executor *sd_ex;
+
+static int task_wait_sd_gate(pf_task *t, const void *arg, size_t len)
+{
+    (void)t, (void)arg, (void)len;
+    sd_wait_flag(&sd_gate, 10);
+    return 0;
+}
+
+/* A done-callback of a future that shutdown(cancel_futures) cancels: holds
+ * that shutdown's batch up until the other shutdown(wait) returned (which
+ * it must not do meanwhile) or SD_HOLD_S passed. */
+static void hold_the_batch(pf_future *f, void *user)
+{
+    (void)f, (void)user;
+    atomic_store(&sd_in_cb, 1);
+    sd_wait_flag(&sd_waiter_returned, SD_HOLD_S);
+    atomic_store(&sd_cb_done, 1);
+}
+
+static void *cancel_futures_shutdown(void *ex)
+{
+    ASSERT_OK(pf_executor_shutdown(ex, false, true));
+    return NULL;
+}
+
+/* shutdown(wait) returns once every future of the pool is finished, also
+ * while another thread's shutdown(cancel_futures) is still finishing the
+ * futures it took off the queue (their callbacks run there). */
+TEST(thr_shutdown_wait_waits_for_another_shutdowns_cancelled_batch)
+{
+    pf_executor *ex = make_threads(1);
+    pf_future *busy, *a, *b;
+    ASSERT_OK(pf_submit(ex, task_wait_sd_gate, NULL, 0, &busy));
+    for (int ms = 0; ms < 10000 * pf_test_scale() && !pf_future_running(busy); ms++)
+        pf_test_sleep_ms(1);
+    ASSERT(pf_future_running(busy)); /* so a and b stay queued */
+    ASSERT_OK(pf_submit(ex, task_noop, NULL, 0, &a));
+    ASSERT_OK(pf_submit(ex, task_noop, NULL, 0, &b));
+    ASSERT_OK(pf_future_add_done_callback(a, hold_the_batch, NULL));
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, cancel_futures_shutdown, ex), 0);
+    if (!sd_wait_flag(&sd_in_cb, 10))
+        FAIL("shutdown(cancel_futures) never ran the cancelled future's callback");
+    atomic_store(&sd_gate, 1); /* the worker can leave now */
+    ASSERT_OK(pf_executor_shutdown(ex, true, false));
+    bool b_done = pf_future_done(b), cb_done = atomic_load(&sd_cb_done);
+    atomic_store(&sd_waiter_returned, 1);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    if (!b_done || !cb_done)
+        FAIL("shutdown(wait) returned while another shutdown was cancelling the queue "
+             "(b done: %d, callback returned: %d)",
+             b_done, cb_done);
+    ASSERT(pf_future_cancelled(a));
+    ASSERT(pf_future_cancelled(b));
+    ASSERT_OK(pf_future_result(busy, 0, NULL, NULL));
+    pf_future_release(busy);
+    pf_future_release(a);
+    pf_future_release(b);
+    pf_executor_destroy(ex);
+}
+
+/* Destroys the pool it runs on once the test says so, then runs on until
+ * the outside shutdown(wait) returned (which it must not do meanwhile) or
+ * SD_HOLD_S passed. */
+static int task_destroy_then_linger(pf_task *t, const void *arg, size_t len)
+{
+    (void)t, (void)arg, (void)len;
+    sd_wait_flag(&sd_go_destroy, 10);
+    pf_executor_destroy(sd_ex);
+    atomic_store(&sd_destroyed, 1);
+    sd_wait_flag(&sd_waiter_returned, SD_HOLD_S);
+    atomic_store(&sd_task_ended, 1);
+    return 0;
+}
+
+/* Runs in the outside shutdown (it cancels this future) before that call
+ * joins anyone: lets the task destroy the pool, and waits until it has. */
+static void let_the_task_destroy(pf_future *f, void *user)
+{
+    (void)f, (void)user;
+    atomic_store(&sd_go_destroy, 1);
+    sd_wait_flag(&sd_destroyed, 10);
+}
+
+/* A task may destroy its own pool (its worker detaches itself) while a
+ * shutdown(wait) from outside is under way: that call still returns only
+ * once the task has finished. */
+TEST(thr_shutdown_wait_waits_for_a_task_that_destroyed_the_pool)
+{
+    sd_ex = make_threads(1);
+    pf_future *task, *queued;
+    ASSERT_OK(pf_submit(sd_ex, task_destroy_then_linger, NULL, 0, &task));
+    for (int ms = 0; ms < 10000 * pf_test_scale() && !pf_future_running(task); ms++)
+        pf_test_sleep_ms(1);
+    ASSERT(pf_future_running(task)); /* so `queued` stays queued */
+    ASSERT_OK(pf_submit(sd_ex, task_noop, NULL, 0, &queued));
+    ASSERT_OK(pf_future_add_done_callback(queued, let_the_task_destroy, NULL));
+    int rc = pf_executor_shutdown(sd_ex, true, true); /* sd_ex is destroyed meanwhile */
+    bool task_done = pf_future_done(task), ended = atomic_load(&sd_task_ended);
+    atomic_store(&sd_waiter_returned, 1);
+    ASSERT_OK(rc);
+    ASSERT(atomic_load(&sd_destroyed));
+    if (!task_done || !ended)
+        FAIL("shutdown(wait) returned while a task that destroyed the pool still ran "
+             "(future done: %d, task returned: %d)",
+             task_done, ended);
+    ASSERT_OK(pf_future_result(task, 0, NULL, NULL));
+    ASSERT(pf_future_cancelled(queued));
+    pf_future_release(task);
+    pf_future_release(queued);
 }
