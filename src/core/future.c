@@ -181,8 +181,12 @@ bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_
     }
     f->watchers = NULL;
     /* This thread runs the callbacks, those added from now on included
-     * (see run_callbacks). */
-    f->cb_running = true;
+     * (see run_callbacks).  With none yet (the common case) it is not the
+     * runner: one added later runs at once in the adding thread, which is
+     * the order they were added in too, and this finish takes no second
+     * lock. */
+    bool have_callbacks = f->callbacks != NULL;
+    f->cb_running = have_callbacks;
     pf__mutex_unlock(&f->lock);
 
     if (atomic_load(&f->waiters) > 0)
@@ -195,7 +199,8 @@ bool pf__future_finish(pf_future *f, int code, void *data, size_t len, const pf_
         ex->opts.progress(&p, ex->opts.progress_user);
     }
 
-    run_callbacks(f);
+    if (have_callbacks)
+        run_callbacks(f);
     pf__executor_release(ex);
     pf_future_release(f); /* the executor's reference */
     return true;
