@@ -107,9 +107,11 @@ PF_EXTERN int pf_dict_open_local(pf_dict **out, const pf_dict_opts *opts);
 PF_EXTERN int pf_dict_create_shm(pf_dict **out, const char *name, const pf_dict_opts *opts);
 
 /* Open an existing shared-memory dict by name, from any process of the same user.
- * PF_ENOTFOUND if there is none, PF_EPERM if the segment belongs to another user
- * or its mode is not 0600, PF_ECORRUPT if it is not a pfor dict of this version,
- * PF_EBUSY if its creator has not finished (or died) creating it. */
+ * PF_ENOTFOUND if there is none (or its owner has closed it), PF_EPERM if the
+ * name is not a segment this user created (another user's, a mode other than
+ * 0600, a second name for it, a link, FIFO or folder), PF_ECORRUPT if it is not
+ * a pfor dict of this version, PF_EBUSY if its creator has not finished (or died)
+ * creating it. */
 PF_EXTERN int pf_dict_open_shm(pf_dict **out, const char *name);
 
 /* Remove the name of a shared-memory dict whose owner died without closing it.

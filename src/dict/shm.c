@@ -184,21 +184,41 @@ static int map_errno(int err)
     }
 }
 
+/* Open an existing name.  O_NOFOLLOW (glibc's shm_open adds it too); O_NONBLOCK makes a
+ * FIFO someone put under the name (/dev/shm is world-writable) open at once
+ * instead of waiting for a writer, so check_owner can refuse it.  What is not a
+ * segment at all is PF_EPERM too: a symlink (ELOOP), a directory (EISDIR, which
+ * glibc reports as EINVAL; the name itself was validated), a socket (ENXIO). */
+static int open_existing(const char *path, int flags, int *fd)
+{
+    *fd = shm_open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+    if (*fd >= 0)
+        return 0;
+    if (errno == ELOOP || errno == EISDIR || errno == EINVAL || errno == ENXIO)
+        return PF_EPERM;
+    return map_errno(errno);
+}
+
 /* Refuse what this user did not create privately: another owner, a looser mode,
- * anything but a plain file. */
-static int check_owner(int fd, struct stat *sb)
+ * anything but a plain file.  one_name: also a segment with a second name (a
+ * hard link, which another user may make to any file where
+ * fs.protected_hardlinks is 0): a dict is created under one name only, so an
+ * open must not be led to another of this user's dicts. */
+static int check_owner(int fd, struct stat *sb, bool one_name)
 {
     if (fstat(fd, sb) != 0)
         return PF_ESYS;
-    if (!S_ISREG(sb->st_mode) || sb->st_uid != geteuid() || (sb->st_mode & 07777) != 0600)
+    if (!S_ISREG(sb->st_mode) || sb->st_uid != geteuid() || (sb->st_mode & 07777) != 0600 ||
+        (one_name && sb->st_nlink > 1))
         return PF_EPERM;
-    return 0;
+    /* No name left: removed since shm_open, as if it had not been there. */
+    return one_name && sb->st_nlink == 0 ? PF_ENOTFOUND : 0;
 }
 
 static void unlink_if_ours(const char *path, dev_t dev, ino_t ino)
 {
-    int fd = shm_open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
+    int fd;
+    if (open_existing(path, O_RDONLY, &fd) != 0)
         return;
     struct stat sb;
     bool same = fstat(fd, &sb) == 0 && sb.st_dev == dev && sb.st_ino == ino;
@@ -317,13 +337,14 @@ int pf__dict_shm_open(pf_dict **out, const char *name, const unsigned char want_
     if (!name_ok(name))
         return PF_EINVAL;
     shm_path(path, sizeof path, name);
-    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0)
-        return map_errno(errno);
+    int fd;
+    int rc = open_existing(path, O_RDWR, &fd);
+    if (rc)
+        return rc;
     struct eng_dict *d = NULL;
     struct stat sb;
     uint64_t max_bytes, nonce, backed;
-    int rc = check_owner(fd, &sb);
+    rc = check_owner(fd, &sb, true);
     if (rc)
         goto fail;
     rc = peek_header(fd, &sb, &max_bytes, &nonce, &backed);
@@ -349,6 +370,10 @@ int pf__dict_shm_open(pf_dict **out, const char *name, const unsigned char want_
     }
     pf__strlcpy(d->base.name, name, sizeof d->base.name);
     rc = pf__eng_attach(&d->eng, base, fd, true, max_bytes, backed);
+    /* Its owner closed it (and was killed before it removed the name, or is
+     * removing it now): it is gone, as it is once the name is. */
+    if (rc == 0 && pf__eng_destroyed(&d->eng))
+        rc = PF_ENOTFOUND;
     if (rc) {
         munmap(base, max_bytes);
         goto fail;
@@ -370,11 +395,12 @@ int pf__dict_shm_remove(const char *name)
     if (!name_ok(name))
         return PF_EINVAL;
     shm_path(path, sizeof path, name);
-    int fd = shm_open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return map_errno(errno);
+    int fd;
+    int rc = open_existing(path, O_RDONLY, &fd);
+    if (rc)
+        return rc;
     struct stat sb;
-    int rc = check_owner(fd, &sb);
+    rc = check_owner(fd, &sb, false); /* an extra name of ours may be removed */
     close(fd);
     if (rc)
         return rc;
@@ -688,8 +714,12 @@ static int eng_iter_next(pf_dict *d, void *cursor, pf__dict_entry *e)
             return PF_EEOF;
         c->len = c->pos = 0;
         int rc = pf__eng_copy_stripe(eng, c->stripe, cursor_emit, c);
-        if (rc)
+        if (rc) {
+            /* Drop the part copied: a later call copies this stripe again
+             * (seeing the same error, or each entry once), never hands it out. */
+            c->len = 0;
             return rc;
+        }
         c->stripe++;
     }
     char *p = c->buf + c->pos;

@@ -4,7 +4,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -545,4 +549,287 @@ TEST(dict_foreach_returns_the_callbacks_stop_value)
         ASSERT_EQ(pf_dict_foreach(d, visit_stop_with, &stop), stop);
     }
     pf_dict_close(d);
+}
+
+/* Run fn(name) in a child; FAIL if it is still running after 2 s (scaled):
+ * the name operations must never block on what another user put there. */
+static int run_bounded(void (*fn)(const char *), const char *name)
+{
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        fn(name);
+        _exit(0);
+    }
+    uint64_t limit_ms = (uint64_t)(2000 * pf_test_scale());
+    for (uint64_t ms = 0;; ms += 10) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (ms > limit_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1; /* hung */
+        }
+        usleep(10000);
+    }
+}
+
+static void remove_expect_eperm(const char *name)
+{
+    _exit(pf_dict_remove_shm(name) == PF_EPERM ? 0 : 1);
+}
+
+static void open_expect_eperm(const char *name)
+{
+    pf_dict *d = NULL;
+    _exit(pf_dict_open_shm(&d, name) == PF_EPERM && d == NULL ? 0 : 1);
+}
+
+/* The owner's close, after someone removed its name and put a FIFO there:
+ * it must neither block nor remove the FIFO. */
+static void owner_close_over_fifo(const char *name)
+{
+    char path[300];
+    pf_dict *d;
+    if (pf_dict_create_shm(&d, name, NULL) || pf_dict_remove_shm(name))
+        _exit(2);
+    snprintf(path, sizeof path, "/dev/shm/pfor-dict-%s", name);
+    if (mkfifo(path, 0666) != 0)
+        _exit(3);
+    pf_dict_close(d);
+    _exit(access(path, F_OK) == 0 ? 0 : 4);
+}
+
+/* What another user may put under a dict's name in the world-writable /dev/shm
+ * (a FIFO, a symlink, a directory) is refused with PF_EPERM: never a hang
+ * (opening a FIFO to read waits for a writer), never followed. */
+TEST(dict_shm_names_that_are_not_segments)
+{
+    char name[64], path[300];
+    uniq(name, sizeof name, "fifo");
+    snprintf(path, sizeof path, "/dev/shm/pfor-dict-%s", name);
+    ASSERT_EQ(mkfifo(path, 0600), 0);
+    int remove_rc = run_bounded(remove_expect_eperm, name);
+    int open_rc = run_bounded(open_expect_eperm, name);
+    unlink(path);
+    ASSERT_EQ(remove_rc, 0);
+    ASSERT_EQ(open_rc, 0);
+
+    int close_rc = run_bounded(owner_close_over_fifo, name);
+    unlink(path);
+    ASSERT_EQ(close_rc, 0);
+
+    /* A symlink to a file of ours with the right owner and mode, and a directory. */
+    char target[300];
+    uniq(name, sizeof name, "link");
+    snprintf(path, sizeof path, "/dev/shm/pfor-dict-%s", name);
+    snprintf(target, sizeof target, "/dev/shm/pfor-target-%s", name);
+    int fd = open(target, O_RDWR | O_CREAT | O_EXCL, 0600);
+    ASSERT(fd >= 0);
+    close(fd);
+    ASSERT_EQ(symlink(target, path), 0);
+    pf_dict *d = NULL;
+    int link_open = pf_dict_open_shm(&d, name);
+    int link_remove = pf_dict_remove_shm(name);
+    unlink(path);
+    unlink(target);
+    ASSERT_ERR(link_open, PF_EPERM);
+    ASSERT_ERR(link_remove, PF_EPERM);
+    ASSERT(d == NULL);
+
+    ASSERT_EQ(mkdir(path, 0700), 0);
+    int dir_open = pf_dict_open_shm(&d, name);
+    int dir_remove = pf_dict_remove_shm(name);
+    rmdir(path);
+    ASSERT_ERR(dir_open, PF_EPERM);
+    ASSERT_ERR(dir_remove, PF_EPERM);
+}
+
+/* The owner's close marks the dict destroyed, then removes the name.  An owner
+ * killed between the two (or an open racing with its close) leaves a destroyed
+ * dict under the name: opening it by name or by ref is PF_ENOTFOUND, as it is
+ * once the name is gone, not a handle on a dict nobody will read. */
+TEST(dict_shm_destroyed_dict_is_not_found)
+{
+    char name[64];
+    uniq(name, sizeof name, "destroyed");
+    pf_dict *d, *h = NULL;
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    pf_dict_ref ref;
+    ASSERT_OK(pf_dict_ref_get(d, &ref));
+    pf__eng_set_destroyed(pf__dict_engine(d)); /* what the close does first */
+    int by_name = pf_dict_open_shm(&h, name);
+    pf_dict_close(h);
+    h = NULL;
+    int by_ref = pf_dict_from_ref(&h, &ref);
+    pf_dict_close(h);
+    pf_dict_close(d);
+    ASSERT(!shm_exists(name));
+    ASSERT_ERR(by_name, PF_ENOTFOUND);
+    ASSERT_ERR(by_ref, PF_ENOTFOUND);
+}
+
+/* Descriptors open below RLIMIT_NOFILE (valgrind keeps its own above). */
+static int count_fds(void)
+{
+    struct rlimit rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    int n = 0;
+    for (int fd = 0; fd < (int)rl.rlim_cur && fd < 4096; fd++)
+        n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+/* Every refused open gives back its descriptor and its mappings. */
+TEST(dict_shm_refused_opens_leak_nothing)
+{
+    char name[64];
+    uniq(name, sizeof name, "leak");
+    pf__dict_open_wait_ns = 20000000;
+    pf_dict *d, *h = NULL;
+    ASSERT_OK(pf_dict_create_shm(&d, name, NULL));
+    pf_dict_ref ref;
+    ASSERT_OK(pf_dict_ref_get(d, &ref));
+    pf_dict_ref bad = ref;
+    bad.bytes[16] ^= 1; /* the nonce */
+    int fds = count_fds();
+    for (int i = 0; i < 50; i++)
+        ASSERT_ERR(pf_dict_from_ref(&h, &bad), PF_ENOTFOUND);
+    ASSERT_EQ(count_fds(), fds);
+    /* A segment shorter than its published size is corrupt, not a SIGBUS. */
+    pf__eng *e = pf__dict_engine(d);
+    ASSERT_EQ(ftruncate(e->fd, (off_t)e->arena_off), 0);
+    for (int i = 0; i < 50; i++)
+        ASSERT_ERR(pf_dict_open_shm(&h, name), PF_ECORRUPT);
+    ASSERT_EQ(count_fds(), fds);
+    ASSERT(h == NULL);
+    pf_dict_close(d);
+}
+
+static int fill_until_error(pf_dict *d, int tag, int *n)
+{
+    char val[3000];
+    memset(val, 'v', sizeof val);
+    for (*n = 0;; ++*n) {
+        int k[2] = {tag, *n};
+        int rc = pf_dict_set(d, k, sizeof k, val, (size_t)(*n % 7 == 0 ? 3000 : 100));
+        if (rc)
+            return rc;
+        if (*n > 100000)
+            return 0;
+    }
+}
+
+/* A /dev/shm of 3 MiB (a mount namespace of its own, so the real one is never
+ * filled): creating more than fits and growing past it are PF_ENOSPC, never a
+ * SIGBUS, in the creator and in another process; the dict stays whole. */
+TEST(dict_shm_full_dev_shm_is_enospc)
+{
+    if (geteuid() != 0)
+        SKIP("needs root for a private /dev/shm");
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) ||
+            mount("pfor-full", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=3m,mode=1777"))
+            _exit(77);
+        char msg[256];
+        pf_dict *d, *big = NULL;
+        /* 4096 stripes need more than 3 MiB before the first key. */
+        pf_dict_opts huge = {.stripes = 4096};
+        if (pf_dict_create_shm(&big, "full-big", &huge) != PF_ENOSPC || big)
+            _exit(10);
+        if (access("/dev/shm/pfor-dict-full-big", F_OK) == 0)
+            _exit(11);
+        pf_dict_opts o = {.stripes = 16};
+        if (pf_dict_create_shm(&d, "full", &o))
+            _exit(12);
+        int n, rc = fill_until_error(d, 1, &n);
+        if (rc != PF_ENOSPC || n < 100)
+            _exit(13);
+        if (pf_dict_check(d, msg, sizeof msg) || pf_dict_contains(d, (int[]){1, n}, 8) == 0)
+            _exit(14);
+        pid_t c = fork();
+        if (c == 0) { /* another process, by name: its growth fails the same way */
+            pf_dict *h;
+            int m;
+            if (pf_dict_open_shm(&h, "full"))
+                _exit(1);
+            _exit(fill_until_error(h, 2, &m) == PF_ENOSPC ? 0 : 2);
+        }
+        int st;
+        if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            _exit(15);
+        for (int i = 0; i < n; i++)
+            if (pf_dict_contains(d, (int[]){1, i}, 8))
+                _exit(16);
+        if (pf_dict_check(d, msg, sizeof msg))
+            _exit(17);
+        pf_dict_close(d);
+        _exit(access("/dev/shm/pfor-dict-full", F_OK) == 0 ? 18 : 0);
+    }
+    int code = wait_child(pid);
+    if (code == 77)
+        SKIP("cannot mount a private /dev/shm");
+    ASSERT_EQ(code, 0);
+}
+
+/* A second name for one of this user's dicts (a hard link, which anyone may
+ * make where fs.protected_hardlinks is 0) is refused: opening "b" must never
+ * silently give the dict created as "a". */
+TEST(dict_shm_refuses_a_hard_link_to_another_dict)
+{
+    char a[64], b[64], pa[300], pb[300];
+    uniq(a, sizeof a, "linked");
+    uniq(b, sizeof b, "link");
+    snprintf(pa, sizeof pa, "/dev/shm/pfor-dict-%s", a);
+    snprintf(pb, sizeof pb, "/dev/shm/pfor-dict-%s", b);
+    pf_dict *d, *h = NULL;
+    ASSERT_OK(pf_dict_create_shm(&d, a, NULL));
+    ASSERT_EQ(link(pa, pb), 0);
+    int rc = pf_dict_open_shm(&h, b);
+    pf_dict_close(h);
+    int removed = pf_dict_remove_shm(b); /* ours: the extra name can go */
+    unlink(pb);
+    pf_dict_close(d);
+    ASSERT(!shm_exists(a));
+    ASSERT_ERR(rc, PF_EPERM);
+    ASSERT_OK(removed);
+}
+
+/* An iteration that met a damaged entry says PF_ECORRUPT, and so does every
+ * later step: it never goes on to hand out the entries it had copied from the
+ * damaged stripe before the damage (nor, after a transient error, copies a
+ * stripe twice). */
+TEST(dict_shm_iteration_stays_failed_after_corruption)
+{
+    char name[64];
+    uniq(name, sizeof name, "iter");
+    pf_dict_opts o = {.stripes = 1};
+    pf_dict *d;
+    ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+    for (int i = 0; i < 20; i++)
+        ASSERT_OK(pf_dict_set(d, &i, sizeof i, "value", 5));
+    /* The class byte of the table's last entry: the ones before it copy fine. */
+    pf__eng *e = pf__dict_engine(d);
+    uint64_t tab = *pf__eng_word_for_tests(e, PF__EW_TABLE, 0, 0);
+    uint64_t cap = *pf__eng_word_for_tests(e, PF__EW_CAP, 0, 0);
+    uint64_t *meta = NULL;
+    for (uint64_t i = 0; i < cap; i++) {
+        uint64_t sl = *(uint64_t *)(e->base + tab + 16 + i * 8);
+        if (sl > 1)
+            meta = (uint64_t *)(e->base + ((sl & 0xffffffffull) << 4) + 8);
+    }
+    ASSERT(meta != NULL);
+    *meta = (*meta & ~(0xffull << 32)) | 200ull << 32;
+    pf_dict_iter *it;
+    ASSERT_OK(pf_dict_iter_open(d, &it));
+    int first = pf_dict_iter_next(it, NULL, NULL, NULL, NULL);
+    int second = pf_dict_iter_next(it, NULL, NULL, NULL, NULL);
+    pf_dict_iter_close(it);
+    pf_dict_close(d);
+    ASSERT_ERR(first, PF_ECORRUPT);
+    ASSERT_ERR(second, PF_ECORRUPT);
 }
