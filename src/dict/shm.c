@@ -291,7 +291,12 @@ int pf__dict_shm_create(pf_dict **out, const char *name, const pf_dict_opts *opt
 fail:
     if (base != MAP_FAILED)
         munmap(base, max_bytes);
-    shm_unlink(path);
+    /* Our file, unless the name was removed and taken again meanwhile: once
+     * its identity is known, only the same file's name goes. */
+    if (d->ino)
+        unlink_if_ours(path, d->dev, d->ino);
+    else
+        shm_unlink(path);
     close(fd);
     free(d);
     return rc;
