@@ -57,9 +57,10 @@ typedef struct pf_mpi_opts {
  * calls exit(0): code after it runs on rank 0 only.  Call it at the top of
  * main(), before starting threads; a program that also uses process pools
  * calls pf_init() just before it (MPI starts threads, after which the fork
- * server could not start: see the fork rule in docs/design.md).  opts may
- * be NULL.
- * Errors: PF_EINVAL (bad arguments or options), PF_EBUSY (called twice, or
+ * server could not start: see the fork rule in docs/design.md).  argc and
+ * argv: main()'s, or both NULL; opts may be NULL.
+ * Errors: PF_EINVAL (bad arguments: one of argc and argv NULL, a negative
+ * count, a NULL string among the first *argc; or bad options), PF_EBUSY (called twice, or
  * after pf_mpi_finalize: MPI starts once per process; or the program
  * initialised MPI itself), PF_ENOTSUP (the MPI library lacks the thread
  * support this needs). */
@@ -70,7 +71,9 @@ PF_EXTERN int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts);
  * (silent for dead_after, or no answer within 5 s: a rank killed while it
  * had no work), no rank calls MPI_Finalize (Open MPI 4's closing fence can
  * wait forever for the dead one); under mpirun --enable-recovery the job
- * still ends, with status 0.  Safe to call when pf_mpi_init was not. */
+ * still ends, with status 0.  Safe to call when pf_mpi_init was not; from
+ * a done-callback (rank 0's engine thread, which it would wait for) it does
+ * nothing. */
 PF_EXTERN void pf_mpi_finalize(void);
 
 /* This process's rank and the job's size; 0 and 1 before pf_mpi_init. */

@@ -49,7 +49,8 @@
  *   on), so workers send a heartbeat every HEARTBEAT_NS (from their main
  *   thread, which never blocks on a task: executors are destroyed on helper
  *   threads) and rank 0 takes a rank with work in flight that it has not
- *   heard from for dead_after seconds for dead: its tasks fail with
+ *   heard from for dead_after seconds (or whose message stops half way:
+ *   see recv_msg) for dead: its tasks fail with
  *   PF_ERANKDIED (or are retried elsewhere when the submitter asked for
  *   retries) and it gets no more.  Silence is judged only right after
  *   reading every message waiting, so time rank 0's engine spent elsewhere
@@ -189,17 +190,51 @@ static void back_off(struct idle *i, long max_ns)
         sleep_ns(ns);
 }
 
-/* Receive the message that MPI_Iprobe found; malloc()ed, NULL on failure. */
-static struct msg *recv_msg(int source, int tag, MPI_Status *st, size_t *total)
+/* A message being received may take this long per byte beyond the caller's
+ * patience (10 MB/s: 2 GiB in 215 s) before its sender is taken for gone. */
+#define RECV_NS_PER_BYTE 100ull
+
+/* Receive the message that MPI_Iprobe found (this thread is the only one
+ * receiving, so it is the one the receive matches); malloc()ed, NULL on
+ * failure.  Not MPI_Recv: should the sender die with the message half sent,
+ * that would wait forever (Open MPI 4 reports no failure), so the receive is
+ * polled for patience_ns plus RECV_NS_PER_BYTE a byte; past that *gone is
+ * set and the receive is let go with its buffer (MPI may still write
+ * there: leaked on purpose). */
+static struct msg *recv_msg(int source, int tag, MPI_Status *st, size_t *total,
+                            uint64_t patience_ns, bool *gone)
 {
+    *gone = false;
     int count = 0;
     MPI_Get_count(st, MPI_BYTE, &count);
+    if (count == MPI_UNDEFINED || count < 0)
+        count = 0;
     struct msg *m = malloc(count > (int)sizeof *m ? (size_t)count : sizeof *m);
     if (!m)
         return NULL;
-    if (MPI_Recv(m, count, MPI_BYTE, source, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE) !=
-            MPI_SUCCESS ||
-        count < (int)sizeof *m) {
+    MPI_Request req;
+    if (MPI_Irecv(m, count, MPI_BYTE, source, tag, MPI_COMM_WORLD, &req) != MPI_SUCCESS) {
+        free(m);
+        return NULL;
+    }
+    uint64_t deadline = pf__now_ns() + patience_ns + (uint64_t)count * RECV_NS_PER_BYTE;
+    struct idle idle = {0};
+    for (;;) {
+        int done = 0;
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            *gone = true; /* the request's state is unknown: let it go */
+            return NULL;
+        }
+        if (done)
+            break;
+        if (pf__now_ns() >= deadline) {
+            MPI_Request_free(&req); /* m stays: MPI may still write into it */
+            *gone = true;
+            return NULL;
+        }
+        back_off(&idle, 1000000);
+    }
+    if (count < (int)sizeof *m) {
         free(m);
         return NULL;
     }
@@ -633,7 +668,13 @@ static struct msg *next_from_root(struct idle *idle)
     if (!flag)
         return NULL;
     size_t total;
-    struct msg *m = recv_msg(0, TAG_DOWN, &st, &total);
+    bool gone;
+    struct msg *m = recv_msg(0, TAG_DOWN, &st, &total, ROOT_SILENCE_NS, &gone);
+    if (gone) {
+        fprintf(stderr, "pfor: MPI rank %d: a message from rank 0 never arrived whole, leaving\n",
+                g_rank);
+        _exit(1); /* rank 0 is gone: no MPI_Finalize, it would wait for it */
+    }
     if (!m)
         abort();
     w_last_root = pf__now_ns();
@@ -1131,10 +1172,18 @@ static bool drain_up(bool *all)
             return i > 0;
         }
         size_t total;
-        struct msg *m = recv_msg(st.MPI_SOURCE, TAG_UP, &st, &total);
+        bool gone;
+        struct msg *m = recv_msg(st.MPI_SOURCE, TAG_UP, &st, &total,
+                                 (uint64_t)(g_opts.dead_after * 1e9), &gone);
         if (m)
             handle_up(m, st.MPI_SOURCE, total);
         free(m);
+        if (gone) { /* it died while sending: nothing more comes from it */
+            pf__mutex_lock(&E.lock);
+            if (!E.rank_dead[st.MPI_SOURCE])
+                rank_died_locked(st.MPI_SOURCE, "died while sending a message");
+            pf__mutex_unlock(&E.lock);
+        }
     }
     return true;
 }
@@ -1290,15 +1339,23 @@ static int mx_cancel(struct pf_executor *ex, pf_future *f)
 {
     struct mpix *x = (struct mpix *)ex;
     pf__mutex_lock(&E.lock);
-    if (!f->in_queue) {
-        pf__mutex_unlock(&E.lock);
-        return PF_EBUSY; /* on a rank: a remote task cannot be stopped */
-    }
-    pf__fqueue_remove(&x->pending, f);
+    /* in_queue (engine lock): f is in x->pending, and only there.  A future
+     * still PENDING out of the queue was never sent (dispatch marks it
+     * RUNNING under this lock): it is in a batch that mx_shutdown is
+     * cancelling, or failed by the engine and not finished yet; whoever
+     * finishes it first decides its outcome, and the batch or the engine
+     * keeps its own reference. */
+    bool queued = f->in_queue;
+    bool unsent = queued || atomic_load(&f->state) == PF__PENDING;
+    if (queued)
+        pf__fqueue_remove(&x->pending, f);
     pf__mutex_unlock(&E.lock);
-    pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
-    pf_future_release(f); /* the queue's reference */
-    return PF_OK;
+    if (!unsent)
+        return PF_EBUSY; /* on a rank: a remote task cannot be stopped */
+    bool mine = pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
+    if (queued)
+        pf_future_release(f); /* the queue's reference */
+    return mine ? PF_OK : PF_EBUSY;
 }
 
 static int mx_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
@@ -1306,15 +1363,22 @@ static int mx_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
     struct mpix *x = (struct mpix *)ex;
     pf__mutex_lock(&E.lock);
     x->stopping = true;
+    /* The batch to cancel: taken off x->pending whole and marked out of
+     * any queue, so that a concurrent mx_cancel never unlinks one of them
+     * (it finishes it instead, see there); its links are this thread's. */
     struct pf__fqueue cancelled = {0};
-    if (cancel_futures)
-        for (pf_future *f; (f = pf__fqueue_pop(&x->pending));)
-            pf__fqueue_push(&cancelled, f);
+    if (cancel_futures) {
+        cancelled = x->pending;
+        x->pending = (struct pf__fqueue){0};
+        for (pf_future *f = cancelled.head; f; f = f->next)
+            f->in_queue = false;
+    }
     pf__cond_signal(&E.wake);
     pf__mutex_unlock(&E.lock);
-    for (pf_future *f; (f = pf__fqueue_pop(&cancelled));) {
+    for (pf_future *f = cancelled.head, *next; f; f = next) {
+        next = f->next;
         pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
-        pf_future_release(f);
+        pf_future_release(f); /* the queue's reference */
     }
     if (wait) {
         /* A done-callback cannot wait for the engine that runs it; the
@@ -1424,6 +1488,13 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
 {
     if (g_initialized || g_finalized)
         return PF_EBUSY; /* MPI starts once per process: not again after finalize */
+    /* Both or neither (MPI takes NULL for both); a count of n needs n
+     * strings: MPI reads them (Open MPI crashes on a NULL *argv). */
+    if (!argc != !argv || (argc && (*argc < 0 || (*argc > 0 && !*argv))))
+        return PF_EINVAL;
+    for (int i = 0; argc && i < *argc; i++)
+        if (!(*argv)[i])
+            return PF_EINVAL;
     int mpi_up = 0, mpi_down = 0;
     if (MPI_Initialized(&mpi_up) != MPI_SUCCESS || MPI_Finalized(&mpi_down) != MPI_SUCCESS ||
         mpi_up || mpi_down)
@@ -1497,6 +1568,11 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
 void pf_mpi_finalize(void)
 {
     if (!g_initialized || g_rank != 0)
+        return;
+    /* From a done-callback, on the engine thread: it cannot wait for the
+     * thread that runs it (pthread_join would fail and abort).  Nothing
+     * happens; the program calls it again from another thread. */
+    if (pthread_equal(pthread_self(), E.thread))
         return;
     pf__mutex_lock(&E.lock);
     E.stop = true;

@@ -56,7 +56,7 @@ if ! start_redis; then
 fi
 
 fail=0
-for mode in semantics kill kill-last kill-idle "redis 127.0.0.1 $redis_port"; do
+for mode in semantics kill kill-last kill-idle kill-sending "redis 127.0.0.1 $redis_port"; do
   start=$(date +%s)
   log="$build/mpi-${mode%% *}.log"
   PFOR_MPI_TEST_PIDS="$build/mpi-${mode%% *}.pids"

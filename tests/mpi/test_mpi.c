@@ -9,6 +9,9 @@
  *   pfor-mpi-tests kill-idle   a worker rank SIGKILLed between executors:
  *                              pf_mpi_finalize still ends (the rank is taken
  *                              for dead, nobody calls MPI_Finalize)
+ *   pfor-mpi-tests kill-sending
+ *                              a worker rank SIGKILLed while its large result
+ *                              is on the way to rank 0
  *   pfor-mpi-tests redis HOST PORT
  *                              tasks on every worker rank share a live redis
  *                              dict with rank 0 (run.sh starts the server)
@@ -266,6 +269,54 @@ static int read_state(pf_task *t, const void *arg, size_t len)
 }
 PF_REGISTER(read_state)
 
+/* A 2 GiB result, never touched (so it takes no memory): over the limit of
+ * one MPI message. */
+static int huge_result(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    return pf_task_result_buffer(t, (size_t)1 << 31) ? 0 : pf_task_fail(t, PF_ENOMEM, "no");
+}
+PF_REGISTER(huge_result)
+
+/* No argument in, no result out. */
+static int empty_result(pf_task *t, const void *arg, size_t len)
+{
+    (void)t;
+    (void)arg;
+    return len == 0 ? 0 : pf_task_fail(t, PF_EINVAL, "got %zu bytes", len);
+}
+PF_REGISTER(empty_result)
+
+/* Returns a 16 MiB result after arg ms, and kills its rank 200 ms after
+ * returning it (from a thread of its own): the rank dies while its result
+ * is still on the way to rank 0. */
+static void *kill_later(void *arg)
+{
+    (void)arg;
+    sleep_ms(200);
+    raise(SIGKILL);
+    return NULL;
+}
+
+static int big_then_die(pf_task *t, const void *arg, size_t len)
+{
+    int32_t ms = 0;
+    if (len == sizeof ms)
+        memcpy(&ms, arg, sizeof ms);
+    sleep_ms(ms);
+    size_t n = 16u << 20;
+    unsigned char *p = pf_task_result_buffer(t, n);
+    if (!p)
+        return pf_task_fail(t, PF_ENOMEM, "no buffer");
+    memset(p, 7, n);
+    pthread_t th;
+    if (pthread_create(&th, NULL, kill_later, NULL) != 0)
+        raise(SIGKILL);
+    return 0;
+}
+PF_REGISTER(big_then_die)
+
 /* ------------------------------------------------------------ helpers -- */
 
 static pf_future *submit_i32(pf_executor *ex, pf_task_fn fn, int32_t v)
@@ -459,6 +510,129 @@ static void too_big_argument(void)
     pf_future_release(g);
     pf_executor_destroy(ex);
     printf("ok a 2 GiB argument is refused with PF_ETOOBIG\n");
+}
+
+/* Sizes at the limits: nothing in and out, and a result too big for one
+ * MPI message (its future fails with PF_ETOOBIG, the rank goes on). */
+static void size_limits(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    pf_future *f = NULL;
+    const void *data = &f;
+    size_t len = 1;
+    CHECK_RC(pf_submit(ex, empty_result, NULL, 0, &f), PF_OK);
+    CHECK_RC(pf_future_result(f, 30, &data, &len), PF_OK);
+    CHECK(len == 0);
+    pf_future_release(f);
+    CHECK_RC(pf_submit(ex, huge_result, NULL, 0, &f), PF_OK);
+    CHECK_RC(pf_future_result(f, 30, NULL, NULL), PF_ETOOBIG);
+    pf_error_info info = {0};
+    CHECK_RC(pf_future_error(f, &info), PF_OK);
+    CHECK(strstr(info.message, "too big") != NULL);
+    pf_future_release(f);
+    f = submit_i32(ex, nap, 1);
+    CHECK(result_i32(f) >= 1);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+    CHECK(pf_mpi_live_workers() == size - 1);
+    printf("ok empty argument and result; a 2 GiB result fails with PF_ETOOBIG\n");
+}
+
+/* pf_future_cancel on a queued future while pf_executor_shutdown with
+ * cancel_futures is failing the queue (held in a done-callback of the first
+ * one): the future ends cancelled once, and every other queued one too.
+ * Before, the shutdown's batch was a queue whose futures still said "in a
+ * queue": the cancel unlinked one from the executor's own queue, which then
+ * pointed into the batch (the futures after it were sent and ran), and both
+ * paths released the queue's reference (a use-after-free). */
+static _Atomic int hold_state; /* 1: the callback holds the shutdown, 2: let go */
+static _Atomic int shutdown_rc;
+
+static void hold_shutdown(pf_future *f, void *user)
+{
+    (void)f;
+    (void)user;
+    hold_state = 1;
+    for (int i = 0; i < 500 && hold_state != 2; i++)
+        sleep_ms(10);
+}
+
+static void *shutdown_cancelling(void *ex)
+{
+    shutdown_rc = pf_executor_shutdown(ex, false, true);
+    return NULL;
+}
+
+static void cancel_during_shutdown(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    int cap = (size - 1) * 3; /* 1 thread + 2 prefetched per rank */
+    pf_future *busy[64];
+    for (int i = 0; i < cap; i++)
+        busy[i] = submit_i32(ex, nap, 400);
+    sleep_ms(100); /* the engine has sent them all: the next ones wait */
+    enum { Q = 4 };
+    pf_future *q[Q];
+    for (int i = 0; i < Q; i++)
+        q[i] = submit_i32(ex, nap, 1);
+    CHECK_RC(pf_future_add_done_callback(q[0], hold_shutdown, NULL), PF_OK);
+    hold_state = 0;
+    shutdown_rc = 1;
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, shutdown_cancelling, ex) == 0);
+    for (int i = 0; i < 500 && hold_state != 1; i++)
+        sleep_ms(10);
+    CHECK(hold_state == 1);
+    CHECK_RC(pf_future_cancel(q[1]), PF_OK);
+    hold_state = 2;
+    pthread_join(t, NULL);
+    CHECK_RC(shutdown_rc, PF_OK);
+    for (int i = 0; i < Q; i++) {
+        CHECK_RC(pf_future_result(q[i], 10, NULL, NULL), PF_ECANCELLED);
+        pf_future_release(q[i]);
+    }
+    for (int i = 0; i < cap; i++) {
+        CHECK(result_i32(busy[i]) >= 1);
+        pf_future_release(busy[i]);
+    }
+    pf_executor_destroy(ex);
+    CHECK(pf_mpi_live_workers() == size - 1);
+    printf(
+        "ok pf_future_cancel during shutdown(cancel_futures): each queued future cancelled once\n");
+}
+
+/* pf_mpi_finalize from a done-callback (rank 0's engine thread) cannot wait
+ * for the engine: it does nothing (before, pthread_join on itself failed and
+ * the program aborted), and the engine goes on. */
+static _Atomic int finalize_in_callback;
+
+static void finalize_from_callback(pf_future *f, void *user)
+{
+    (void)f;
+    (void)user;
+    pf_mpi_finalize();
+    finalize_in_callback = 1;
+}
+
+static void finalize_in_done_callback(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    pf_future *f = submit_i32(ex, nap, 1);
+    CHECK_RC(pf_future_add_done_callback(f, finalize_from_callback, NULL), PF_OK);
+    CHECK(result_i32(f) >= 1);
+    pf_future_release(f);
+    for (int i = 0; i < 500 && !finalize_in_callback; i++)
+        sleep_ms(10);
+    CHECK(finalize_in_callback == 1);
+    f = submit_i32(ex, nap, 1); /* the engine still runs tasks */
+    CHECK(result_i32(f) >= 1);
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+    CHECK(pf_mpi_live_workers() == size - 1);
+    printf("ok pf_mpi_finalize from a done-callback does nothing\n");
 }
 
 /* A worker rank SIGKILLed while it has no work (between executors): only
@@ -709,6 +883,9 @@ static void semantics(int size)
     long_callback(size);
     timeout_then_destroy(size);
     too_big_argument();
+    size_limits(size);
+    cancel_during_shutdown(size);
+    finalize_in_done_callback(size);
 }
 
 /* A worker rank SIGKILLed while it runs tasks: its tasks fail with
@@ -775,6 +952,38 @@ static void killed_rank(int size, int victim)
     pf_executor_destroy(ex);
     printf("ok killed rank%s: %d tasks done, %d failed with PF_ERANKDIED (%s)\n",
            victim > 0 ? " (the last)" : "", ok, died + killers_died, info.message);
+}
+
+/* A worker rank that dies while its 16 MiB result is on the way to rank 0
+ * (rank 0's engine is held in a done-callback meanwhile, so the message is
+ * half taken in when the rank dies): rank 0 takes it for dead and goes on.
+ * Before, its engine waited forever in MPI_Recv for the rest of the message:
+ * no task was sent or answered again, and pf_executor_destroy never
+ * returned. */
+static void died_sending(int size)
+{
+    pf_executor *ex;
+    CHECK_RC(pf_executor_create(&ex, PF_MPI, NULL), PF_OK);
+    static int cb_ms = 1500;
+    pf_future *hold = submit_i32(ex, nap, 1);
+    CHECK_RC(pf_future_add_done_callback(hold, sleepy_callback, &cb_ms), PF_OK);
+    pf_future *f = submit_i32(ex, big_then_die, 300);
+    CHECK_RC(pf_future_result(f, 60, NULL, NULL), PF_ERANKDIED);
+    pf_future_release(f);
+    pf_future_release(hold);
+    /* the engine goes on: a new task runs on the rank left */
+    f = submit_i32(ex, nap, 1);
+    int rc = pf_future_result(f, 60, NULL, NULL);
+    CHECK_RC(rc, PF_OK);
+    if (rc == PF_ETIMEDOUT) { /* the bug: destroy would never return either */
+        fprintf(stderr, "FAIL: rank 0's engine is stuck; giving up\n");
+        fflush(NULL);
+        _exit(3);
+    }
+    pf_future_release(f);
+    pf_executor_destroy(ex);
+    CHECK(pf_mpi_live_workers() == size - 2);
+    printf("ok a rank that dies while its result is on the way is taken for dead\n");
 }
 
 /* Tasks on every worker rank and rank 0 share one redis dict live: rank 0
@@ -849,11 +1058,29 @@ int main(int argc, char **argv)
         }
     }
     main_thread = pthread_self();
+    /* Bad arguments are PF_EINVAL, and MPI is not started (before, a count
+     * without its strings crashed inside MPI_Init_thread on every rank, and
+     * half a pair started MPI). */
+    int bad_count = 2;
+    char *one_null[] = {argv[0], NULL, NULL};
+    char **no_strings = NULL, **holey = one_null;
+    int negative = -1;
+    CHECK_RC(pf_mpi_init(&bad_count, &no_strings, NULL), PF_EINVAL);
+    CHECK_RC(pf_mpi_init(&bad_count, &holey, NULL), PF_EINVAL);
+    CHECK_RC(pf_mpi_init(&argc, NULL, NULL), PF_EINVAL);
+    CHECK_RC(pf_mpi_init(NULL, &argv, NULL), PF_EINVAL);
+    CHECK_RC(pf_mpi_init(&negative, &argv, NULL), PF_EINVAL);
+    CHECK_RC(pf_mpi_init(&argc, &argv, &(pf_mpi_opts){.threads_per_rank = -1}), PF_EINVAL);
+    CHECK_RC(pf_mpi_init(&argc, &argv, &(pf_mpi_opts){.dead_after = -1}), PF_EINVAL);
+    int up = 1;
+    MPI_Initialized(&up);
+    CHECK(up == 0);
     int rc = pf_mpi_init(&argc, &argv, NULL); /* worker ranks stay in here */
     if (rc != PF_OK) {
         fprintf(stderr, "pf_mpi_init: %s\n", pf_strerror(rc));
         return 2;
     }
+    printf("ok pf_mpi_init with bad arguments: PF_EINVAL, MPI not started\n");
     int size = pf_mpi_size();
     const char *mode = argc > 1 ? argv[1] : "semantics";
     if (size < 2) {
@@ -867,13 +1094,15 @@ int main(int argc, char **argv)
         killed_rank(size, size - 1);
     else if (strcmp(mode, "kill-idle") == 0)
         killed_idle_rank(size);
+    else if (strcmp(mode, "kill-sending") == 0)
+        died_sending(size);
     else if (strcmp(mode, "redis") == 0 && argc == 4)
         redis_shared(argv[2], atoi(argv[3]));
     else if (strcmp(mode, "semantics") == 0)
         semantics(size);
     else {
-        fprintf(stderr,
-                "usage: pfor-mpi-tests semantics|kill|kill-last|kill-idle|redis HOST PORT\n");
+        fprintf(stderr, "usage: pfor-mpi-tests semantics|kill|kill-last|kill-idle|kill-sending|"
+                        "redis HOST PORT\n");
         pf_mpi_finalize();
         return 2;
     }
