@@ -58,9 +58,13 @@ typedef struct pf_mpi_opts {
  * main(), before starting threads; a program that also uses process pools
  * calls pf_init() just before it (MPI starts threads, after which the fork
  * server could not start: see the fork rule in docs/design.md).  argc and
- * argv: main()'s, or both NULL; opts may be NULL.
+ * argv: main()'s, or both NULL; opts may be NULL.  From pf_mpi_init to
+ * pf_mpi_finalize pfor's engine thread is the only caller of MPI on rank 0
+ * (MPI_THREAD_SERIALIZED, MPI_COMM_WORLD): the program makes no MPI calls of
+ * its own meanwhile.
  * Errors: PF_EINVAL (bad arguments: one of argc and argv NULL, a negative
- * count, a NULL string among the first *argc; or bad options), PF_EBUSY (called twice, or
+ * count, a NULL string among the first *argc; or bad options), PF_EBUSY (called
+ * twice, or
  * after pf_mpi_finalize: MPI starts once per process; or the program
  * initialised MPI itself), PF_ENOTSUP (the MPI library lacks the thread
  * support this needs). */
@@ -73,7 +77,8 @@ PF_EXTERN int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts);
  * wait forever for the dead one); under mpirun --enable-recovery the job
  * still ends, with status 0.  Safe to call when pf_mpi_init was not; from
  * a done-callback (rank 0's engine thread, which it would wait for) it does
- * nothing. */
+ * nothing, and so does a second call (one made at the same time from
+ * another thread returns once the first has finished). */
 PF_EXTERN void pf_mpi_finalize(void);
 
 /* This process's rank and the job's size; 0 and 1 before pf_mpi_init. */

@@ -1511,8 +1511,11 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
         double p = env_double("PFOR_MPI_PREFETCH", -1);
         o.prefetch = p >= 1 && p <= 1000000 ? (int)p : 0;
     }
-    if (o.dead_after == 0)
-        o.dead_after = env_double("PFOR_MPI_DEAD_AFTER", 3.0);
+    if (o.dead_after == 0) {
+        /* The option's own bound (inf would never notice a dead rank) */
+        double d = env_double("PFOR_MPI_DEAD_AFTER", 3.0);
+        o.dead_after = d <= 1e6 ? d : 3.0;
+    }
     g_opts = o;
 
     int provided = 0;
@@ -1567,13 +1570,22 @@ int pf_mpi_init(int *argc, char ***argv, const pf_mpi_opts *opts)
 
 void pf_mpi_finalize(void)
 {
-    if (!g_initialized || g_rank != 0)
-        return;
     /* From a done-callback, on the engine thread: it cannot wait for the
      * thread that runs it (pthread_join would fail and abort).  Nothing
-     * happens; the program calls it again from another thread. */
-    if (pthread_equal(pthread_self(), E.thread))
+     * happens; the program calls it again from another thread.  (E.thread
+     * is set once by pf_mpi_init, before any callback can run; never the
+     * caller's before that.) */
+    if (g_rank == 0 && pthread_equal(pthread_self(), E.thread))
         return;
+    /* One finalization at a time: a call made meanwhile from another thread
+     * waits for it, then finds nothing left to do (never joins the engine a
+     * second time).  Order: fin_mu, then E.lock. */
+    static pthread_mutex_t fin_mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&fin_mu);
+    if (!g_initialized || g_rank != 0) {
+        pthread_mutex_unlock(&fin_mu);
+        return;
+    }
     pf__mutex_lock(&E.lock);
     E.stop = true;
     /* Executors still open take no more tasks; what they run finishes. */
@@ -1591,4 +1603,5 @@ void pf_mpi_finalize(void)
     free(E.rank_heard);
     g_initialized = false;
     g_finalized = true;
+    pthread_mutex_unlock(&fin_mu);
 }

@@ -1047,6 +1047,13 @@ static void redis_shared(const char *host, int port)
            (long long)hits);
 }
 
+static void *finalize_thread(void *arg)
+{
+    (void)arg;
+    pf_mpi_finalize();
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *pids = getenv("PFOR_MPI_TEST_PIDS");
@@ -1106,7 +1113,15 @@ int main(int argc, char **argv)
         pf_mpi_finalize();
         return 2;
     }
+    /* Three calls at once (two threads and this one): one finalizes, the
+     * others return; none joins the engine a second time (that aborted). */
+    pthread_t fin[2];
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&fin[i], NULL, finalize_thread, NULL) == 0);
     pf_mpi_finalize();
+    for (int i = 0; i < 2; i++)
+        pthread_join(fin[i], NULL);
+    printf("ok pf_mpi_finalize from three threads at once\n");
     /* MPI_Finalize ran only if no rank died (kill*: one did, and for
      * kill-idle only pf_mpi_finalize can have noticed); see pfor/mpi.h */
     int finalized = -1;
