@@ -25,21 +25,6 @@ static pf_executor *pool(int workers, const pf_executor_opts *extra)
     return ex;
 }
 
-/* Alive and not a zombie (orphans become the test runner's zombies). */
-static bool pid_alive(int pid)
-{
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' && p[2] != 'Z';
-}
-
 /* Each way a worker can die fails only the task it ran, with the details. */
 static void crash_kind(int kind, int want_signal, int want_exit)
 {
@@ -357,7 +342,7 @@ static void wait_gone(const int *pids, int n)
     for (int tries = 0; tries < 500; tries++) {
         bool any = false;
         for (int i = 0; i < n; i++)
-            any = any || pid_alive(pids[i]);
+            any = any || pf_test_pid_running(pids[i]);
         if (!any)
             return;
         pf_test_sleep_ms(10);
@@ -378,7 +363,7 @@ TEST(parent_sigkill_leaves_no_orphans)
     close(pfd[1]);
     int pids[2];
     ASSERT_OK(read_pids(pfd[0], pids, 2));
-    ASSERT(pid_alive(pids[0]) && pid_alive(pids[1]));
+    ASSERT(pf_test_pid_running(pids[0]) && pf_test_pid_running(pids[1]));
     ASSERT_OK(kill(child, SIGKILL));
     waitpid(child, NULL, 0);
     wait_gone(pids, 2);

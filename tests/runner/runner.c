@@ -183,6 +183,21 @@ void pf_test_sleep_ms(int ms)
     }
 }
 
+bool pf_test_pid_running(int pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* the state follows the last ')': the name may hold any bytes */
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
 /* --- running one test ----------------------------------------------------- */
 
 static void kill_descendants(int pid)

@@ -107,5 +107,7 @@ int pf_test_count_children(int pid);
 int pf_test_count_shm(const char *needle);
 /* Sleep for `ms` milliseconds. */
 void pf_test_sleep_ms(int ms);
+/* pid is running or stopped: not a zombie, not gone (reads /proc/PID/stat). */
+bool pf_test_pid_running(int pid);
 
 #endif /* PF_TEST_H */

@@ -780,21 +780,6 @@ static pid_t start_pfor(char *const argv[])
     return pid;
 }
 
-/* True while pid is a live process (a zombie counts as gone). */
-static bool process_alive(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t k = fread(line, 1, sizeof line - 1, f);
-    fclose(f);
-    line[k] = '\0';
-    const char *paren = strrchr(line, ')');
-    return paren && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
-}
-
 /* Entries of dir whose name ends in ".tmp". */
 static int count_tmp_entries(const char *dir)
 {
@@ -876,9 +861,9 @@ TEST(compare_signal_while_plotting_leaves_no_child_or_temp_file)
         waitpid(pid, &status, 0);
     }
     until = now_s() + 5 * pf_test_scale();
-    while (process_alive(gp) && now_s() < until)
+    while (pf_test_pid_running(gp) && now_s() < until)
         pf_test_sleep_ms(10);
-    bool orphan = process_alive(gp);
+    bool orphan = pf_test_pid_running(gp);
     if (orphan)
         kill(gp, SIGKILL);
     int tmps = count_tmp_entries(out);
@@ -930,10 +915,8 @@ TEST(compare_outputs_naming_one_file_exit_2)
 }
 
 /* CPU measurements whose executor cannot be created (here process pools
- * under RLIMIT_NOFILE 64, which their fork server cannot work with: the
- * first measurement's tasks fail or its pool cannot be made, the later
- * pools cannot be made) fail their tasks: every one counted in the
- * failures, summarised on stderr, exit status 1. */
+ * under RLIMIT_NOFILE 8, too few descriptors for one) fail their tasks:
+ * every one counted in the failures, summarised on stderr, exit status 1. */
 TEST(compare_cpu_executor_that_cannot_start_fails_the_run)
 {
     if (pf_test_valgrind()) /* it only pretends to lower RLIMIT_NOFILE: nothing to see */
@@ -1196,7 +1179,7 @@ TEST(compare_hung_gnuplot_is_killed_after_its_time_limit)
             gp = 0;
         fclose(p);
     }
-    bool alive = gp > 0 && process_alive(gp);
+    bool alive = gp > 0 && pf_test_pid_running(gp);
     if (alive)
         kill(gp, SIGKILL);
     int tmps = count_tmp_entries(out);

@@ -284,21 +284,6 @@ static void collect_gap(void)
         pf_test_sleep_ms(1);
 }
 
-/* Running or stopped, but not yet a zombie or gone. */
-static bool pid_running(int pid)
-{
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
 /* Results that workers published (DONE) but that the collector has not
  * collected yet when it learns that the fork server died are delivered;
  * only the task still running fails.  The hook holds the collector in the
@@ -338,7 +323,7 @@ TEST(results_published_before_the_fork_server_dies_are_delivered)
      * hang-up is then waiting on the pool's channel. */
     int server = fork_server_pid(), worker = atomic_load(&lost->pid);
     ASSERT_OK(kill(server, SIGKILL));
-    for (int ms = 0; pid_running(server) || pid_running(worker); ms++) {
+    for (int ms = 0; pf_test_pid_running(server) || pf_test_pid_running(worker); ms++) {
         if (ms > 10000 * pf_test_scale())
             FAIL("the fork server or its worker outlived SIGKILL");
         pf_test_sleep_ms(1);
