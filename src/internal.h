@@ -7,6 +7,7 @@
 #ifndef PF_INTERNAL_H
 #define PF_INTERNAL_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +30,32 @@
     } while (0)
 
 __attribute__((noreturn, cold)) void pf__panic(const char *file, int line, const char *what);
+
+/* No object is bigger than PTRDIFF_MAX.  A size from user input is checked
+ * against it before it reaches the allocator (some allocators, ASan's among
+ * them, abort on such a request instead of failing), and two sizes each at
+ * most this add up without wrapping. */
+#define PF__OBJECT_MAX ((size_t)PTRDIFF_MAX)
+
+/* malloc and realloc for a size that may come from user input: NULL (errno
+ * ENOMEM) for one over PF__OBJECT_MAX, without asking the allocator. */
+static inline void *pf__malloc(size_t size)
+{
+    if (size > PF__OBJECT_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return malloc(size);
+}
+
+static inline void *pf__realloc(void *p, size_t size)
+{
+    if (size > PF__OBJECT_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, size);
+}
 
 /* 1 in ThreadSanitizer builds (gcc defines __SANITIZE_THREAD__). */
 #if defined(__SANITIZE_THREAD__)

@@ -211,6 +211,43 @@ static inline pf_future *pf__fqueue_pop(struct pf__fqueue *q)
     return f;
 }
 
+/* --- batches: queued futures finished outside the queue's lock ----------
+ *
+ * A kind that fails or cancels what it has queued (shutdown with
+ * cancel_futures, a failure) cannot finish the futures under its lock (their
+ * done-callbacks run user code): it takes them off the queue under the lock,
+ * as a batch, and finishes them once the lock is released.  For a kind whose
+ * workers take a future off the queue and mark it RUNNING in one critical
+ * section of the queue's lock (threads, MPI), this holds under that lock:
+ *
+ *   A future that is in_queue, or PENDING out of the queue, never runs.  Out
+ *   of the queue it belongs to a finisher holding a reference on it (a batch,
+ *   or a struct pf__finish_list) that finishes it after unlocking.  A cancel
+ *   may finish it first, as cancelled: whoever finishes first decides its
+ *   outcome (pf__future_finish acts once), and the finisher's reference keeps
+ *   it alive for the other.  In a batch, its links are the batch's: nobody
+ *   else reads or writes them.
+ *
+ * `queue_refs` says whether the queue holds a reference of its own on each
+ * of its futures (MPI), or they are queued on the executor's (threads). */
+
+/* Take every future off q as a batch (q's lock held): each is marked out of
+ * the queue, and the batch holds a reference on it, the queue's own with
+ * queue_refs, else one taken here.  q is left empty. */
+struct pf__fqueue pf__fqueue_take_batch(struct pf__fqueue *q, bool queue_refs);
+
+/* Finish every future of the batch, in queue order, with code and info (see
+ * pf__future_finish: one a cancel finished first is left as it is), drop the
+ * batch's references and empty it.  Called without q's lock. */
+void pf__batch_finish(struct pf__fqueue *batch, int code, const pf_error_info *info);
+
+/* A kind's cancel under the rule above, for f queued on q (guarded by
+ * `lock`, which this takes and releases) or taken off it: take f off q if it
+ * is there, and if it is queued or PENDING, finish it as cancelled after
+ * unlocking (dropping the queue's reference with queue_refs).  0 if this call
+ * finished it; PF_EBUSY if its task runs or ran, or another path finished it. */
+int pf__future_cancel_unsent(pf__mutex *lock, struct pf__fqueue *q, pf_future *f, bool queue_refs);
+
 /* --- futures ------------------------------------------------------------- */
 
 /* A new future for fn(arg) on ex, with one reference for the caller and one

@@ -31,9 +31,7 @@ int pf__future_new(struct pf_executor *ex, pf_task_fn fn, const void *arg, size_
     } else if (arg_len <= sizeof f->arg_inline) {
         f->arg = f->arg_inline;
     } else {
-        /* No object is bigger than PTRDIFF_MAX: fail without asking (some
-         * allocators, ASan's among them, abort on such a request). */
-        f->arg = arg_len > PTRDIFF_MAX ? NULL : malloc(arg_len);
+        f->arg = pf__malloc(arg_len); /* arg_len is the caller's */
         if (!f->arg) {
             free(f);
             return PF_ENOMEM;
@@ -241,6 +239,46 @@ void pf__finish_list_free(struct pf__finish_list *l)
 {
     free(l->v);
     *l = (struct pf__finish_list){0};
+}
+
+struct pf__fqueue pf__fqueue_take_batch(struct pf__fqueue *q, bool queue_refs)
+{
+    struct pf__fqueue batch = *q;
+    *q = (struct pf__fqueue){0};
+    for (pf_future *f = batch.head; f; f = f->next) {
+        f->in_queue = false; /* a cancel now finishes it instead of unlinking it */
+        if (!queue_refs)
+            pf_future_retain(f);
+    }
+    return batch;
+}
+
+void pf__batch_finish(struct pf__fqueue *batch, int code, const pf_error_info *info)
+{
+    for (pf_future *f = batch->head, *next; f; f = next) {
+        next = f->next; /* the batch's reference may be the last one */
+        pf__future_finish(f, code, NULL, 0, info);
+        pf_future_release(f); /* the batch's reference */
+    }
+    *batch = (struct pf__fqueue){0};
+}
+
+int pf__future_cancel_unsent(pf__mutex *lock, struct pf__fqueue *q, pf_future *f, bool queue_refs)
+{
+    pf__mutex_lock(lock);
+    /* Queued, or PENDING out of the queue (in a batch, or with another
+     * finisher): never sent to a worker, see core.h. */
+    bool queued = f->in_queue;
+    bool unsent = queued || atomic_load(&f->state) == PF__PENDING;
+    if (queued)
+        pf__fqueue_remove(q, f);
+    pf__mutex_unlock(lock);
+    if (!unsent)
+        return PF_EBUSY; /* running, or done */
+    bool mine = pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
+    if (queued && queue_refs)
+        pf_future_release(f); /* the queue's reference */
+    return mine ? PF_OK : PF_EBUSY;
 }
 
 bool pf__future_fail(pf_future *f, int code, int worker_index, const char *fmt, ...)

@@ -80,9 +80,7 @@ int pf__task_run(struct pf_task *t, pf_task_fn fn, const void *arg, size_t arg_l
 void *pf__task_heap_alloc(struct pf_task *t, size_t len)
 {
     if (len > t->result_cap || !t->result) {
-        /* No object is bigger than PTRDIFF_MAX: fail without asking (some
-         * allocators abort on such a request instead of failing). */
-        void *p = len > PTRDIFF_MAX ? NULL : realloc(t->result, len ? len : 1);
+        void *p = pf__realloc(t->result, len ? len : 1); /* len is the task's */
         if (!p) {
             t->alloc_error = PF_ENOMEM;
             t->result_len = 0; /* the result is then empty, as documented */

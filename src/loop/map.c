@@ -52,17 +52,17 @@ struct buf {
 
 static int buf_reserve(struct buf *b, size_t more)
 {
-    /* No object is bigger than PTRDIFF_MAX: such a size (an item's length
+    /* No object is bigger than PF__OBJECT_MAX: such a size (an item's length
      * from the input callback) fails here, before len + more can wrap or the
      * doubling below overflow to 0. */
-    if (more > (size_t)PTRDIFF_MAX - b->len)
+    if (more > PF__OBJECT_MAX - b->len)
         return PF_ENOMEM;
     if (b->len + more <= b->cap)
         return PF_OK;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + more)
-        cap *= 2; /* cap < len + more <= PTRDIFF_MAX: cannot overflow */
-    unsigned char *p = realloc(b->p, cap);
+        cap *= 2; /* cap < len + more <= PF__OBJECT_MAX: cannot overflow */
+    unsigned char *p = pf__realloc(b->p, cap); /* cap may be over PF__OBJECT_MAX */
     if (!p)
         return PF_ENOMEM;
     b->p = p;

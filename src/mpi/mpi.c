@@ -1338,24 +1338,13 @@ static int mx_submit(struct pf_executor *ex, pf_future *f)
 static int mx_cancel(struct pf_executor *ex, pf_future *f)
 {
     struct mpix *x = (struct mpix *)ex;
-    pf__mutex_lock(&E.lock);
-    /* in_queue (engine lock): f is in x->pending, and only there.  A future
-     * still PENDING out of the queue was never sent (dispatch marks it
-     * RUNNING under this lock): it is in a batch that mx_shutdown is
-     * cancelling, or failed by the engine and not finished yet; whoever
-     * finishes it first decides its outcome, and the batch or the engine
-     * keeps its own reference. */
-    bool queued = f->in_queue;
-    bool unsent = queued || atomic_load(&f->state) == PF__PENDING;
-    if (queued)
-        pf__fqueue_remove(&x->pending, f);
-    pf__mutex_unlock(&E.lock);
-    if (!unsent)
-        return PF_EBUSY; /* on a rank: a remote task cannot be stopped */
-    bool mine = pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
-    if (queued)
-        pf_future_release(f); /* the queue's reference */
-    return mine ? PF_OK : PF_EBUSY;
+    /* dispatch marks a future RUNNING under the engine lock in the critical
+     * section that pops it, so one still PENDING out of x->pending was never
+     * sent: it is in a batch that mx_shutdown is cancelling, or failed by the
+     * engine (E.finish) and not finished yet (see core.h).  x->pending holds
+     * a reference on each future.  A task on a rank cannot be stopped:
+     * PF_EBUSY. */
+    return pf__future_cancel_unsent(&E.lock, &x->pending, f, true);
 }
 
 static int mx_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
@@ -1363,23 +1352,14 @@ static int mx_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
     struct mpix *x = (struct mpix *)ex;
     pf__mutex_lock(&E.lock);
     x->stopping = true;
-    /* The batch to cancel: taken off x->pending whole and marked out of
-     * any queue, so that a concurrent mx_cancel never unlinks one of them
-     * (it finishes it instead, see there); its links are this thread's. */
+    /* The batch to cancel (core.h), on the queue's references: a concurrent
+     * mx_cancel never unlinks one of them, it may finish it first. */
     struct pf__fqueue cancelled = {0};
-    if (cancel_futures) {
-        cancelled = x->pending;
-        x->pending = (struct pf__fqueue){0};
-        for (pf_future *f = cancelled.head; f; f = f->next)
-            f->in_queue = false;
-    }
+    if (cancel_futures)
+        cancelled = pf__fqueue_take_batch(&x->pending, true);
     pf__cond_signal(&E.wake);
     pf__mutex_unlock(&E.lock);
-    for (pf_future *f = cancelled.head, *next; f; f = next) {
-        next = f->next;
-        pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL);
-        pf_future_release(f); /* the queue's reference */
-    }
+    pf__batch_finish(&cancelled, PF_ECANCELLED, NULL);
     if (wait) {
         /* A done-callback cannot wait for the engine that runs it; the
          * engine's own reference keeps x until it is retired. */

@@ -333,21 +333,13 @@ static void run_task_guarded(struct worker *w, pf_future *f, void *state, struct
     pthread_cleanup_pop(0);
 }
 
-/* Take the whole queue and fail it, after unlocking (done-callbacks run).
- * Until each is finished here, a future of the batch is PENDING and out of
- * the queue: tp_cancel may finish it first (as cancelled), which drops the
- * executor's reference, so the batch holds one of its own on each.  The
- * links are the batch's: nobody else touches a future's links once it is
- * out of the queue. */
+/* Take the whole queue and fail it, after unlocking (done-callbacks run):
+ * a batch (core.h), finished here on references of its own, which tp_cancel
+ * may finish first. */
 static void fail_all_locked_then_unlock(struct tpool *p, int code)
 {
-    struct pf__fqueue q = p->queue;
-    p->queue = (struct pf__fqueue){0};
-    for (pf_future *f = q.head; f; f = f->next) {
-        f->in_queue = false;
-        pf_future_retain(f);
-    }
-    if (!q.head) {
+    struct pf__fqueue batch = pf__fqueue_take_batch(&p->queue, false);
+    if (!batch.head) {
         pf__mutex_unlock(&p->lock);
         return;
     }
@@ -359,16 +351,12 @@ static void fail_all_locked_then_unlock(struct tpool *p, int code)
     struct batch_frame frame = {.pool = p, .outer = tls_batches};
     tls_batches = &frame;
     pf_error_info info;
-    for (pf_future *f = q.head, *next; f; f = next) {
-        next = f->next;
-        if (code == PF_EINITFAILED) {
-            pf__executor_check_init(&p->base, &info);
-            pf__future_finish(f, code, NULL, 0, &info);
-        } else {
-            pf__future_finish(f, code, NULL, 0, NULL);
-        }
-        pf_future_release(f); /* the batch's reference */
+    const pf_error_info *why = NULL;
+    if (code == PF_EINITFAILED) {
+        pf__executor_check_init(&p->base, &info); /* recorded for good, once */
+        why = &info;
     }
+    pf__batch_finish(&batch, code, why);
     tls_batches = frame.outer;
     pf__mutex_lock(&p->lock);
     p->n_batches--;
@@ -568,19 +556,11 @@ static int tp_submit(struct pf_executor *ex, pf_future *f)
 static int tp_cancel(struct pf_executor *ex, pf_future *f)
 {
     struct tpool *p = (struct tpool *)ex;
-    pf__mutex_lock(&p->lock);
     /* A worker marks a future RUNNING in the critical section that pops it,
-     * so one that is PENDING under the lock is queued, or out of the queue
-     * in a batch that fail_all_locked_then_unlock is failing: its task never
-     * runs either way, and whoever finishes it first decides its outcome
-     * (pf__future_finish acts once; the batch holds its own reference). */
-    bool pending = f->in_queue || atomic_load(&f->state) == PF__PENDING;
-    if (f->in_queue)
-        pf__fqueue_remove(&p->queue, f);
-    pf__mutex_unlock(&p->lock);
-    if (!pending)
-        return PF_EBUSY; /* running (its cancel flag is raised) or done */
-    return pf__future_finish(f, PF_ECANCELLED, NULL, 0, NULL) ? PF_OK : PF_EBUSY;
+     * so one that is PENDING under the lock is queued, or in a batch of
+     * fail_all_locked_then_unlock: its task never runs (see core.h).  A
+     * running one goes on, its cancel flag raised: PF_EBUSY. */
+    return pf__future_cancel_unsent(&p->lock, &p->queue, f, false);
 }
 
 /* Join the pool's threads, or detach those that the caller must not wait
