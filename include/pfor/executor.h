@@ -174,7 +174,9 @@ PF_EXTERN int pf_submit(pf_executor *ex, pf_task_fn fn, const void *arg, size_t 
  * retries) is PF_EINVAL. */
 PF_EXTERN int pf_submit_ex(pf_executor *ex, pf_task_fn fn, const void *arg, size_t arg_len,
                            const pf_submit_opts *opts, pf_future **out);
-/* Submit a registered task by name (PF_ENOTREG if unknown). */
+/* Submit a registered task by name.  PF_EINVAL for the arguments pf_submit
+ * refuses and for a NULL name, checked before the name is looked up; then
+ * PF_ENOTREG if it is not registered. */
 PF_EXTERN int pf_submit_named(pf_executor *ex, const char *name, const void *arg, size_t arg_len,
                               pf_future **out);
 

@@ -281,7 +281,9 @@ int pf_submit_named(pf_executor *ex, const char *name, const void *arg, size_t a
 {
     if (out)
         *out = NULL;
-    if (!name)
+    /* The arguments before the name, as pf_submit checks them before it
+     * uses fn: a bad one is PF_EINVAL whether the name is registered or not. */
+    if (!valid(ex) || !name || (arg_len > 0 && !arg))
         return PF_EINVAL;
     pf_fn fn;
     if (pf_lookup(name, &fn) != PF_OK)

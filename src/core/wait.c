@@ -12,6 +12,14 @@
 
 #include "core/core.h"
 
+/* The first word of a live pf_as_completed, as PF__EXECUTOR_MAGIC and
+ * PF__FUTURE_MAGIC are of executors and futures: the public functions refuse
+ * a pointer without it (NULL, an executor or a future, memory that is not a
+ * set) with PF_EINVAL, and destroy clears it before the memory is freed.  A
+ * set used after its destroy is still undefined: this only catches it while
+ * the memory is not reused. */
+#define AS_COMPLETED_MAGIC 0x41734370u /* "AsCp" */
+
 struct pf__completion_set {
     pf__mutex lock;
     pf__cond cond;                /* signalled on every fire */
@@ -35,6 +43,7 @@ struct pf__completion_set {
 };
 
 struct pf_as_completed {
+    uint32_t magic; /* AS_COMPLETED_MAGIC while alive; first, like the others' */
     struct pf__completion_set set;
     pf__mutex api_lock; /* serialises adds (the watch array and the index) */
 };
@@ -167,6 +176,11 @@ static void set_clear(struct pf__completion_set *s)
     pf__mutex_destroy(&s->lock);
 }
 
+static bool valid_set(const pf_as_completed *ac)
+{
+    return ac && ac->magic == AS_COMPLETED_MAGIC;
+}
+
 static bool wait_condition_met_locked(const struct pf__completion_set *s, pf_return_when when)
 {
     switch (when) {
@@ -189,6 +203,7 @@ int pf_as_completed_create(pf_as_completed **out, pf_future *const *fs, size_t n
     pf_as_completed *ac = malloc(sizeof *ac);
     if (!ac)
         return PF_ENOMEM;
+    ac->magic = AS_COMPLETED_MAGIC;
     set_init(&ac->set);
     pf__mutex_init(&ac->api_lock);
     for (size_t i = 0; i < n; i++) {
@@ -204,7 +219,7 @@ int pf_as_completed_create(pf_as_completed **out, pf_future *const *fs, size_t n
 
 int pf_as_completed_add(pf_as_completed *ac, pf_future *f)
 {
-    if (!ac)
+    if (!valid_set(ac))
         return PF_EINVAL;
     pf__mutex_lock(&ac->api_lock);
     int rc = set_add(&ac->set, f);
@@ -216,7 +231,7 @@ int pf_as_completed_next(pf_as_completed *ac, double timeout, pf_future **f)
 {
     if (f)
         *f = NULL;
-    if (!ac || !f || isnan(timeout))
+    if (!valid_set(ac) || !f || isnan(timeout))
         return PF_EINVAL;
     struct pf__completion_set *s = &ac->set;
     uint64_t deadline = pf__deadline_ns(timeout);
@@ -251,8 +266,9 @@ int pf_as_completed_next(pf_as_completed *ac, double timeout, pf_future **f)
 
 void pf_as_completed_destroy(pf_as_completed *ac)
 {
-    if (!ac)
+    if (!valid_set(ac))
         return;
+    ac->magic = 0;
     set_clear(&ac->set);
     pf__mutex_destroy(&ac->api_lock);
     free(ac);

@@ -335,6 +335,87 @@ TEST(api_args_executor_submit_and_futures)
     pf_executor_destroy(ex);
 }
 
+/* pf_submit_named checks its arguments before it looks the name up, as
+ * pf_submit does before it uses fn: a NULL or foreign executor, or a NULL
+ * argument with a length, is PF_EINVAL whatever the name.  With a name not
+ * registered these gave PF_ENOTREG. */
+TEST(api_args_submit_named_checks_its_arguments_before_the_name)
+{
+    pf_executor *ex = make(PF_SEQUENTIAL, 1);
+    pf_future *done = NULL;
+    ASSERT_OK(pf_submit(ex, task_noop, NULL, 0, &done));
+    pf_executor *wrong = (pf_executor *)done;
+    const char *names[] = {"api_args.not_registered", "", "task_noop"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        pf_future *f = POISON;
+        ASSERT_BAD(pf_submit_named(NULL, names[i], NULL, 0, &f), PF_EINVAL);
+        ASSERT(f == NULL);
+        f = POISON;
+        ASSERT_BAD(pf_submit_named(wrong, names[i], NULL, 0, &f), PF_EINVAL);
+        ASSERT(f == NULL);
+        f = POISON;
+        ASSERT_BAD(pf_submit_named(ex, names[i], NULL, 4, &f), PF_EINVAL);
+        ASSERT(f == NULL);
+    }
+    ASSERT_BAD(pf_submit_named(NULL, NULL, NULL, 0, NULL), PF_EINVAL);
+    /* good arguments: the name decides */
+    ASSERT_BAD(pf_submit_named(ex, names[0], NULL, 0, NULL), PF_ENOTREG);
+    ASSERT_OK(pf_submit_named(ex, "task_noop", NULL, 0, NULL));
+    pf_future_release(done);
+    pf_executor_destroy(ex);
+}
+
+/* A pointer that is not an as_completed set is refused with PF_EINVAL, as
+ * executors and futures refuse one (see their magic word): NULL, a zeroed or
+ * garbage buffer bigger than a set, an executor or a future.  Destroying one
+ * is a no-op that writes nothing.  The set had no magic word: a zeroed
+ * buffer passed as a set read as an empty set (PF_EEOF), an add linked a
+ * watch into it, and a destroy freed it. */
+TEST(api_args_as_completed_refuses_what_is_not_a_set)
+{
+    pf_executor *ex = make(PF_SEQUENTIAL, 1);
+    pf_future *done = NULL;
+    ASSERT_OK(pf_submit(ex, task_noop, NULL, 0, &done));
+    static _Alignas(64) unsigned char buf[4096], copy[sizeof buf];
+    const unsigned char fills[] = {0x00, 0xa5, 0xff};
+    for (size_t i = 0; i < sizeof fills; i++) {
+        memset(buf, fills[i], sizeof buf);
+        memcpy(copy, buf, sizeof buf);
+        pf_as_completed *fake = (pf_as_completed *)(void *)buf;
+        pf_future *got = POISON;
+        ASSERT_BAD(pf_as_completed_next(fake, 0, &got), PF_EINVAL);
+        ASSERT(got == NULL);
+        ASSERT_BAD(pf_as_completed_add(fake, done), PF_EINVAL);
+        pf_as_completed_destroy(fake); /* not a set: a no-op */
+        ASSERT(memcmp(buf, copy, sizeof buf) == 0);
+    }
+    pf_as_completed *handles[] = {NULL, (pf_as_completed *)ex, (pf_as_completed *)done};
+    for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) {
+        pf_future *got = POISON;
+        ASSERT_BAD(pf_as_completed_next(handles[i], 0, &got), PF_EINVAL);
+        ASSERT(got == NULL);
+        ASSERT_BAD(pf_as_completed_add(handles[i], done), PF_EINVAL);
+        pf_as_completed_destroy(handles[i]); /* a no-op */
+    }
+    /* the executor and the future are intact */
+    ASSERT_OK(pf_future_result(done, 0, NULL, NULL));
+    ASSERT_EQ(pf_executor_max_workers(ex), 1);
+
+    /* and a set passed as an executor or a future is refused by them */
+    pf_as_completed *ac = NULL;
+    ASSERT_OK(pf_as_completed_create(&ac, &done, 1));
+    ASSERT_BAD(pf_submit((pf_executor *)ac, task_noop, NULL, 0, NULL), PF_EINVAL);
+    ASSERT_BAD(pf_future_wait((pf_future *)ac, 0), PF_EINVAL);
+    pf_future *got = NULL;
+    ASSERT_OK(pf_as_completed_next(ac, 0, &got)); /* the set still works */
+    ASSERT(got == done);
+    ASSERT_BAD(pf_as_completed_next(ac, 0, &got), PF_EEOF);
+    pf_as_completed_destroy(ac);
+
+    pf_future_release(done);
+    pf_executor_destroy(ex);
+}
+
 /* NaN is not a timeout: the waiting functions refuse it with PF_EINVAL like
  * every other timeout of the API (they took it as "forever": a NaN computed
  * by mistake hung the caller).  Bounded here: the future ends after 300 ms,
