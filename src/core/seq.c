@@ -12,29 +12,59 @@
 
 #include "core/core.h"
 
+/*
+ * The executor's life, one state that only moves forward:
+ *
+ *   SEQ_OPEN -------------------> SEQ_FINALIZE_ASKED      shutdown(wait = false)
+ *   SEQ_OPEN or FINALIZE_ASKED -> SEQ_CLOSED              under `lock`
+ *
+ * SEQ_OPEN            tasks run.
+ * SEQ_FINALIZE_ASKED  a shutdown without wait asked for the end but may not
+ *                     have taken the lock: a task of another thread holds it,
+ *                     and it does not wait for that task.  A task still runs
+ *                     if it reaches the lock (the front end refuses submits
+ *                     already: only one past its check can), and the end of
+ *                     the outermost task closes.  A task that looked at the
+ *                     state before the ask leaves it to a later
+ *                     shutdown(wait) or destroy.
+ * SEQ_CLOSED          no more tasks (PF_ESHUTDOWN).  The finalizer has run,
+ *                     or runs when the outermost running task returns.
+ *
+ * Lock rule: `state` is read and written under `lock`, but for the move
+ * OPEN -> FINALIZE_ASKED, made without the lock (shutdown(wait = false) must
+ * not wait for it) by a compare-and-swap, so that it never undoes CLOSED:
+ * hence the atomic.  CLOSED is only set under the lock, by close_locked().
+ *
+ * Invariant (under the lock): once the state is CLOSED and depth is 0,
+ * `initialized` is false: the finalizer has run, once (never if the
+ * initializer failed).  It runs in close_locked(), from the shutdown that
+ * closes when no task runs, else from the end of the outermost task.
+ */
+enum seq_state {
+    SEQ_OPEN = 0,
+    SEQ_FINALIZE_ASKED,
+    SEQ_CLOSED,
+};
+
 struct seq_executor {
     struct pf_executor base;
     /* Recursive: serialises tasks submitted from several threads, while a
      * task may itself submit to this executor (it then runs nested, like a
      * plain function call). */
     pthread_mutex_t lock;
-    void *worker_state; /* lock */
-    bool initialized;   /* lock; the state exists (false again once finalized) */
-    bool finalized;     /* lock; shut down: no more tasks */
-    int depth;          /* lock; tasks running now, nested ones included */
-    /* shutdown(wait = false) found a task of another thread running (the lock
-     * held): it does not wait for it, and leaves the finalizer to the end of
-     * that task (checked under the lock there) or, should that task have
-     * looked before this was set, to a later shutdown(wait) or destroy.
-     * Atomic: set without the lock. */
-    _Atomic bool finalize_asked;
+    _Atomic(enum seq_state) state; /* see above */
+    void *worker_state;            /* lock */
+    bool initialized;              /* lock; the state exists (false once finalized) */
+    int depth;                     /* lock; tasks running now, nested ones included */
 };
 
-/* Run the finalizer once, after the worker's last task: called under s->lock
- * when the executor is shut down and no task runs. */
-static void finalize_locked(struct seq_executor *s)
+/* Under s->lock: close the executor (idempotent), and run the finalizer
+ * unless a task of the worker still runs (it runs at the end of the
+ * outermost one, which calls this again). */
+static void close_locked(struct seq_executor *s)
 {
-    if (s->initialized) {
+    atomic_store(&s->state, SEQ_CLOSED);
+    if (s->depth == 0 && s->initialized) {
         s->initialized = false;
         pf__worker_fini(&s->base, 0, s->worker_state);
     }
@@ -44,7 +74,7 @@ static int seq_submit(struct pf_executor *ex, pf_future *f)
 {
     struct seq_executor *s = (struct seq_executor *)ex;
     PF__CHECK(pthread_mutex_lock(&s->lock) == 0);
-    if (s->finalized) {
+    if (atomic_load(&s->state) == SEQ_CLOSED) {
         PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
         return PF_ESHUTDOWN;
     }
@@ -61,13 +91,11 @@ static int seq_submit(struct pf_executor *ex, pf_future *f)
      * The lock is recursive, so a task may submit to its own executor. */
     s->depth++;
     int rc = pf__task_run(&t, f->fn, f->arg, f->arg_len);
-    /* A task (or one it nested) shut the executor down, or a shutdown
-     * without wait came from another thread meanwhile: the finalizer was
-     * left for the end of the outermost task. */
-    if (--s->depth == 0 && (s->finalized || atomic_load(&s->finalize_asked))) {
-        s->finalized = true;
-        finalize_locked(s);
-    }
+    /* A task (or one it nested) shut the executor down (CLOSED), or a
+     * shutdown without wait came from another thread meanwhile (ASKED): the
+     * finalizer was left for the end of the outermost task. */
+    if (--s->depth == 0 && atomic_load(&s->state) != SEQ_OPEN)
+        close_locked(s);
     PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
     if (rc == PF_OK) {
         pf__future_finish(f, PF_OK, t.result, t.result_len, NULL);
@@ -97,7 +125,8 @@ static int seq_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
          * shutdown(wait)/destroy finalizes.  The front end refuses new
          * submits already (shut_down).  The owner of the (recursive) lock,
          * a task shutting its own executor down, gets it here. */
-        atomic_store(&s->finalize_asked, true);
+        enum seq_state open = SEQ_OPEN;
+        atomic_compare_exchange_strong(&s->state, &open, SEQ_FINALIZE_ASKED);
         int rc = pthread_mutex_trylock(&s->lock);
         if (rc == EBUSY)
             return PF_OK;
@@ -105,14 +134,10 @@ static int seq_shutdown(struct pf_executor *ex, bool wait, bool cancel_futures)
     } else {
         PF__CHECK(pthread_mutex_lock(&s->lock) == 0);
     }
-    if (!s->finalized) {
-        s->finalized = true;
-        /* Called from a running task (the lock is recursive): it and any
-         * task it nests in still use the state; seq_submit finalizes when
-         * the outermost one returns. */
-        if (s->depth == 0)
-            finalize_locked(s);
-    }
+    /* Called from a running task (the lock is recursive), depth > 0: it and
+     * any task it nests in still use the state, and seq_submit finalizes
+     * when the outermost one returns. */
+    close_locked(s);
     PF__CHECK(pthread_mutex_unlock(&s->lock) == 0);
     return PF_OK;
 }
@@ -144,6 +169,7 @@ int pf__seq_create(const struct pf_executor *base, struct pf_executor **out)
         return PF_ENOMEM;
     pf__executor_init_base(&s->base, base);
     s->base.ops = &seq_ops;
+    atomic_init(&s->state, SEQ_OPEN);
     pthread_mutexattr_t attr;
     PF__CHECK(pthread_mutexattr_init(&attr) == 0);
     PF__CHECK(pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE) == 0);

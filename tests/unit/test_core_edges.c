@@ -33,17 +33,28 @@ static void seq_fini(void *state, int index)
     atomic_fetch_add(&seq_fini_calls, 1);
 }
 
-/* Shuts its own executor down (wait), then uses its worker state. */
-static int task_shutdown_own(pf_task *t, const void *arg, size_t len)
+/* Shuts its own executor down, then uses its worker state. */
+static int shutdown_own(pf_task *t, const void *arg, size_t len, bool wait)
 {
     ASSERT_EQ(len, sizeof(pf_executor *));
     pf_executor *ex;
     memcpy(&ex, arg, sizeof ex);
-    pf_executor_shutdown(ex, true, false);
+    ASSERT_OK(pf_executor_shutdown(ex, wait, false));
     if (atomic_load(&seq_fini_calls) != 0)
         return pf_task_fail(t, 1, "the finalizer ran while a task of the worker runs");
     int v = *(int *)pf_task_worker_state(t); /* the state must still be there */
     return pf_task_set_result(t, &v, sizeof v);
+}
+
+static int task_shutdown_own(pf_task *t, const void *arg, size_t len)
+{
+    return shutdown_own(t, arg, len, true);
+}
+
+/* Without wait: the task holds the executor's (recursive) lock already. */
+static int task_shutdown_own_no_wait(pf_task *t, const void *arg, size_t len)
+{
+    return shutdown_own(t, arg, len, false);
 }
 
 /* Submits task_shutdown_own to its own executor (nested), then checks the
@@ -106,6 +117,12 @@ TEST(core_seq_task_shutting_down_its_executor_keeps_state_until_it_returns)
 TEST(core_seq_nested_task_shutting_down_waits_for_the_outer_task)
 {
     check_shutdown_from_a_task(task_nested_shutdown);
+}
+
+/* The same with shutdown(wait = false) from the task. */
+TEST(core_seq_task_shutting_down_without_wait_keeps_state_until_it_returns)
+{
+    check_shutdown_from_a_task(task_shutdown_own_no_wait);
 }
 
 /* Destroys the executor given as user data (a done-callback). */
