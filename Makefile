@@ -46,8 +46,10 @@ test-tsan: setup
 # memcheck over every suite.  test_compare and test_examples run ./pfor, the
 # examples and gnuplot as programs: valgrind follows those (not gnuplot, whose
 # own leaks are not ours), and their errors turn into exit status 99, a failed
-# test.  Left out: the one test that lowers RLIMIT_NOFILE for ./pfor, which
-# valgrind only pretends to do.  About 7 minutes.
+# test.  Left out: the tests that lower RLIMIT_NOFILE (for themselves or for
+# ./pfor), which valgrind does not really do (it refuses a lower hard limit and
+# only pretends to lower the soft one); run under valgrind anyway, they skip.
+# About 7 minutes.
 VALGRIND_TESTS = test_error test_executor test_loop test_core_edges test_threads_edges \
   test_procs_edges test_api_args test_dict_api test_dict_batch test_dict_shm \
   test_dict_executors test_dict_redis test_http test_serve test_procpool_faults \
@@ -55,10 +57,12 @@ VALGRIND_TESTS = test_error test_executor test_loop test_core_edges test_threads
 VALGRIND = PF_TEST_TIMEOUT_SCALE=10 valgrind -q --error-exitcode=99 --leak-check=full \
   --show-possibly-lost=no --errors-for-leak-kinds=definite
 valgrind: build
-	cd build && $(VALGRIND) ./pfor-tests $(VALGRIND_TESTS)
+	cd build && $(VALGRIND) ./pfor-tests --exclude pool_runs_under_a_descriptor_limit_of_16 \
+	  $(VALGRIND_TESTS)
 	cd build && $(VALGRIND) --trace-children=yes --trace-children-skip='*gnuplot*' \
 	  ./pfor-tests --exclude compare_workers_are_capped_to_the_descriptor_limit \
-	  test_compare test_examples
+	  --exclude compare_cpu_executor_that_cannot_start_fails_the_run \
+	  --exclude compare_cpu_failed_rows_have_no_speedup test_compare test_examples
 
 check: test test-asan test-tsan valgrind
 

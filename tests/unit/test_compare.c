@@ -189,6 +189,53 @@ static uint16_t closed_port(void)
     return port;
 }
 
+/* Makes `body` (sh) the gnuplot that ./pfor finds for the rest of this test
+ * (a process of its own: PATH needs no restoring).  It is written to a fresh
+ * folder, bin (rm_dir removes it), which goes first on PATH.  Before `body`
+ * runs, pfor's -e assignments (NAME="VALUE"; is sh too) are evaluated and
+ * shifted off, so $out_svg is the image and $1 the script; $0 is
+ * bin/gnuplot. */
+static void fake_gnuplot(char *bin, size_t size, const char *body)
+{
+    make_dir(bin, size);
+    char fake[128], path[8192];
+    snprintf(fake, sizeof fake, "%s/gnuplot", bin);
+    FILE *f = fopen(fake, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "#!/bin/sh\nif [ \"$1\" = -e ]; then eval \"$2\"; shift 2; fi\n%s", body);
+    ASSERT(fclose(f) == 0 && chmod(fake, 0755) == 0);
+    const char *old = getenv("PATH");
+    snprintf(path, sizeof path, "%s:%s", bin, old ? old : "/usr/bin:/bin");
+    ASSERT(setenv("PATH", path, 1) == 0);
+}
+
+/* Runs ./pfor with args (NULL-ended; "--json FILE" is added) under
+ * RLIMIT_NOFILE 8, which ./pfor inherits: enough for it, too few
+ * descriptors for a process pool.  Returns the JSON it wrote. */
+static json_t *run_with_8_descriptors(char *const args[], struct run *r)
+{
+    if (pf_test_valgrind()) /* `make valgrind` leaves these tests out */
+        SKIP("valgrind does not really lower RLIMIT_NOFILE (it refuses a lower hard limit and "
+             "only pretends to lower the soft one: ./pfor would get the full limit)");
+    char dir[64], json[128], *argv[32];
+    make_dir(dir, sizeof dir);
+    snprintf(json, sizeof json, "%s/c.json", dir);
+    size_t n = 0;
+    for (; args[n]; n++) {
+        ASSERT(n < 29);
+        argv[n] = args[n];
+    }
+    argv[n++] = "--json";
+    argv[n++] = json;
+    argv[n] = NULL;
+    struct rlimit rl = {8, 8};
+    ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    run_pfor(argv, 30, r);
+    json_t *j = load_json(json);
+    rm_dir(dir);
+    return j;
+}
+
 /* --- tests ----------------------------------------------------------------- */
 
 /* The default outputs of --quick: table, CSV, JSON, SVG and PNG. */
@@ -413,39 +460,20 @@ static int count_entries(const char *dir)
 TEST(compare_failed_plot_leaves_no_half_image)
 {
     char bin[64], out[64];
-    make_dir(bin, sizeof bin);
     make_dir(out, sizeof out);
-    char fake[128];
-    snprintf(fake, sizeof fake, "%s/gnuplot", bin);
-    FILE *f = fopen(fake, "w");
-    ASSERT(f != NULL);
-    /* Its target: the -e assignment (`out_svg='...'; ` is sh too), else the
-     * name the script sets. */
-    fputs("#!/bin/sh\n"
-          "if [ \"$1\" = -e ]; then eval \"$2\"; shift 2; fi\n"
-          "[ -n \"$out_svg\" ] || out_svg=$(sed -n \"s/^set output '\\(.*\\)'$/\\1/p;"
-          "s/^if (!exists(.out_svg.)) out_svg = '\\(.*\\)'$/\\1/p\" \"$1\" | head -n 1)\n"
-          "echo '<svg half' > \"$out_svg\"\n"
-          "exit 1\n",
-          f);
-    ASSERT(fclose(f) == 0 && chmod(fake, 0755) == 0);
-    char svg[128], json[128], path[8192];
+    /* Its target: $out_svg, else the name the script sets. */
+    fake_gnuplot(bin, sizeof bin,
+                 "[ -n \"$out_svg\" ] || out_svg=$(sed -n \"s/^set output '\\(.*\\)'$/\\1/p;"
+                 "s/^if (!exists(.out_svg.)) out_svg = '\\(.*\\)'$/\\1/p\" \"$1\" | head -n 1)\n"
+                 "echo '<svg half' > \"$out_svg\"\n"
+                 "exit 1\n");
+    char svg[128], json[128];
     snprintf(svg, sizeof svg, "%s/r.svg", out);
     snprintf(json, sizeof json, "%s/r.json", out);
-    const char *old = getenv("PATH");
-    char *saved = old ? strdup(old) : NULL;
-    snprintf(path, sizeof path, "%s:%s", bin, old ? old : "/usr/bin:/bin");
-    setenv("PATH", path, 1);
     char *argv[] = {"pfor",   "compare", "--sizes", "5",  "--executors", "threads",
                     "--plot", svg,       "--json",  json, NULL};
     struct run r;
     run_pfor(argv, 60, &r);
-    if (saved) {
-        setenv("PATH", saved, 1);
-        free(saved);
-    } else {
-        unsetenv("PATH");
-    }
     ASSERT_EQ(r.status, 1); /* a plot asked for by name was not drawn */
     ASSERT(strstr(r.err, "gnuplot failed") != NULL);
     ASSERT(access(svg, F_OK) != 0 && errno == ENOENT);
@@ -800,37 +828,18 @@ static int count_tmp_entries(const char *dir)
  * stand-in gnuplot writes part of its image, then sleeps. */
 TEST(compare_signal_while_plotting_leaves_no_child_or_temp_file)
 {
-    char bin[64], out[64];
-    make_dir(bin, sizeof bin);
+    char bin[64], out[64], pidfile[128], svg[128];
     make_dir(out, sizeof out);
-    char fake[128], pidfile[128];
-    snprintf(fake, sizeof fake, "%s/gnuplot", bin);
+    fake_gnuplot(bin, sizeof bin,
+                 "echo '<svg half' > \"$out_svg\"\n"
+                 "p=\"${0%/*}/gnuplot.pid\"\n"
+                 "echo $$ > \"$p.new\" && mv \"$p.new\" \"$p\"\n"
+                 "exec sleep 30\n");
     snprintf(pidfile, sizeof pidfile, "%s/gnuplot.pid", bin);
-    FILE *f = fopen(fake, "w");
-    ASSERT(f != NULL);
-    fprintf(f,
-            "#!/bin/sh\n"
-            "if [ \"$1\" = -e ]; then eval \"$2\"; fi\n"
-            "echo '<svg half' > \"$out_svg\"\n"
-            "echo $$ > %s.new && mv %s.new %s\n"
-            "exec sleep 30\n",
-            pidfile, pidfile, pidfile);
-    ASSERT(fclose(f) == 0 && chmod(fake, 0755) == 0);
-    char svg[128], path[8192];
     snprintf(svg, sizeof svg, "%s/s.svg", out);
-    const char *old = getenv("PATH");
-    char *saved = old ? strdup(old) : NULL;
-    snprintf(path, sizeof path, "%s:%s", bin, old ? old : "/usr/bin:/bin");
-    setenv("PATH", path, 1);
     char *argv[] = {"pfor",      "compare", "--sizes", "5", "--executors", "threads",
                     "--latency", "1ms",     "--plot",  svg, NULL};
     pid_t pid = start_pfor(argv);
-    if (saved) {
-        setenv("PATH", saved, 1);
-        free(saved);
-    } else {
-        unsetenv("PATH");
-    }
     pid_t gp = 0;
     double deadline = now_s() + 30 * pf_test_scale();
     while (gp <= 0 && now_s() < deadline) {
@@ -919,20 +928,11 @@ TEST(compare_outputs_naming_one_file_exit_2)
  * every one counted in the failures, summarised on stderr, exit status 1. */
 TEST(compare_cpu_executor_that_cannot_start_fails_the_run)
 {
-    if (pf_test_valgrind()) /* it only pretends to lower RLIMIT_NOFILE: nothing to see */
-        return;
-    char dir[64], json[128];
-    make_dir(dir, sizeof dir);
-    snprintf(json, sizeof json, "%s/c.json", dir);
-    /* 8 descriptors, inherited by ./pfor: enough for it, too few for a pool */
-    struct rlimit rl = {8, 8};
-    ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-    char *argv[] = {"pfor",      "compare",   "--workload", "cpu",     "--executors",
+    char *args[] = {"pfor",      "compare",   "--workload", "cpu",     "--executors",
                     "processes", "--workers", "1,2,3",      "--tasks", "2",
-                    "--bound",   "100",       "--json",     json,      NULL};
+                    "--bound",   "100",       NULL};
     struct run r;
-    run_pfor(argv, 30, &r);
-    json_t *j = load_json(json);
+    json_t *j = run_with_8_descriptors(args, &r);
     json_t *rows = json_object_get(j, "results");
     ASSERT_EQ(json_array_size(rows), 3);
     double errors = 0;
@@ -941,7 +941,6 @@ TEST(compare_cpu_executor_that_cannot_start_fails_the_run)
     double failed = num(json_object_get(j, "failures"), "failed");
     double tasks = num(json_object_get(j, "failures"), "tasks");
     json_decref(j);
-    rm_dir(dir);
     ASSERT_EQ(tasks, 6);
     ASSERT_EQ(errors, 6);
     ASSERT_EQ(failed, errors);
@@ -1028,26 +1027,17 @@ TEST(compare_plots_into_names_with_quotes)
     ASSERT(have_plot);
 }
 
-/* CPU rows whose tasks failed (process pools under RLIMIT_NOFILE 64, as
+/* CPU rows whose tasks failed (process pools under RLIMIT_NOFILE 8, as
  * above) have no speedup: how fast tasks fail says nothing, so the summary
  * ranks no pool by them. */
 TEST(compare_cpu_failed_rows_have_no_speedup)
 {
-    if (pf_test_valgrind()) /* it only pretends to lower RLIMIT_NOFILE: nothing to see */
-        return;
-    char dir[64], json[128];
-    make_dir(dir, sizeof dir);
-    snprintf(json, sizeof json, "%s/c.json", dir);
-    /* 8 descriptors, inherited by ./pfor: enough for it, too few for a pool */
-    struct rlimit rl = {8, 8};
-    ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-    char *argv[] = {
+    char *args[] = {
         "pfor",      "compare", "--workload", "cpu", "--executors", "sequential,processes",
         "--workers", "1,2",     "--tasks",    "2",   "--bound",     "100000",
-        "--json",    json,      NULL};
+        NULL};
     struct run r;
-    run_pfor(argv, 30, &r);
-    json_t *j = load_json(json);
+    json_t *j = run_with_8_descriptors(args, &r);
     json_t *rows = json_object_get(j, "results");
     ASSERT_EQ(json_array_size(rows), 3);
     int failed_rows = 0, with_speedup = 0;
@@ -1060,7 +1050,6 @@ TEST(compare_cpu_failed_rows_have_no_speedup)
         with_speedup += !json_is_null(json_object_get(row, "efficiency"));
     }
     json_decref(j);
-    rm_dir(dir);
     ASSERT_EQ(failed_rows, 2);
     ASSERT_EQ(r.status, 1);
     ASSERT_EQ(with_speedup, 0);
@@ -1138,40 +1127,19 @@ TEST(compare_refused_run_leaves_no_results_folder)
  * gnuplot nor a half image behind. */
 TEST(compare_hung_gnuplot_is_killed_after_its_time_limit)
 {
-    char bin[64], out[64];
-    make_dir(bin, sizeof bin);
+    char bin[64], out[64], pidfile[128], svg[128];
     make_dir(out, sizeof out);
-    char fake[128], pidfile[128];
-    snprintf(fake, sizeof fake, "%s/gnuplot", bin);
+    fake_gnuplot(bin, sizeof bin,
+                 "echo '<svg half' > \"$out_svg\"\n"
+                 "echo $$ > \"${0%/*}/gnuplot.pid\"\n"
+                 "exec sleep 60\n");
     snprintf(pidfile, sizeof pidfile, "%s/gnuplot.pid", bin);
-    FILE *f = fopen(fake, "w");
-    ASSERT(f != NULL);
-    fprintf(f,
-            "#!/bin/sh\n"
-            "if [ \"$1\" = -e ]; then eval \"$2\"; fi\n"
-            "echo '<svg half' > \"$out_svg\"\n"
-            "echo $$ > %s\n"
-            "exec sleep 60\n",
-            pidfile);
-    ASSERT(fclose(f) == 0 && chmod(fake, 0755) == 0);
-    char svg[128], path[8192];
     snprintf(svg, sizeof svg, "%s/h.svg", out);
-    const char *old = getenv("PATH");
-    char *saved = old ? strdup(old) : NULL;
-    snprintf(path, sizeof path, "%s:%s", bin, old ? old : "/usr/bin:/bin");
-    setenv("PATH", path, 1);
     setenv("PFOR_GNUPLOT_TIMEOUT", "0.5", 1);
     char *argv[] = {"pfor",      "compare", "--sizes", "5", "--executors", "threads",
                     "--latency", "1ms",     "--plot",  svg, NULL};
     struct run r;
     run_pfor(argv, 30, &r);
-    unsetenv("PFOR_GNUPLOT_TIMEOUT");
-    if (saved) {
-        setenv("PATH", saved, 1);
-        free(saved);
-    } else {
-        unsetenv("PATH");
-    }
     int gp = 0;
     FILE *p = fopen(pidfile, "r");
     if (p) {

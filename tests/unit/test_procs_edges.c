@@ -596,8 +596,9 @@ TEST(fork_server_descriptors_do_not_leak_into_stdio_numbers)
  * below a limit of 101: no pool could start in such a process). */
 TEST(pool_runs_under_a_descriptor_limit_of_16)
 {
-    if (pf_test_valgrind()) /* valgrind keeps descriptors of its own at the top */
-        return;
+    if (pf_test_valgrind()) /* `make valgrind` leaves this test out */
+        SKIP("valgrind does not really lower RLIMIT_NOFILE (it refuses a lower hard limit and "
+             "only pretends to lower the soft one, keeping descriptors of its own above it)");
     struct rlimit rl = {16, 16}; /* this test's own process */
     ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
     pf_executor *ex = pool(2);
