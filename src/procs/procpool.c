@@ -265,7 +265,14 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
     pf_error_info info = {.code = code, .worker_index = owner, .exit_status = -1};
     if (code == PF_OK) {
         len = slot->result_len;
-        if (slot->result_where == PF__RESULT_INLINE_ && len) {
+        /* The slot is in memory the task could scribble on: a length its
+         * place cannot hold fails the future instead of reading past it. */
+        bool damaged = len > (slot->result_where == PF__RESULT_WINDOW    ? PF__WIN_STRIDE
+                              : slot->result_where == PF__RESULT_INLINE_ ? PF__RESULT_INLINE
+                                                                         : 0);
+        if (damaged && slot->result_where != PF__RESULT_WINDOW) {
+            len = 0;
+        } else if (slot->result_where == PF__RESULT_INLINE_ && len) {
             data = malloc(len);
             if (data)
                 memcpy(data, slot->result_inline, len);
@@ -274,7 +281,7 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
             uint64_t off = pf__win_off(owner);
             void *base, *map;
             size_t map_len;
-            data = malloc(len);
+            data = damaged ? NULL : malloc(len);
             if (data && len <= PF__WIN_PREMAP && p->windows[owner]) {
                 /* the common case: no mmap/munmap (and no TLB shootdown) */
                 memcpy(data, p->windows[owner], len);
@@ -286,12 +293,19 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
                 free(data);
                 data = NULL;
             }
-            if (len > PF__LARGE_PUNCH)
+            if (len > PF__LARGE_PUNCH && !damaged)
                 pf__shm_punch(p->memfd, off, len);
             atomic_store(&w->window_busy, 0);
             pf__futex_wake(&w->window_busy, 1, true);
         }
-        if (len && !data) {
+        if (damaged) {
+            code = PF_ECORRUPT;
+            info.code = code;
+            snprintf(info.message, sizeof info.message,
+                     "worker %d's result slot is damaged (length %llu)", owner,
+                     (unsigned long long)slot->result_len);
+            len = 0;
+        } else if (len && !data) {
             code = PF_ENOMEM;
             info.code = code;
             snprintf(info.message, sizeof info.message,

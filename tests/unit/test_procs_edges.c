@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -451,6 +452,40 @@ TEST(task_calling_exit_zero_is_a_reported_death)
         ASSERT_EQ(info.signal, 0);
         pf_future_release(f);
     }
+    pf_future *g = submit_i32(ex, task_sleep_ms, 2);
+    ASSERT_EQ(result_i32(g), 2);
+    pf_future_release(g);
+    pf_executor_destroy(ex);
+}
+
+/* A task that scribbles on its own slot: an inline result of 8 bytes whose
+ * length word (before the bytes, in the same slot) it then raises. */
+static int task_scribble_result_len(pf_task *t, const void *arg, size_t len)
+{
+    (void)arg;
+    (void)len;
+    unsigned char *r = pf_task_result_buffer(t, 8);
+    if (!r)
+        return 1;
+    memset(r, 7, 8);
+    struct pf__slot *slot = (struct pf__slot *)(r - offsetof(struct pf__slot, result_inline));
+    slot->result_len = 1u << 20;
+    return 0;
+}
+
+/* A result length that its place cannot hold fails that future with
+ * PF_ECORRUPT (the parent read up to 1 MiB past the slot before), and the
+ * pool goes on. */
+TEST(scribbled_result_length_is_reported_not_read)
+{
+    pf_executor *ex = pool(1);
+    pf_future *f;
+    ASSERT_OK(pf_submit(ex, task_scribble_result_len, NULL, 0, &f));
+    ASSERT_ERR(pf_future_result(f, PF_FOREVER, NULL, NULL), PF_ECORRUPT);
+    pf_error_info info;
+    ASSERT_OK(pf_future_error(f, &info));
+    ASSERT(strstr(info.message, "damaged") != NULL);
+    pf_future_release(f);
     pf_future *g = submit_i32(ex, task_sleep_ms, 2);
     ASSERT_EQ(result_i32(g), 2);
     pf_future_release(g);
