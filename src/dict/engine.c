@@ -27,6 +27,11 @@
  * reservation) or an active one (the next lock holder applies it again: every
  * store is of an absolute value, so applying twice is harmless).  On EOWNERDEAD
  * the repair runs before pthread_mutex_consistent.
+ *
+ * A stray write may hit any of it, the locks included: what is read from the
+ * segment is checked before it is followed or written through, every loop
+ * over it is bounded, and damage (a lock that pthreads refuses too) marks the
+ * dict corrupt: PF_ECORRUPT from then on, never an abort or an endless loop.
  */
 #include "dict/engine.h"
 
@@ -403,57 +408,92 @@ static inline struct eng_tx *tx_begin(struct eng_tx *t)
     return t;
 }
 
+/* Add the store (off, val) to t.  The record lives in the segment, so its
+ * count is read once and every loop over it is bounded by TX_MAX: a count
+ * overwritten meanwhile makes the record overfull (TX_MAX + 1), which its
+ * commit refuses (no operation needs more than TX_MAX stores). */
 static void tx_put(struct eng_tx *t, uint64_t off, uint64_t val)
 {
-    for (uint64_t i = 0; i < t->n; i++) {
+    uint64_t n = t->n;
+    if (n > TX_MAX)
+        return; /* overfull already */
+    for (uint64_t i = 0; i < n; i++) {
         if (t->p[i].off == off) {
             t->p[i].val = val;
             return;
         }
     }
-    PF__CHECK(t->n < TX_MAX);
-    t->p[t->n].off = off;
-    t->p[t->n].val = val;
-    t->n++;
+    if (n == TX_MAX) {
+        t->n = TX_MAX + 1;
+        return;
+    }
+    t->p[n].off = off;
+    t->p[n].val = val;
+    t->n = n + 1;
 }
 
 /* The value a word will have once t is applied. */
 static uint64_t tx_get(const pf__eng *e, const struct eng_tx *t, uint64_t off)
 {
-    for (uint64_t i = 0; i < t->n; i++)
+    uint64_t n = PF__MIN(t->n, (uint64_t)TX_MAX);
+    for (uint64_t i = 0; i < n; i++)
         if (t->p[i].off == off)
             return t->p[i].val;
     return ld(word(e, off));
 }
 
 /* Mark the record active (the commit point), apply it, mark it idle.  The
- * caller holds the record's lock. */
-static void tx_commit_locked(pf__eng *e, struct eng_tx *t, int half_point)
+ * caller holds the record's lock.  PF_ECORRUPT, with nothing applied, for an
+ * overfull record (see tx_put). */
+static int tx_commit_locked(pf__eng *e, struct eng_tx *t, int half_point)
 {
+    uint64_t n = t->n;
+    if (__builtin_expect(n > TX_MAX, 0))
+        return mark_corrupt(e);
     crash_order();
     __atomic_store_n(&t->state, (uint64_t)TX_ACTIVE, __ATOMIC_RELEASE);
     crash_order();
-    for (uint64_t i = 0; i < t->n; i++) {
-        if (i == t->n / 2)
+    for (uint64_t i = 0; i < n; i++) {
+        if (i == n / 2)
             PF__DICT_POINT(half_point);
         st_(word(e, t->p[i].off), t->p[i].val);
     }
     crash_order();
     __atomic_store_n(&t->state, (uint64_t)TX_IDLE, __ATOMIC_RELEASE);
+    return 0;
 }
 
-/* Apply an active record again (repair).  Every target must be a backed,
- * aligned word. */
+/* A word a commit record may store to: an aligned, backed arena word, the
+ * header's top, or a word of a stripe outside its lock.  No record writes
+ * anything else, and a scribbled record applied again must not write over a
+ * lock's bytes (or the header's layout) on its way. */
+static bool redo_target_ok(const pf__eng *e, uint64_t size, uint64_t off)
+{
+    if (off & 7)
+        return false;
+    if (off >= e->arena_off)
+        return size >= 8 && off <= size - 8;
+    if (off == OFF(e, &e->h->top))
+        return true;
+    uint64_t so = OFF(e, e->st), sz = sizeof(struct pf__eng_stripe);
+    return off >= so && off - so < e->nstripes * sz && (off - so) % sz >= sizeof(pthread_mutex_t);
+}
+
+/* Apply an active record again (repair), from one copy of it whose every
+ * target was checked (redo_target_ok). */
 static int tx_redo(pf__eng *e, struct eng_tx *log)
 {
-    uint64_t size = cur_size(e);
-    if (log->n > TX_MAX)
+    uint64_t size = cur_size(e), n = log->n, off[TX_MAX], val[TX_MAX];
+    if (n > TX_MAX)
         return mark_corrupt(e);
-    for (uint64_t i = 0; i < log->n; i++)
-        if ((log->p[i].off & 7) || log->p[i].off > size - 8)
+    for (uint64_t i = 0; i < n; i++) {
+        off[i] = log->p[i].off;
+        val[i] = log->p[i].val;
+        if (!redo_target_ok(e, size, off[i]))
             return mark_corrupt(e);
-    for (uint64_t i = 0; i < log->n; i++)
-        st_(word(e, log->p[i].off), log->p[i].val);
+    }
+    for (uint64_t i = 0; i < n; i++)
+        st_(word(e, off[i]), val[i]);
     crash_order();
     __atomic_store_n(&log->state, (uint64_t)TX_IDLE, __ATOMIC_RELEASE);
     return 0;
@@ -499,19 +539,68 @@ static inline void seq_end(struct pf__eng_stripe *st)
     __atomic_store_n(&st->seq, ld(&st->seq) + 1, __ATOMIC_RELEASE);
 }
 
-/* Apply t to stripe st inside a seqlock write section. */
-static void publish(pf__eng *e, struct pf__eng_stripe *st, struct eng_tx *t)
+/* Apply t to stripe st inside a seqlock write section (PF_ECORRUPT: see
+ * tx_commit_locked). */
+static int publish(pf__eng *e, struct pf__eng_stripe *st, struct eng_tx *t)
 {
     seq_begin(st);
-    tx_commit_locked(e, t, PF__DP_TX_HALF);
+    int rc = tx_commit_locked(e, t, PF__DP_TX_HALF);
     PF__DICT_POINT(PF__DP_COMMITTED);
     seq_end(st);
+    return rc;
 }
 
 /* --------------------------------------------------------------------- locks -- */
 
 static int g_repair(pf__eng *e);
 static int stripe_repair_locked(pf__eng *e, struct pf__eng_stripe *st);
+
+/* The locks live in the segment, so a stray write can overwrite their bytes:
+ * then pthreads answers what a whole lock never gives (EINVAL: no mutex kind
+ * it knows; EPERM from an unlock: not held by this thread; EDEADLK, EAGAIN,
+ * or a pthread_mutex_consistent that fails).  Each is damage, reported as
+ * PF_ECORRUPT (and the corrupt flag), never an abort.  What cannot be told
+ * from a held lock is not caught: a lock word overwritten with the id of a
+ * live thread (or of none, without the owner-died bit) keeps lockers
+ * waiting, unless the dict was marked before they sleep (lock_mutex). */
+
+/* An unlock of m failed: its bytes were overwritten while this thread held
+ * it.  glibc then leaves a robust mutex on the thread's robust list, which
+ * the thread's next robust locks write through, so the region stays mapped
+ * (pf__eng_keep_mapped); and lockers asleep on the lock word would wait for
+ * the wake this unlock did not give, so wake them to look again (glibc: the
+ * word is the mutex's first int). */
+static __attribute__((noinline, cold)) int unlock_failed(pf__eng *e, pthread_mutex_t *m)
+{
+    __atomic_store_n(&e->lock_broken, 1, __ATOMIC_RELEASE);
+    pf__futex_wake((_Atomic uint32_t *)(void *)m, INT32_MAX, e->pshared);
+    return mark_corrupt(e);
+}
+
+static inline int unlock_mutex(pf__eng *e, pthread_mutex_t *m)
+{
+    int rc = pthread_mutex_unlock(m);
+    return __builtin_expect(rc == 0, 1) ? 0 : unlock_failed(e, m);
+}
+
+/* lock_mutex's slow side: locking m (robust) returned rc, not 0. */
+static __attribute__((noinline, cold)) int lock_failed(pf__eng *e, pthread_mutex_t *m,
+                                                       struct pf__eng_stripe *st, int rc)
+{
+    if (rc != EOWNERDEAD)
+        return mark_corrupt(e); /* ENOTRECOVERABLE, or overwritten bytes: not held */
+    /* The holder died.  Repair what it left half done, then mark the lock
+     * consistent; if this process dies during the repair, the next locker
+     * gets EOWNERDEAD again and repeats it (the repair is idempotent). */
+    int r = st ? stripe_repair_locked(e, st) : g_repair(e);
+    if (pthread_mutex_consistent(m) != 0)
+        r = mark_corrupt(e); /* the lock's bytes were overwritten meanwhile */
+    if (r == 0 && __atomic_load_n(&e->h->corrupt, __ATOMIC_ACQUIRE))
+        r = PF_ECORRUPT;
+    if (r)
+        unlock_mutex(e, m); /* a failure here only marks the region more */
+    return r;
+}
 
 static int lock_mutex(pf__eng *e, pthread_mutex_t *m, struct pf__eng_stripe *st)
 {
@@ -523,25 +612,17 @@ static int lock_mutex(pf__eng *e, pthread_mutex_t *m, struct pf__eng_stripe *st)
         if (rc == EBUSY)
             pf__cpu_relax();
     }
-    if (rc == EBUSY)
+    if (rc == EBUSY) {
+        /* Busy for a while: a dict found damaged fails before sleeping (its
+         * lock may be one that looks held for good), as it would after. */
+        if (__atomic_load_n(&e->h->corrupt, __ATOMIC_ACQUIRE))
+            return PF_ECORRUPT;
         rc = pthread_mutex_lock(m);
-    if (rc == EOWNERDEAD) {
-        /* The holder died.  Repair what it left half done, then mark the lock
-         * consistent; if this process dies during the repair, the next locker
-         * gets EOWNERDEAD again and repeats it (the repair is idempotent). */
-        int r = st ? stripe_repair_locked(e, st) : g_repair(e);
-        PF__CHECK(pthread_mutex_consistent(m) == 0);
-        if (r) {
-            pthread_mutex_unlock(m);
-            return r;
-        }
-    } else if (rc == ENOTRECOVERABLE) {
-        return mark_corrupt(e);
-    } else {
-        PF__CHECK(rc == 0);
     }
+    if (__builtin_expect(rc != 0, 0))
+        return lock_failed(e, m, st, rc);
     if (__atomic_load_n(&e->h->corrupt, __ATOMIC_ACQUIRE)) {
-        pthread_mutex_unlock(m);
+        unlock_mutex(e, m);
         return PF_ECORRUPT;
     }
     return 0;
@@ -557,15 +638,18 @@ static int stripe_lock(pf__eng *e, struct pf__eng_stripe *st)
         int rc = lock_mutex(e, &st->mu, st);
         if (rc || e->pshared || !__atomic_load_n(&e->frozen, __ATOMIC_RELAXED))
             return rc;
-        PF__CHECK(pthread_mutex_unlock(&st->mu) == 0);
+        if ((rc = unlock_mutex(e, &st->mu)) != 0)
+            return rc;
         while (__atomic_load_n(&e->frozen, __ATOMIC_ACQUIRE))
             nanosleep(&(struct timespec){0, 100 * 1000}, NULL); /* a fork lasts ~ms */
     }
 }
 
-static inline void stripe_unlock(struct pf__eng_stripe *st)
+/* 0, or PF_ECORRUPT when the lock's bytes were overwritten while held (the
+ * operation's work is done, or not, as for a kill at that point). */
+static inline int stripe_unlock(pf__eng *e, struct pf__eng_stripe *st)
 {
-    PF__CHECK(pthread_mutex_unlock(&st->mu) == 0);
+    return unlock_mutex(e, &st->mu);
 }
 
 static inline int g_lock(pf__eng *e)
@@ -573,9 +657,9 @@ static inline int g_lock(pf__eng *e)
     return lock_mutex(e, &e->h->g_mu, NULL);
 }
 
-static inline void g_unlock(pf__eng *e)
+static inline int g_unlock(pf__eng *e)
 {
-    PF__CHECK(pthread_mutex_unlock(&e->h->g_mu) == 0);
+    return unlock_mutex(e, &e->h->g_mu);
 }
 
 /* ----------------------------------------------------------------- allocator -- */
@@ -712,10 +796,19 @@ static void grow_ahead(pf__eng *e)
      * g_mu. */
     pthread_mutex_t *m = &e->h->grow_mu;
     int rc = pthread_mutex_trylock(m);
-    if (rc == EOWNERDEAD)
-        PF__CHECK((rc = pthread_mutex_consistent(m)) == 0);
-    if (rc != 0)
-        return; /* EBUSY: someone is growing it; ENOTRECOVERABLE: the slow path grows */
+    if (rc == EOWNERDEAD && pthread_mutex_consistent(m) != 0) {
+        mark_corrupt(e); /* its bytes overwritten (see lock_failed) */
+        unlock_mutex(e, m);
+        return;
+    }
+    if (rc != 0 && rc != EOWNERDEAD) {
+        /* EBUSY: someone is growing it; ENOTRECOVERABLE: the slow path grows;
+         * anything else: its bytes were overwritten.  The operations that
+         * follow report what was marked. */
+        if (rc != EBUSY && rc != ENOTRECOVERABLE)
+            mark_corrupt(e);
+        return;
+    }
     uint64_t size = cur_size(e), top = ld(&e->h->top);
     if (size - top < PF__MAX(size / 8, GROW_MIN) && size < e->max_bytes) {
         uint64_t want = next_size(e, size, size);
@@ -725,7 +818,7 @@ static void grow_ahead(pf__eng *e)
             g_unlock(e);
         }
     } /* else someone grew it meanwhile */
-    PF__CHECK(pthread_mutex_unlock(m) == 0);
+    unlock_mutex(e, m);
 }
 
 /* Add "lane l of stripe st bumps from [from, to) now" to t; what was left of
@@ -777,13 +870,14 @@ static int grab_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t n, unsign
     } else {
         tx_new_chunk(e, t, st, l, top, top + csize);
     }
-    tx_commit_locked(e, t, PF__DP_GTX_HALF);
+    if ((rc = tx_commit_locked(e, t, PF__DP_GTX_HALF)) != 0)
+        goto out;
     top += csize;
     if (ld(&h->size) - top < PF__MAX(ld(&h->size) / 8, GROW_MIN) && ld(&h->size) < e->max_bytes)
         grow_wanted = true;
-out:
-    g_unlock(e);
-    return rc;
+out:;
+    int u = g_unlock(e);
+    return u ? u : rc;
 }
 
 static inline void set_pend(struct pf__eng_stripe *st, uint64_t kind, uint64_t b, uint64_t next,
@@ -815,9 +909,11 @@ static bool recycle_chunk_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t
     struct eng_tx *t = tx_begin(&st->lane[l].tx);
     tx_put(t, OFF(e, &st->free_head[c]), ld(word(e, b)));
     tx_new_chunk(e, t, st, l, b, b + class_size(c));
-    tx_commit_locked(e, t, PF__DP_NONE);
+    /* Refused (overfull): the region is marked, so the caller's grab_locked
+     * reports it. */
+    bool done = tx_commit_locked(e, t, PF__DP_NONE) == 0;
     tx_begin(t); /* the caller's record starts empty again */
-    return true;
+    return done;
 }
 
 /* Reserve a block of class c for the operation in progress (stripe locked): its
@@ -828,7 +924,8 @@ static int reserve_locked(pf__eng *e, struct pf__eng_stripe *st, unsigned c, str
                           uint64_t *out)
 {
     unsigned l = tx_lane(st, t); /* t is the writer's lane record of st */
-    PF__CHECK(t->n == 0);        /* the reservation opens the record */
+    if (t->n != 0)               /* the reservation opens the record: overwritten */
+        return mark_corrupt(e);
     uint64_t n = class_size(c);
     uint64_t b = st->free_head[c];
     if (b) {
@@ -989,6 +1086,10 @@ int pf__eng_get_hashed(pf__eng *e, uint64_t h, const void *key, size_t klen, voi
             continue;
         if (p == P_TORN)
             break; /* stable yet inconsistent: let the locked path judge */
+        /* Damage found anywhere (the flag shares a line with size, just
+         * loaded): PF_ECORRUPT, as from every other operation. */
+        if (__builtin_expect(ld32(&e->h->corrupt) != 0, 0))
+            rc = PF_ECORRUPT;
         goto out;
     }
     /* A writer kept the stripe busy, or died in it: read under the lock (which
@@ -998,7 +1099,9 @@ int pf__eng_get_hashed(pf__eng *e, uint64_t h, const void *key, size_t klen, voi
         goto out;
     int p = probe(e, cur_size(e), st->table, st->cap, tag, key, klen, &hit, NULL);
     rc = p == P_HIT ? rd_take(e, &hit, &rd) : p == P_MISS ? PF_ENOTFOUND : mark_corrupt(e);
-    stripe_unlock(st);
+    int u = stripe_unlock(e, st);
+    if (u)
+        rc = u;
 out:
     if (rc && alloc) {
         free(*alloc);
@@ -1035,10 +1138,17 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     uint64_t *ns = word(e, b + BLK_HDR);
     for (uint64_t i = 0; i < newcap; i++)
         st_(&ns[i], SLOT_EMPTY);
+    /* newcap is at least twice the count, but the count is a word of the
+     * segment: each entry moved must leave an empty slot, or the search for
+     * a free one below would never end.  (The block stays reserved: the
+     * region is marked corrupt for good.) */
+    uint64_t moved = 0;
     for (uint64_t i = 0; i < oldcap; i++) {
         uint64_t w = ld(word(e, slot_off(old, i)));
         if (w == SLOT_EMPTY || w == SLOT_TOMB)
             continue;
+        if (++moved >= newcap)
+            return mark_corrupt(e);
         uint64_t j = (uint32_t)(w >> 32) & mask;
         while (ld(&ns[j]) != SLOT_EMPTY)
             j = (j + 1) & mask;
@@ -1050,8 +1160,7 @@ static int rehash_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t newcap)
     tx_put(t, OFF(e, &st->tombs), 0);
     if (old)
         tx_free_locked(e, st, t, old, oldcls);
-    publish(e, st, t);
-    return 0;
+    return publish(e, st, t);
 }
 
 static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const void *key,
@@ -1076,8 +1185,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
         tx_free_locked(e, st, t, hit.blk, hit.cls);
-        publish(e, st, t);
-        return 0;
+        return publish(e, st, t);
     }
     PF__CHECK(d == PF_DICT_SET);
     size_t vlen = op->new_len;
@@ -1098,10 +1206,13 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
         }
         if (vlen != hit.vlen)
             tx_put(t, hit.blk, (uint64_t)klen | (uint64_t)vlen << 32);
-        publish(e, st, t);
-        return 0;
+        return publish(e, st, t);
     }
     if (!found && (st->cap == 0 || (st->count + st->tombs + 1) * 4 > st->cap * 3)) {
+        /* A table never holds MAX_CAP entries (one slot stays empty): a
+         * bigger count is a scribble, and would wrap the doubling below. */
+        if (st->count >= MAX_CAP)
+            return mark_corrupt(e);
         uint64_t newcap = MIN_CAP;
         while (newcap < (st->count + 1) * 2)
             newcap *= 2;
@@ -1136,8 +1247,7 @@ static int write_locked(pf__eng *e, struct pf__eng_stripe *st, uint64_t h, const
         tx_put(t, slot_off(st->table, ins), w);
         tx_put(t, OFF(e, &st->count), st->count + 1);
     }
-    publish(e, st, t);
-    return 0;
+    return publish(e, st, t);
 }
 
 /* The offset of hash h's home slot in st's table, read without the lock: a
@@ -1196,7 +1306,9 @@ int pf__eng_write(pf__eng *e, const void *key, size_t klen, pf__dict_wop *op)
         return rc;
     PF__DICT_POINT(PF__DP_LOCKED);
     rc = write_locked(e, st, h, key, klen, op);
-    stripe_unlock(st);
+    int u = stripe_unlock(e, st);
+    if (u)
+        rc = u;
     if (grow_wanted)
         grow_ahead(e);
     return rc;
@@ -1257,11 +1369,13 @@ int pf__eng_write_many(pf__eng *e, const pf_dict_item *items, size_t n, pf__dict
             struct pf__eng_stripe *st = stripe_for(e, h);
             if (st != held) {
                 if (held) {
-                    stripe_unlock(held);
+                    rc = stripe_unlock(e, held);
+                    held = NULL;
+                    if (rc)
+                        break;
                     if (grow_wanted)
                         grow_ahead(e);
                 }
-                held = NULL;
                 if ((rc = stripe_lock(e, st)) != 0)
                     break;
                 held = st;
@@ -1273,8 +1387,11 @@ int pf__eng_write_many(pf__eng *e, const pf_dict_item *items, size_t n, pf__dict
             if (rc)
                 break;
         }
-        if (held)
-            stripe_unlock(held);
+        if (held) {
+            int u = stripe_unlock(e, held);
+            if (u)
+                rc = u;
+        }
         if (grow_wanted)
             grow_ahead(e);
     }
@@ -1316,15 +1433,16 @@ static int clear_locked(pf__eng *e, struct pf__eng_stripe *st)
         tx_put(t, OFF(e, &st->count), st->count - 1);
         tx_put(t, OFF(e, &st->tombs), st->tombs + 1);
         tx_free_locked(e, st, t, b, c);
-        publish(e, st, t);
+        int rc = publish(e, st, t);
+        if (rc)
+            return rc;
     }
     struct eng_tx *t = tx_begin(stripe_tx(e, st));
     tx_put(t, OFF(e, &st->table), 0);
     tx_put(t, OFF(e, &st->cap), 0);
     tx_put(t, OFF(e, &st->tombs), 0);
     tx_free_locked(e, st, t, tab, tcls);
-    publish(e, st, t);
-    return 0;
+    return publish(e, st, t);
 }
 
 int pf__eng_clear(pf__eng *e)
@@ -1335,7 +1453,9 @@ int pf__eng_clear(pf__eng *e)
         if (rc)
             return rc;
         rc = clear_locked(e, st);
-        stripe_unlock(st);
+        int u = stripe_unlock(e, st);
+        if (u)
+            rc = u;
         if (rc)
             return rc;
     }
@@ -1363,8 +1483,8 @@ int pf__eng_copy_stripe(pf__eng *e, unsigned s, pf__eng_emit_fn emit, void *u)
         }
         rc = emit(u, e->base + b + BLK_HDR, klen, e->base + b + BLK_HDR + pad8(klen), vlen);
     }
-    stripe_unlock(st);
-    return rc;
+    int un = stripe_unlock(e, st);
+    return un ? un : rc;
 }
 
 /* -------------------------------------------------------------------- repair -- */
@@ -1392,9 +1512,8 @@ static int stripe_repair_locked(pf__eng *e, struct pf__eng_stripe *st)
     /* The global lock first: the dead holder may have died inside a chunk
      * hand-out, whose record writes this stripe's chunk and pending fields. */
     int rc = g_lock(e);
-    if (rc)
+    if (rc || (rc = g_unlock(e)) != 0)
         return rc;
-    g_unlock(e);
     PF__DICT_POINT(PF__DP_REPAIR);
     for (unsigned l = 0; l < LANES; l++) { /* at most one is active */
         struct eng_tx *t = &st->lane[l].tx;
@@ -1417,7 +1536,8 @@ static int stripe_repair_locked(pf__eng *e, struct pf__eng_stripe *st)
         tx_put(t, b + 8, c << 32);
         tx_free_locked(e, st, t, b, (unsigned)c);
         tx_put(t, OFF(e, &st->pend_kind), PEND_NONE);
-        tx_commit_locked(e, t, PF__DP_NONE);
+        if ((rc = tx_commit_locked(e, t, PF__DP_NONE)) != 0)
+            return rc;
     }
     crash_order();
     __atomic_store_n(&st->pend_kind, (uint64_t)PEND_NONE, __ATOMIC_RELEASE);
@@ -1571,23 +1691,41 @@ int pf__eng_attach(pf__eng *e, char *base, int fd, bool pshared, uint64_t reserv
  * fork() (order: grow_mu, g_mu; no stripe holder is left to want g_mu).  The
  * copy is taken between operations.  A thread forking from inside
  * pf_dict_update_fn's function would wait for its own stripe: that function
- * must not call the dict, nor fork. */
+ * must not call the dict, nor fork.  A lock whose bytes a stray write of this
+ * process overwrote cannot be taken: the region is marked corrupt (its
+ * operations fail from then on) and the fork goes on; fork_held says which
+ * of grow_mu and g_mu the thaw lets go. */
 void pf__eng_fork_freeze(pf__eng *e)
 {
     __atomic_store_n(&e->frozen, 1, __ATOMIC_SEQ_CST);
     for (unsigned s = 0; s < e->nstripes; s++) {
-        PF__CHECK(pthread_mutex_lock(&e->st[s].mu) == 0);
-        PF__CHECK(pthread_mutex_unlock(&e->st[s].mu) == 0);
+        if (pthread_mutex_lock(&e->st[s].mu) == 0)
+            unlock_mutex(e, &e->st[s].mu);
+        else
+            mark_corrupt(e);
     }
-    PF__CHECK(pthread_mutex_lock(&e->h->grow_mu) == 0);
-    PF__CHECK(pthread_mutex_lock(&e->h->g_mu) == 0);
+    e->fork_held = 0;
+    if (pthread_mutex_lock(&e->h->grow_mu) == 0)
+        e->fork_held |= 1;
+    if (pthread_mutex_lock(&e->h->g_mu) == 0)
+        e->fork_held |= 2;
+    if (e->fork_held != 3)
+        mark_corrupt(e);
+}
+
+static void fork_release(pf__eng *e)
+{
+    if (e->fork_held & 2)
+        unlock_mutex(e, &e->h->g_mu);
+    if (e->fork_held & 1)
+        unlock_mutex(e, &e->h->grow_mu);
+    e->fork_held = 0;
 }
 
 /* After fork(), in the parent. */
 void pf__eng_fork_thaw(pf__eng *e)
 {
-    PF__CHECK(pthread_mutex_unlock(&e->h->g_mu) == 0);
-    PF__CHECK(pthread_mutex_unlock(&e->h->grow_mu) == 0);
+    fork_release(e);
     __atomic_store_n(&e->frozen, 0, __ATOMIC_RELEASE);
 }
 
@@ -1599,8 +1737,7 @@ void pf__eng_fork_thaw(pf__eng *e)
  * thread it does not have. */
 void pf__eng_fork_thaw_child(pf__eng *e)
 {
-    PF__CHECK(pthread_mutex_unlock(&e->h->g_mu) == 0);
-    PF__CHECK(pthread_mutex_unlock(&e->h->grow_mu) == 0);
+    fork_release(e);
     for (unsigned s = 0; s < e->nstripes; s++)
         PF__CHECK(init_mutex(&e->st[s].mu, false));
     __atomic_store_n(&e->frozen, 0, __ATOMIC_RELEASE);
@@ -1629,6 +1766,16 @@ bool pf__eng_destroyed(const pf__eng *e)
     return __atomic_load_n(&e->h->destroyed, __ATOMIC_ACQUIRE) != 0;
 }
 
+bool pf__eng_corrupt(const pf__eng *e)
+{
+    return __atomic_load_n(&e->h->corrupt, __ATOMIC_ACQUIRE) != 0;
+}
+
+bool pf__eng_keep_mapped(const pf__eng *e)
+{
+    return e->pshared && __atomic_load_n(&e->lock_broken, __ATOMIC_ACQUIRE) != 0;
+}
+
 unsigned pf__eng_stripe_of(const pf__eng *e, const void *key, size_t klen)
 {
     return (unsigned)(stripe_for(e, key_hash(e->seed, key, klen)) - e->st);
@@ -1649,7 +1796,7 @@ uint64_t pf__eng_repairs(const pf__eng *e)
     return __atomic_load_n(&e->h->repairs, __ATOMIC_RELAXED);
 }
 
-uint64_t *pf__eng_word_for_tests(pf__eng *e, enum pf__eng_word w, unsigned s, unsigned lane)
+uint64_t *pf__eng_word_for_tests(pf__eng *e, enum pf__eng_word w, unsigned s, unsigned idx)
 {
     struct pf__eng_stripe *st = &e->st[s % e->nstripes];
     switch (w) {
@@ -1661,10 +1808,24 @@ uint64_t *pf__eng_word_for_tests(pf__eng *e, enum pf__eng_word w, unsigned s, un
         return &st->table;
     case PF__EW_CAP:
         return &st->cap;
+    case PF__EW_COUNT:
+        return &st->count;
+    case PF__EW_TOMBS:
+        return &st->tombs;
+    case PF__EW_OWNED:
+        return &st->owned;
     case PF__EW_CHUNK_CUR:
-        return &st->lane[lane % LANES].chunk_cur;
+        return &st->lane[idx % LANES].chunk_cur;
     case PF__EW_CHUNK_END:
-        return &st->lane[lane % LANES].chunk_end;
+        return &st->lane[idx % LANES].chunk_end;
+    case PF__EW_FREE_HEAD:
+        return idx < NCLASSES ? &st->free_head[idx] : NULL;
+    case PF__EW_TX:
+        return &st->lane[idx % LANES].tx.state;
+    case PF__EW_STRIPE_LOCK:
+        return (uint64_t *)(void *)&st->mu;
+    case PF__EW_GLOBAL_LOCK:
+        return (uint64_t *)(void *)&e->h->g_mu;
     case PF__EW_ENTRY_META:
         for (uint64_t i = 0; st->table && i < st->cap; i++) {
             uint64_t sl = ld(word(e, slot_off(st->table, i)));
@@ -1831,11 +1992,21 @@ static int chk_stripe(struct chk *k, unsigned s)
         return chk_fail(k, "stripe %u: counts %llu/%llu, table holds %llu/%llu", s,
                         (unsigned long long)st->count, (unsigned long long)st->tombs,
                         (unsigned long long)used, (unsigned long long)tombs);
+    /* The free lists: each walk is bounded by what no scribble can raise,
+     * the blocks of its class that fit below top (owned is a word of the
+     * segment too), and finds a cycle within twice its length (Brent: the
+     * walk compares each block with one it saved, saving anew at each power
+     * of two), before a long walk through it fills the region list. */
+    uint64_t room = PF__MIN(st->owned, k->top - e->arena_off);
     for (unsigned fc = 0; fc < NCLASSES; fc++) {
-        uint64_t limit = st->owned / class_size(fc) + 1, n = 0;
+        uint64_t limit = room / class_size(fc), n = 0, saved = 0, span = 1;
         for (uint64_t b = st->free_head[fc]; b; b = ld(word(e, b))) {
-            if (++n > limit)
+            if (b == saved || ++n > limit)
                 return chk_fail(k, "stripe %u: free list %u loops", s, fc);
+            if (n == span) {
+                saved = b;
+                span *= 2;
+            }
             if ((rc = chk_block(k, s, b, "free", &c)))
                 return rc;
             if (c != fc)
@@ -1877,11 +2048,13 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap)
             rc = chk_fail(&k, "header: top %#llx outside the arena [%#llx, %#llx]",
                           (unsigned long long)k.top, (unsigned long long)e->arena_off,
                           (unsigned long long)size);
-            stripe_unlock(&e->st[s]);
+            stripe_unlock(e, &e->st[s]); /* reports nothing more */
             goto out;
         }
         rc = chk_stripe(&k, s);
-        stripe_unlock(&e->st[s]);
+        int u = stripe_unlock(e, &e->st[s]);
+        if (u && !rc)
+            rc = chk_fail(&k, "stripe %u: its lock was overwritten while held", s);
         if (rc)
             goto out;
     }
@@ -1899,7 +2072,8 @@ int pf__eng_check(pf__eng *e, char *msg, size_t msg_cap)
     else if (owned != k.top - e->arena_off)
         rc = chk_fail(&k, "stripes own %llu bytes, the arena handed out %llu",
                       (unsigned long long)owned, (unsigned long long)(k.top - e->arena_off));
-    g_unlock(e);
+    if (g_unlock(e) && !rc)
+        rc = chk_fail(&k, "global lock overwritten while held");
     if (rc)
         goto out;
     struct stat sb;

@@ -39,6 +39,12 @@ typedef struct pf__eng {
     uint64_t seed;  /* hash seed, from the header */
     uint64_t arena_off;
     int frozen; /* atomic: a local region's operations wait while a fork is on */
+    /* atomic: an unlock of one of the region's locks failed (its bytes were
+     * overwritten while this process held it).  glibc then keeps that robust
+     * mutex on the holding thread's robust list, which the thread's later
+     * robust locks write through: the mapping must outlive the handle. */
+    int lock_broken;
+    unsigned fork_held; /* local: the locks pf__eng_fork_freeze took (1 grow_mu, 2 g_mu) */
 } pf__eng;
 
 /* Bytes the header and the stripes of a region with `stripes` stripes take
@@ -83,6 +89,12 @@ void pf__eng_fini_locks(pf__eng *e);
 uint64_t pf__eng_nonce(const pf__eng *e);
 void pf__eng_set_destroyed(pf__eng *e);
 bool pf__eng_destroyed(const pf__eng *e);
+/* Damage was found (the header's corrupt flag): every operation fails with
+ * PF_ECORRUPT from then on. */
+bool pf__eng_corrupt(const pf__eng *e);
+/* An unlock failed in this process (see lock_broken): unmapping the region
+ * would leave a thread's robust list pointing into unmapped memory. */
+bool pf__eng_keep_mapped(const pf__eng *e);
 
 /* Operations (arguments already validated by the front end). */
 int pf__eng_get(pf__eng *e, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen,
@@ -125,18 +137,28 @@ uint64_t pf__eng_used(const pf__eng *e);
 uint64_t pf__eng_repairs(const pf__eng *e);
 
 /* For the tests' corruption cases only: the address of one word a scribbler
- * may hit (the header's top or size; stripe s's table, capacity, the bump
- * chunk of one of its lanes; the second header word of stripe s's first
- * entry: its class). */
+ * may hit (the header's top or size; stripe s's table, capacity, live and
+ * deleted counts, owned bytes, the bump chunk of lane `idx`, the head of the
+ * free list of class `idx` (NULL past the last class), the commit record of
+ * lane `idx` (words: state (1: active), n, then n (offset, value) pairs); the
+ * second header word of stripe s's first entry: its class), or of the first
+ * word of a lock (stripe s's or the global one: a pthread_mutex_t there). */
 enum pf__eng_word {
     PF__EW_TOP,
     PF__EW_SIZE,
     PF__EW_TABLE,
     PF__EW_CAP,
+    PF__EW_COUNT,
+    PF__EW_TOMBS,
+    PF__EW_OWNED,
     PF__EW_CHUNK_CUR,
     PF__EW_CHUNK_END,
-    PF__EW_ENTRY_META
+    PF__EW_FREE_HEAD,
+    PF__EW_TX,
+    PF__EW_ENTRY_META,
+    PF__EW_STRIPE_LOCK,
+    PF__EW_GLOBAL_LOCK
 };
-uint64_t *pf__eng_word_for_tests(pf__eng *e, enum pf__eng_word w, unsigned s, unsigned lane);
+uint64_t *pf__eng_word_for_tests(pf__eng *e, enum pf__eng_word w, unsigned s, unsigned idx);
 
 #endif /* PF_DICT_ENGINE_H */

@@ -427,7 +427,11 @@ static void eng_destroy(pf_dict *bd)
         shm_path(path, sizeof path, d->base.name);
         unlink_if_ours(path, d->dev, d->ino);
     }
-    munmap(d->eng.base, d->eng.max_bytes);
+    /* A lock of the region was overwritten while this process held it: a
+     * thread's robust list may still lead into the region (see
+     * pf__eng_keep_mapped), so its address space stays taken. */
+    if (!pf__eng_keep_mapped(&d->eng))
+        munmap(d->eng.base, d->eng.max_bytes);
     if (d->fd >= 0)
         close(d->fd);
     free(d);
@@ -568,6 +572,8 @@ static int eng_del(pf_dict *d, const void *key, size_t klen)
 
 static int eng_len(pf_dict *d, size_t *out)
 {
+    if (pf__eng_corrupt(&ed(d)->eng))
+        return PF_ECORRUPT; /* *out stays 0 */
     *out = pf__eng_len(&ed(d)->eng);
     return 0;
 }

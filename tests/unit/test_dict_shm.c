@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -525,6 +526,390 @@ TEST(dict_shm_scribbled_segment_is_corrupt_not_a_crash)
             ASSERT(header_whole);
             ASSERT_ERR(check, PF_ECORRUPT);
         }
+    }
+}
+
+/* Run op(d, arg) in a child, bounded by 5 s (scaled): 0 for PF_OK, 1 for
+ * PF_ECORRUPT, what the child made of other outcomes (see the callers), 128 +
+ * a signal, or -1 if it still ran (a hang: killed).  The child's data segment
+ * is limited in plain builds, so that a walk that never ends (which collects
+ * what it saw) fails soon instead of filling the machine's memory. */
+static int run_op_bounded(int (*op)(pf_dict *, int), pf_dict *d, int arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+        struct rlimit rl = {1ull << 30, 1ull << 30};
+        setrlimit(RLIMIT_DATA, &rl);
+#endif
+        _exit(op(d, arg));
+    }
+    uint64_t limit_ms = (uint64_t)(5000 * pf_test_scale());
+    for (uint64_t ms = 0;; ms += 5) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (ms > limit_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        usleep(5000);
+    }
+}
+
+static int item_seen(void *u, size_t i, int status, const void *v, size_t vl)
+{
+    (void)u, (void)i, (void)status, (void)v, (void)vl;
+    return 0;
+}
+
+static int update_to_u(void *arg, const void *old, size_t old_len, const void **nv, size_t *nl)
+{
+    (void)arg, (void)old, (void)old_len;
+    *nv = "u";
+    *nl = 1;
+    return PF_DICT_SET;
+}
+
+/* One public operation of the dict (numbered as in the expectations of
+ * dict_shm_scribbled_lock_is_corrupt_not_an_abort). */
+static int public_op(pf_dict *d, int op)
+{
+    char buf[64], msg[200];
+    size_t n;
+    bool flag;
+    pf_dict_item items[3] = {{"m1", 2, "v", 1}, {"m2", 2, "v", 1}, {"k1", 2, NULL, 0}};
+    switch (op) {
+    case 0:
+        return pf_dict_get(d, "k1", 2, buf, sizeof buf, NULL);
+    case 1:
+        return pf_dict_len(d, &n);
+    case 2:
+        return pf_dict_set_str(d, "a-new-key", "v");
+    case 3:
+        return pf_dict_set_str(d, "k1", "VALUE"); /* the same length: in place */
+    case 4:
+        return pf_dict_delete(d, "k2", 2);
+    case 5:
+        return pf_dict_incr(d, "n", 1, 1, NULL);
+    case 6:
+        return pf_dict_cas(d, "c", 1, NULL, 0, "x", 1, &flag);
+    case 7:
+        return pf_dict_get_or_insert(d, "g", 1, "x", 1, NULL, NULL, &flag);
+    case 8:
+        return pf_dict_update_fn(d, "u", 1, update_to_u, NULL);
+    case 9:
+        return pf_dict_set_many(d, items, 2);
+    case 10:
+        return pf_dict_get_many(d, items, 3, item_seen, NULL);
+    case 11:
+        return pf_dict_foreach(d, visit_nothing, NULL);
+    case 12: {
+        pf_dict_iter *it;
+        int rc = pf_dict_iter_open(d, &it);
+        if (rc == 0)
+            rc = pf_dict_iter_next(it, NULL, NULL, NULL, NULL);
+        pf_dict_iter_close(it);
+        return rc;
+    }
+    case 13:
+        return pf_dict_clear(d);
+    default:
+        return pf_dict_check(d, msg, sizeof msg);
+    }
+}
+
+/* A child's verdict on one operation: 0 success, 1 PF_ECORRUPT and the dict
+ * says so from then on (a lock-free get and len too), 3 another code, 4
+ * PF_ECORRUPT once only.  (pf_dict_check reports what it finds without
+ * marking the dict: the test's emptied lanes may be what it finds first.) */
+static int public_op_verdict(pf_dict *d, int op)
+{
+    int rc = public_op(d, op);
+    if (rc == PF_OK)
+        return 0;
+    if (rc != PF_ECORRUPT)
+        return 3;
+    if (op == 14)
+        return 1;
+    char buf[64];
+    size_t n;
+    return pf_dict_get(d, "k1", 2, buf, sizeof buf, NULL) == PF_ECORRUPT &&
+                   pf_dict_len(d, &n) == PF_ECORRUPT
+               ? 1
+               : 4;
+}
+
+/* A lock whose bytes a stray write overwrote (pthreads answers EINVAL) makes
+ * every operation that takes it report PF_ECORRUPT and mark the dict, never
+ * abort; operations that need no lock go on until the damage is found.  One
+ * dict per operation, each run in a child.  The global lock is taken only for
+ * a new chunk: every lane's chunk is used up first.  Expected per operation
+ * of public_op: 'C' corrupt, '0' success. */
+TEST(dict_shm_scribbled_lock_is_corrupt_not_an_abort)
+{
+    static const struct {
+        const char *what;
+        const char *expect;
+    } cases[] = {
+        {"stripe lock", "00CCCCCCCC0CCCC"},
+        {"global lock", "00C00CCCCC0000C"},
+    };
+    for (size_t c = 0; c < PF__ARRAY_SIZE(cases); c++) {
+        for (int op = 0; op < 15; op++) {
+            char name[64], msg[200];
+            uniq(name, sizeof name, "lock");
+            pf_dict_opts o = {.stripes = 1, .max_bytes = 64ull << 20};
+            pf_dict *d;
+            ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+            for (int i = 0; i < 20; i++) {
+                char k[16];
+                snprintf(k, sizeof k, "k%d", i);
+                ASSERT_OK(pf_dict_set_str(d, k, "value"));
+            }
+            pf__eng *e = pf__dict_engine(d);
+            if (c == 1) {
+                for (unsigned l = 0; l < 4; l++)
+                    *pf__eng_word_for_tests(e, PF__EW_CHUNK_CUR, 0, l) =
+                        *pf__eng_word_for_tests(e, PF__EW_CHUNK_END, 0, l);
+            }
+            enum pf__eng_word w = c == 0 ? PF__EW_STRIPE_LOCK : PF__EW_GLOBAL_LOCK;
+            memset(pf__eng_word_for_tests(e, w, 0, 0), 0xff, sizeof(pthread_mutex_t));
+            int code = run_op_bounded(public_op_verdict, d, op);
+            int check = pf_dict_check(d, msg, sizeof msg);
+            pf_dict_close(d);
+            ASSERT(!shm_exists(name));
+            char want = cases[c].expect[op];
+            if ((want == 'C' && code != 1) || (want == '0' && code != 0))
+                FAIL("scribbled %s, operation %d: child exit %d, want %c", cases[c].what, op, code,
+                     want);
+            ASSERT_ERR(check, PF_ECORRUPT);
+        }
+    }
+}
+
+/* The update function runs under the stripe lock: it overwrites that lock,
+ * all of it (an unknown kind: EINVAL) or only its owner word (another thread's
+ * id: EPERM, and the lock looks held from then on). */
+struct overwrite {
+    void *lock;
+    int how;
+};
+
+static int overwrite_own_lock(void *arg, const void *old, size_t old_len, const void **nv,
+                              size_t *nl)
+{
+    (void)old, (void)old_len, (void)nv, (void)nl;
+    struct overwrite *o = arg;
+    if (o->how == 0)
+        memset(o->lock, 0xff, sizeof(pthread_mutex_t));
+    else
+        *(uint32_t *)o->lock = 1; /* glibc: the lock word, owner tid 1 (init) */
+    return PF_DICT_KEEP;
+}
+
+/* A stripe lock overwritten while held: its unlock fails, which is
+ * PF_ECORRUPT, not an abort; later operations say PF_ECORRUPT too, a write
+ * included (it does not sleep on a lock that looks held for good).  glibc
+ * keeps such a lock on the thread's robust list and writes through it at the
+ * thread's next robust lock, so closing the dict keeps its mapping: another
+ * dict still works afterwards.  (ThreadSanitizer reports an unlock that
+ * answers EINVAL as a misuse itself: that case is left to the other builds.) */
+TEST(dict_shm_lock_overwritten_while_held_is_corrupt)
+{
+#if defined(__SANITIZE_THREAD__)
+    const int first = 1;
+#else
+    const int first = 0;
+#endif
+    for (int how = first; how < 2; how++) {
+        char name[64], other[64], buf[16];
+        uniq(name, sizeof name, "held");
+        uniq(other, sizeof other, "held-other");
+        pf_dict_opts o = {.stripes = 1};
+        pf_dict *d, *d2;
+        ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+        ASSERT_OK(pf_dict_set_str(d, "k1", "value"));
+        struct overwrite ow = {pf__eng_word_for_tests(pf__dict_engine(d), PF__EW_STRIPE_LOCK, 0, 0),
+                               how};
+        ASSERT_ERR(pf_dict_update_fn(d, "k1", 2, overwrite_own_lock, &ow), PF_ECORRUPT);
+        ASSERT_ERR(pf_dict_get(d, "k1", 2, buf, sizeof buf, NULL), PF_ECORRUPT);
+        ASSERT_ERR(pf_dict_set_str(d, "k1", "other"), PF_ECORRUPT);
+        pf_dict_close(d);
+        ASSERT(!shm_exists(name));
+        for (int i = 0; i < 3; i++) { /* robust locks of this thread, the old one listed */
+            ASSERT_OK(pf_dict_create_shm(&d2, other, &o));
+            ASSERT_OK(pf_dict_set_str(d2, "k", "v"));
+            char *s;
+            ASSERT_OK(pf_dict_get_str(d2, "k", &s));
+            ASSERT_STREQ(s, "v");
+            free(s);
+            pf_dict_close(d2);
+            ASSERT(!shm_exists(other));
+        }
+    }
+}
+
+/* A local dict's locks are private, but a stray write of the process can hit
+ * them all the same: PF_ECORRUPT, and a fork() (whose handlers take every
+ * lock of every local dict) goes on. */
+TEST(dict_local_scribbled_lock_is_corrupt_not_an_abort)
+{
+    pf_dict_opts o = {.stripes = 1};
+    pf_dict *d;
+    char buf[16];
+    ASSERT_OK(pf_dict_open_local(&d, &o));
+    ASSERT_OK(pf_dict_set_str(d, "k1", "value"));
+    memset(pf__eng_word_for_tests(pf__dict_engine(d), PF__EW_STRIPE_LOCK, 0, 0), 0xff,
+           sizeof(pthread_mutex_t));
+    ASSERT_ERR(pf_dict_set_str(d, "k2", "value"), PF_ECORRUPT);
+    ASSERT_ERR(pf_dict_get(d, "k1", 2, buf, sizeof buf, NULL), PF_ECORRUPT);
+#if !defined(__SANITIZE_THREAD__) /* it reports pthread_mutex_lock of an overwritten mutex */
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0)
+        _exit(pf_dict_set_str(d, "k3", "v") == PF_ECORRUPT ? 0 : 1);
+    ASSERT_EQ(wait_child(pid), 0);
+#endif
+    ASSERT_ERR(pf_dict_clear(d), PF_ECORRUPT);
+    pf_dict_close(d);
+}
+
+/* A dead holder's commit record, scribbled to store over the stripe's own
+ * lock, is refused by the repair (PF_ECORRUPT) instead of applied: the lock
+ * stays whole, so its consistent/unlock never fail. */
+TEST(dict_shm_repair_never_writes_over_a_lock)
+{
+    char name[64], msg[200], buf[16];
+    uniq(name, sizeof name, "redo");
+    pf_dict_opts o = {.stripes = 1};
+    pf_dict *d;
+    ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+    ASSERT_OK(pf_dict_set_str(d, "k1", "value"));
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) { /* dies holding the stripe lock, nothing changed */
+        atomic_store(&pf__dict_pause_at, PF__DP_LOCKED);
+        pf_dict_set_str(d, "k2", "value");
+        _exit(3);
+    }
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, WUNTRACED), pid);
+    ASSERT(WIFSTOPPED(st));
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    pf__eng *e = pf__dict_engine(d);
+    uint64_t *tx = pf__eng_word_for_tests(e, PF__EW_TX, 0, 3);
+    uint64_t *lock = pf__eng_word_for_tests(e, PF__EW_STRIPE_LOCK, 0, 0);
+    tx[2] = (uint64_t)((char *)lock - e->base); /* one store: over the lock word */
+    tx[3] = ~0ull;
+    tx[1] = 1;
+    tx[0] = 1;                                                  /* active */
+    ASSERT_ERR(pf_dict_set_str(d, "k3", "value"), PF_ECORRUPT); /* repairs, and refuses */
+    ASSERT_ERR(pf_dict_get(d, "k1", 2, buf, sizeof buf, NULL), PF_ECORRUPT);
+    ASSERT_ERR(pf_dict_check(d, msg, sizeof msg), PF_ECORRUPT);
+    ASSERT_NE(*lock & 0xffffffffu, 0xffffffffu);
+    pf_dict_close(d);
+    ASSERT(!shm_exists(name));
+}
+
+/* pf_dict_check on a free list that loops: PF_ECORRUPT, at once, even with
+ * the stripe's `owned` (which bounded the walk before) raised as far as it
+ * goes.  Free blocks come from deleted entries; the last one's link is
+ * pointed back at the first (or the first's at itself). */
+static int check_op(pf_dict *d, int unused)
+{
+    (void)unused;
+    char msg[200];
+    int rc = pf_dict_check(d, msg, sizeof msg);
+    return rc == PF_OK ? 0 : rc == PF_ECORRUPT ? (strstr(msg, "loops") ? 1 : 5) : 3;
+}
+
+TEST(dict_shm_check_ends_on_a_free_list_cycle)
+{
+    for (int c = 0; c < 2; c++) {
+        char name[64], msg[200];
+        uniq(name, sizeof name, "cycle");
+        pf_dict_opts o = {.stripes = 1};
+        pf_dict *d;
+        ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+        for (int i = 0; i < 20; i++)
+            ASSERT_OK(pf_dict_set(d, &i, sizeof i, "value", 5));
+        for (int i = 0; i < 10; i++)
+            ASSERT_OK(pf_dict_delete(d, &i, sizeof i));
+        ASSERT_OK(pf_dict_check(d, msg, sizeof msg));
+        pf__eng *e = pf__dict_engine(d);
+        uint64_t *head = NULL;
+        for (unsigned cls = 0; !head; cls++) {
+            uint64_t *h = pf__eng_word_for_tests(e, PF__EW_FREE_HEAD, 0, cls);
+            ASSERT(h != NULL); /* a list holds the deleted entries */
+            if (*h)
+                head = h;
+        }
+        uint64_t *last = (uint64_t *)(e->base + *head);
+        int len = 1;
+        while (*last) {
+            last = (uint64_t *)(e->base + *last);
+            len++;
+        }
+        ASSERT_EQ(len, 10);
+        if (c == 0)
+            *last = *head;
+        else
+            *(uint64_t *)(e->base + *head) = *head;
+        *pf__eng_word_for_tests(e, PF__EW_OWNED, 0, 0) = ~0ull;
+        int code = run_op_bounded(check_op, d, 0);
+        pf_dict_close(d);
+        ASSERT(!shm_exists(name));
+        if (code != 1)
+            FAIL("free list %s: check child exit %d, want 1 (PF_ECORRUPT, \"loops\")",
+                 c == 0 ? "cycle" : "self-loop", code);
+    }
+}
+
+/* A write that grows the table with a scribbled count ends, with
+ * PF_ECORRUPT: a count so big that doubling the capacity up to twice it
+ * would wrap, or so small (with enough tombstones to ask for a rebuild)
+ * that the new table cannot hold the entries the old one has. */
+static int set_new_key(pf_dict *d, int unused)
+{
+    (void)unused;
+    int rc = pf_dict_set_str(d, "a-new-key", "v");
+    return rc == PF_OK ? 0 : rc == PF_ECORRUPT ? 1 : 3;
+}
+
+TEST(dict_shm_scribbled_counts_do_not_hang_a_write)
+{
+    for (int c = 0; c < 2; c++) {
+        char name[64], msg[200];
+        uniq(name, sizeof name, "count");
+        pf_dict_opts o = {.stripes = 1};
+        pf_dict *d;
+        ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+        for (int i = 0; i < 20; i++)
+            ASSERT_OK(pf_dict_set(d, &i, sizeof i, "value", 5));
+        pf__eng *e = pf__dict_engine(d);
+        uint64_t *count = pf__eng_word_for_tests(e, PF__EW_COUNT, 0, 0);
+        if (c == 0) {
+            *count = ~0ull - 1;
+        } else {
+            *count = 0;
+            *pf__eng_word_for_tests(e, PF__EW_TOMBS, 0, 0) =
+                *pf__eng_word_for_tests(e, PF__EW_CAP, 0, 0);
+        }
+        int code = run_op_bounded(set_new_key, d, 0);
+        int check = pf_dict_check(d, msg, sizeof msg);
+        pf_dict_close(d);
+        ASSERT(!shm_exists(name));
+        if (code != 1)
+            FAIL("count %s: set child exit %d, want 1 (PF_ECORRUPT)", c == 0 ? "huge" : "zero",
+                 code);
+        ASSERT_ERR(check, PF_ECORRUPT);
     }
 }
 
