@@ -438,6 +438,24 @@ static int visit_nothing(void *u, const void *k, size_t kl, const void *v, size_
     return 0;
 }
 
+/* A one-stripe shm dict named after `what` (the name into name) holding 20
+ * entries "k0".."k19": the target of the scribbling tests below. */
+#define SCRIBBLE_MAX_BYTES (64ull << 20)
+
+static pf_dict *small_dict_to_scribble_on(char *name, size_t cap, const char *what)
+{
+    uniq(name, cap, what);
+    pf_dict_opts o = {.stripes = 1, .max_bytes = SCRIBBLE_MAX_BYTES};
+    pf_dict *d;
+    ASSERT_OK(pf_dict_create_shm(&d, name, &o));
+    for (int i = 0; i < 20; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        ASSERT_OK(pf_dict_set_str(d, k, "value"));
+    }
+    return d;
+}
+
 static int scribbled_op(pf_dict *d, int op)
 {
     char buf[64], msg[200];
@@ -467,15 +485,7 @@ TEST(dict_shm_scribbled_segment_is_corrupt_not_a_crash)
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         for (int op = 0; op < 5; op++) {
             char name[64];
-            uniq(name, sizeof name, "scribble");
-            pf_dict_opts o = {.stripes = 1, .max_bytes = 64ull << 20};
-            pf_dict *d;
-            ASSERT_OK(pf_dict_create_shm(&d, name, &o));
-            for (int i = 0; i < 20; i++) {
-                char k[16];
-                snprintf(k, sizeof k, "k%d", i);
-                ASSERT_OK(pf_dict_set_str(d, k, "value"));
-            }
+            pf_dict *d = small_dict_to_scribble_on(name, sizeof name, "scribble");
             pf__eng *e = pf__dict_engine(d);
             uint64_t magic = *(uint64_t *)e->base;
             for (unsigned l = 0; l < 4; l++) { /* every lane: the child draws its own */
@@ -499,7 +509,7 @@ TEST(dict_shm_scribbled_segment_is_corrupt_not_a_crash)
                 *pf__eng_word_for_tests(e, PF__EW_TOP, 0, 0) = 0;
                 break;
             case 4:
-                *pf__eng_word_for_tests(e, PF__EW_SIZE, 0, 0) = o.max_bytes + (64ull << 20);
+                *pf__eng_word_for_tests(e, PF__EW_SIZE, 0, 0) = SCRIBBLE_MAX_BYTES + (64ull << 20);
                 break;
             case 5: { /* the class byte of one entry: 200 of 103 classes */
                 uint64_t *meta = pf__eng_word_for_tests(e, PF__EW_ENTRY_META, 0, 0);
@@ -661,15 +671,7 @@ TEST(dict_shm_scribbled_lock_is_corrupt_not_an_abort)
     for (size_t c = 0; c < PF__ARRAY_SIZE(cases); c++) {
         for (int op = 0; op < 15; op++) {
             char name[64], msg[200];
-            uniq(name, sizeof name, "lock");
-            pf_dict_opts o = {.stripes = 1, .max_bytes = 64ull << 20};
-            pf_dict *d;
-            ASSERT_OK(pf_dict_create_shm(&d, name, &o));
-            for (int i = 0; i < 20; i++) {
-                char k[16];
-                snprintf(k, sizeof k, "k%d", i);
-                ASSERT_OK(pf_dict_set_str(d, k, "value"));
-            }
+            pf_dict *d = small_dict_to_scribble_on(name, sizeof name, "lock");
             pf__eng *e = pf__dict_engine(d);
             if (c == 1) {
                 for (unsigned l = 0; l < 4; l++)
