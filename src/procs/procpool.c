@@ -251,14 +251,19 @@ static void refill_locked(struct ppool *p, struct pf__finish_list *dl)
 
 /* ----------------------------------------------------------- collecting -- */
 
-/* Copy slot s's outcome out, free the slot, and defer finishing its future. */
-static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl)
+/* Copy slot s's outcome out, free the slot, and defer finishing its future.
+ * w: the worker whose completion names s, or -1 for any.  The state word is
+ * in memory a task can scribble on: a slot that is not DONE by a worker of
+ * ours (w if given), or that holds no task, is not collected here (a
+ * damaged one is failed by its worker's death: worker_ended). */
+static void collect_slot(struct ppool *p, uint32_t s, int w, struct pf__finish_list *dl)
 {
     struct pf__shm_header *h = p->hdr;
     struct pf__slot *slot = pf__shm_slot(h, s);
     uint32_t st = atomic_load_explicit(&slot->state, memory_order_acquire);
-    PF__CHECK(PF__SLOT_KIND(st) == PF__SLOT_DONE);
     int owner = PF__SLOT_OWNER(st);
+    if (PF__SLOT_KIND(st) != PF__SLOT_DONE || owner >= p->n_workers || (w >= 0 && owner != w))
+        return;
     int code = slot->code;
     void *data = NULL;
     size_t len = 0;
@@ -277,7 +282,7 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
             if (data)
                 memcpy(data, slot->result_inline, len);
         } else if (slot->result_where == PF__RESULT_WINDOW) {
-            struct pf__shm_worker *w = pf__shm_worker(h, owner);
+            struct pf__shm_worker *ow = pf__shm_worker(h, owner);
             uint64_t off = pf__win_off(owner);
             void *base, *map;
             size_t map_len;
@@ -295,8 +300,8 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
             }
             if (len > PF__LARGE_PUNCH && !damaged)
                 pf__shm_punch(p->memfd, off, len);
-            atomic_store(&w->window_busy, 0);
-            pf__futex_wake(&w->window_busy, 1, true);
+            atomic_store(&ow->window_busy, 0);
+            pf__futex_wake(&ow->window_busy, 1, true);
         }
         if (damaged) {
             code = PF_ECORRUPT;
@@ -321,6 +326,13 @@ static void collect_slot(struct ppool *p, uint32_t s, struct pf__finish_list *dl
         info.pid = (int)atomic_load(&pf__shm_worker(h, owner)->pid);
 
     pf__mutex_lock(&p->lock);
+    if (!p->slot_future[s]) {
+        /* FREE, made to look DONE by a scribbler: freeing it again would
+         * push it twice on free_slots. */
+        pf__mutex_unlock(&p->lock);
+        free(data);
+        return;
+    }
     /* Its reference goes to the finish list; NULL if its worker was killed
      * for it: the killer's outcome (cancelled, time limit) stands. */
     pf_future *f = free_slot_locked(p, s);
@@ -341,10 +353,20 @@ static bool drain_worker(struct ppool *p, int w, struct pf__finish_list *dl)
     uint64_t tail = atomic_load_explicit(&sw->cq_tail, memory_order_acquire);
     if (head == tail)
         return false;
+    if (tail - head > p->hdr->cq_size) {
+        /* A task moved the ring's indices (the ring never holds more than
+         * cq_size entries): drop its entries and collect what the worker
+         * has finished by scanning its slots, as for a dead worker.  Its
+         * next entry goes at the tail we read. */
+        atomic_store_explicit(&sw->cq_head, tail, memory_order_release);
+        for (uint32_t s = 0; s < p->hdr->n_slots; s++)
+            collect_slot(p, s, w, dl);
+        return true;
+    }
     for (; head != tail; head++) {
         uint32_t s = atomic_load_explicit(&cq[head & (p->hdr->cq_size - 1)], memory_order_relaxed);
-        PF__CHECK(s < p->hdr->n_slots);
-        collect_slot(p, s, dl);
+        if (s < p->hdr->n_slots) /* else a scribbled entry: skipped */
+            collect_slot(p, s, w, dl);
     }
     atomic_store_explicit(&sw->cq_head, head, memory_order_release);
     return true;
@@ -472,20 +494,26 @@ static void worker_ended(struct ppool *p, const struct pf__fs_msg *m, struct pf_
 
     struct pf__shm_header *h = p->hdr;
     struct pf__shm_worker *sw = pf__shm_worker(h, index);
+    uint32_t current = atomic_load(&sw->current);
     pf__mutex_lock(&p->lock);
     for (uint32_t s = 0; s < h->n_slots; s++) {
         struct pf__slot *slot = pf__shm_slot(h, s);
         uint32_t st = atomic_load_explicit(&slot->state, memory_order_acquire);
-        if (PF__SLOT_OWNER(st) != index)
+        /* A state whose owner is no worker of ours was scribbled on by the
+         * task it ran, if that slot is what the worker ran or was killed
+         * for: it died running it. */
+        bool damaged = PF__SLOT_OWNER(st) >= p->n_workers && p->slot_future[s] &&
+                       (s == current || s == pw->kill_slot);
+        if (PF__SLOT_OWNER(st) != index && !damaged)
             continue;
-        if (PF__SLOT_KIND(st) == PF__SLOT_DONE) {
+        if (PF__SLOT_KIND(st) == PF__SLOT_DONE && !damaged) {
             /* Finished, but died before announcing it. */
             pf__mutex_unlock(&p->lock);
-            collect_slot(p, s, dl);
+            collect_slot(p, s, index, dl);
             pf__mutex_lock(&p->lock);
             continue;
         }
-        if (PF__SLOT_KIND(st) != PF__SLOT_RUNNING)
+        if (PF__SLOT_KIND(st) != PF__SLOT_RUNNING && !damaged)
             continue;
         /* NULL if we killed the worker for this very task: whoever did
          * (pp_cancel, check_deadlines_locked) finishes its future, at once
@@ -602,7 +630,7 @@ static void fork_server_lost(struct ppool *p, struct pf__finish_list *dl)
         uint32_t st = atomic_load_explicit(&pf__shm_slot(p->hdr, s)->state, memory_order_acquire);
         if (p->slot_future[s] && PF__SLOT_KIND(st) == PF__SLOT_DONE) {
             pf__mutex_unlock(&p->lock);
-            collect_slot(p, s, dl);
+            collect_slot(p, s, -1, dl);
             pf__mutex_lock(&p->lock);
         }
     }
@@ -869,7 +897,8 @@ static int cancel_task(struct pf_executor *ex, pf_future *f, bool running_too)
         wake_collector(p); /* a slot is free: pending tasks may move up */
         return PF_OK;
     }
-    if (running_too && PF__SLOT_KIND(st) == PF__SLOT_RUNNING) {
+    /* An owner that is no worker of ours was scribbled on by the task. */
+    if (running_too && PF__SLOT_KIND(st) == PF__SLOT_RUNNING && PF__SLOT_OWNER(st) < p->n_workers) {
         int i = PF__SLOT_OWNER(st);
         struct pworker *pw = &p->workers[i];
         /* Running, so the worker is alive even if its "started" message is

@@ -492,6 +492,122 @@ TEST(scribbled_result_length_is_reported_not_read)
     pf_executor_destroy(ex);
 }
 
+/* The slot a task runs in, and its pool's shared header (at the start of
+ * the control mapping, page-aligned, below the slots). */
+static struct pf__slot *own_slot(pf_task *t, struct pf__shm_header **h)
+{
+    unsigned char *r = pf_task_result_buffer(t, 8);
+    if (!r)
+        return NULL;
+    struct pf__slot *slot = (struct pf__slot *)(r - offsetof(struct pf__slot, result_inline));
+    uintptr_t a = (uintptr_t)slot & ~(uintptr_t)4095;
+    while (*(const uint64_t *)a != PF__SHM_MAGIC)
+        a -= 4096;
+    *h = (struct pf__shm_header *)a;
+    return slot;
+}
+
+/* What a scribbling task does: argument = enum below. */
+enum { SCRIBBLE_OWNER_DIE, SCRIBBLE_OWNER_SLEEP, SCRIBBLE_CQ_TAIL, SCRIBBLE_CQ_ENTRY };
+
+static int task_scribble_shared(pf_task *t, const void *arg, size_t len)
+{
+    (void)len;
+    int32_t what;
+    memcpy(&what, arg, sizeof what);
+    struct pf__shm_header *h;
+    struct pf__slot *slot = own_slot(t, &h);
+    if (!slot)
+        return 1;
+    int w = pf_task_worker_index(t);
+    struct pf__shm_worker *sw = pf__shm_worker(h, w);
+    uint32_t bad_owner = 1u << 20;
+    switch (what) {
+    case SCRIBBLE_OWNER_DIE:
+        atomic_store(&slot->state, PF__SLOT_STATE(PF__SLOT_DONE, bad_owner));
+        raise(SIGKILL);
+        break;
+    case SCRIBBLE_OWNER_SLEEP:
+        atomic_store(&slot->state, PF__SLOT_STATE(PF__SLOT_RUNNING, bad_owner));
+        pf_test_sleep_ms(300);
+        break;
+    case SCRIBBLE_CQ_TAIL:
+        atomic_fetch_add(&sw->cq_tail, 1ull << 40);
+        break;
+    case SCRIBBLE_CQ_ENTRY: {
+        uint64_t tail = atomic_load(&sw->cq_tail);
+        atomic_store(&pf__shm_worker_cq(h, w)[tail & (h->cq_size - 1)], 0xfffffff0u);
+        atomic_store(&sw->cq_tail, tail + 1);
+        break;
+    }
+    }
+    return pf_task_set_result(t, &what, sizeof what);
+}
+
+/* The pool goes on after a scribbler: a following task works. */
+static void pool_goes_on(pf_executor *ex)
+{
+    pf_future *g = submit_i32(ex, task_sleep_ms, 2);
+    ASSERT_EQ(result_i32(g), 2);
+    pf_future_release(g);
+}
+
+/* A task that makes its slot's owner no worker of ours and dies: its
+ * future fails with PF_EWORKERDIED (the death report skipped the slot
+ * before, and the future never finished). */
+TEST(scribbled_slot_owner_then_death_fails_the_future)
+{
+    pf_executor *ex = pool(1);
+    pf_future *f = submit_i32(ex, task_scribble_shared, SCRIBBLE_OWNER_DIE);
+    ASSERT_ERR(pf_future_result(f, 20.0, NULL, NULL), PF_EWORKERDIED);
+    pf_future_release(f);
+    pool_goes_on(ex);
+    pf_executor_destroy(ex);
+}
+
+/* Cancelling a running task whose slot names no worker of ours: no kill
+ * of an index past the workers (read and written out of bounds before);
+ * the task finishes as it would have. */
+TEST(cancel_with_scribbled_slot_owner_is_refused)
+{
+    pf_executor *ex = pool(1);
+    pf_future *f = submit_i32(ex, task_scribble_shared, SCRIBBLE_OWNER_SLEEP);
+    while (!pf_future_running(f))
+        pf_test_sleep_ms(2);
+    pf_test_sleep_ms(50); /* let it scribble */
+    pf_future_cancel(f);
+    int rc = pf_future_result(f, 20.0, NULL, NULL);
+    ASSERT(rc == PF_OK || rc == PF_ECANCELLED);
+    pf_future_release(f);
+    pool_goes_on(ex);
+    pf_executor_destroy(ex);
+}
+
+/* A completion ring tail raised by 2^40: the collector drains at most
+ * cq_size entries, finds the worker's finished slots by a scan, and the
+ * result arrives (it looped 2^40 times, or aborted on a stale entry). */
+TEST(scribbled_completion_tail_is_survived)
+{
+    pf_executor *ex = pool(1);
+    pf_future *f = submit_i32(ex, task_scribble_shared, SCRIBBLE_CQ_TAIL);
+    ASSERT_EQ(result_i32(f), SCRIBBLE_CQ_TAIL);
+    pf_future_release(f);
+    pool_goes_on(ex);
+    pool_goes_on(ex);
+    pf_executor_destroy(ex);
+}
+
+/* A completion entry naming no slot is skipped (it aborted the parent). */
+TEST(scribbled_completion_entry_is_skipped)
+{
+    pf_executor *ex = pool(1);
+    pf_future *f = submit_i32(ex, task_scribble_shared, SCRIBBLE_CQ_ENTRY);
+    ASSERT_EQ(result_i32(f), SCRIBBLE_CQ_ENTRY);
+    pf_future_release(f);
+    pool_goes_on(ex);
+    pf_executor_destroy(ex);
+}
+
 /* Counts worker starts in a counter shared with the whole process tree (an
  * anonymous shared mapping made before the fork server starts); its
  * argument is the counter's address, the same in every process. */
